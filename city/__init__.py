@@ -1,0 +1,1 @@
+"""The core: events, city config, geography, policy, privacy. Pure Python, no servers."""

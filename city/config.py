@@ -1,0 +1,218 @@
+"""The city definition: departments, jurisdiction layers, subscriptions, event types, routing.
+
+One YAML file describes a city. `load_city(path)` validates it completely and reports every
+problem as ``file: path.inside.file: what is wrong``, so the person editing the YAML finds the
+line without reading our code. Layer paths are resolved relative to the YAML file.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from city.events import EVENT_TYPE, Priority
+
+SLUG = re.compile(r"^[a-z][a-z0-9-]{0,39}$")
+
+
+class ConfigError(ValueError):
+    """A city config problem, with the file and the path inside it."""
+
+    def __init__(self, file: str | Path, problems: list[tuple[str, str]]):
+        self.file = str(file)
+        self.problems = problems
+        lines = [f"{self.file}: {where or '<top>'}: {what}" for where, what in problems]
+        super().__init__("\n".join(lines))
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class LayerConfig(_Strict):
+    """A GeoJSON file whose features are the zones of one jurisdiction layer."""
+
+    path: str
+    name_property: str | None = Field(
+        default=None,
+        description="feature property naming each zone; without it zones are named by index",
+    )
+    description: str = ""
+
+
+class JurisdictionRef(_Strict):
+    """Zones of one layer that a department answers for."""
+
+    layer: str
+    zones: list[str] | Literal["all"] = "all"
+
+
+class SubscriptionConfig(_Strict):
+    """What a department wants to receive.
+
+    `types` are exact event types or prefixes such as ``traffic.*``. `scope` says where:
+    ``jurisdiction`` (events inside the department's own zones) or ``citywide``.
+    """
+
+    id: str
+    types: list[str] = Field(min_length=1)
+    scope: Literal["jurisdiction", "citywide"] = "jurisdiction"
+    purpose: str = "operations"
+
+    @field_validator("types")
+    @classmethod
+    def _patterns_are_well_formed(cls, values: list[str]) -> list[str]:
+        for value in values:
+            base = value[:-2] if value.endswith(".*") else value
+            if value != "*" and not (EVENT_TYPE.match(base) or re.match(r"^[a-z][a-z0-9_]*$", base)):
+                raise ValueError(f"{value!r} is neither an event type nor a prefix like 'traffic.*'")
+        return values
+
+
+class DepartmentConfig(_Strict):
+    id: str
+    name: str
+    jurisdiction: list[JurisdictionRef] = Field(default_factory=list)
+    subscriptions: list[SubscriptionConfig] = Field(default_factory=list)
+
+    @field_validator("id")
+    @classmethod
+    def _id_is_slug(cls, value: str) -> str:
+        if not SLUG.match(value):
+            raise ValueError("department ids are lower-case letters, digits and '-', max 40")
+        return value
+
+
+class EventTypeConfig(_Strict):
+    """Registers a new event type or overrides a built-in one's priority."""
+
+    priority: Priority | None = None
+    fields: dict[str, str] | None = None
+    description: str = ""
+
+
+class RoutingConfig(_Strict):
+    batch_max_events: int = Field(default=500, ge=1, le=10_000)
+    batch_max_ms: int = Field(default=20, ge=1, le=10_000)
+    dedupe_window_s: int = Field(default=3600, ge=1)
+    max_deliveries: int = Field(default=5, ge=1, le=100)
+    claim_idle_ms: int = Field(default=30_000, ge=100)
+    max_event_bytes: int = Field(default=64 * 1024, ge=1024, le=1024 * 1024)
+
+
+class CityConfig(_Strict):
+    city: str
+    layers: dict[str, LayerConfig]
+    departments: list[DepartmentConfig] = Field(min_length=1)
+    event_types: dict[str, EventTypeConfig] = Field(default_factory=dict)
+    routing: RoutingConfig = Field(default_factory=RoutingConfig)
+
+    def department(self, dept_id: str) -> DepartmentConfig:
+        for dept in self.departments:
+            if dept.id == dept_id:
+                return dept
+        raise KeyError(f"unknown department {dept_id!r}")
+
+    @property
+    def department_ids(self) -> list[str]:
+        return [d.id for d in self.departments]
+
+
+def _loc_to_path(loc: tuple[Any, ...]) -> str:
+    parts: list[str] = []
+    for item in loc:
+        if isinstance(item, int):
+            parts.append(f"[{item}]")
+        else:
+            parts.append(("." if parts else "") + str(item))
+    return "".join(parts)
+
+
+def parse_city(data: Any, source: str | Path = "<config>") -> CityConfig:
+    """Validate an already-parsed YAML document; cross-references included."""
+    if not isinstance(data, dict):
+        raise ConfigError(source, [("", "the file must be a mapping (city:, layers:, departments:)")])
+    try:
+        config = CityConfig.model_validate(data)
+    except ValidationError as exc:
+        problems = [(_loc_to_path(err["loc"]), err["msg"]) for err in exc.errors()]
+        raise ConfigError(source, problems) from None
+    problems = _cross_check(config)
+    if problems:
+        raise ConfigError(source, problems)
+    return config
+
+
+def _cross_check(config: CityConfig) -> list[tuple[str, str]]:
+    from city.schemas import BUILTIN_TYPES, model_from_fields
+
+    problems: list[tuple[str, str]] = []
+    known_types = set(BUILTIN_TYPES)
+    for name, spec in config.event_types.items():
+        where = f"event_types.{name}"
+        if not EVENT_TYPE.match(name):
+            problems.append((where, "event type must be dotted lower-case words"))
+        if name not in BUILTIN_TYPES and spec.fields is None:
+            problems.append((where, "a new event type needs `fields:` (its payload schema)"))
+        if name not in BUILTIN_TYPES and spec.priority is None:
+            problems.append((where, "a new event type needs a `priority:`"))
+        if spec.fields is not None:
+            try:
+                model_from_fields(name, spec.fields)
+            except ValueError as exc:
+                problems.append((f"{where}.fields", str(exc)))
+        known_types.add(name)
+    seen_depts: set[str] = set()
+    seen_subs: set[str] = set()
+    for i, dept in enumerate(config.departments):
+        where = f"departments[{i}]"
+        if dept.id in seen_depts:
+            problems.append((f"{where}.id", f"duplicate department id {dept.id!r}"))
+        seen_depts.add(dept.id)
+        for j, ref in enumerate(dept.jurisdiction):
+            if ref.layer not in config.layers:
+                problems.append(
+                    (f"{where}.jurisdiction[{j}].layer", f"no layer named {ref.layer!r} in layers:")
+                )
+        for j, sub in enumerate(dept.subscriptions):
+            swhere = f"{where}.subscriptions[{j}]"
+            if sub.id in seen_subs:
+                problems.append((f"{swhere}.id", f"duplicate subscription id {sub.id!r}"))
+            seen_subs.add(sub.id)
+            if sub.scope == "jurisdiction" and not dept.jurisdiction:
+                problems.append(
+                    (f"{swhere}.scope", "scope 'jurisdiction' needs the department to have one")
+                )
+            for pattern in sub.types:
+                if not _pattern_matches_any(pattern, known_types):
+                    problems.append((f"{swhere}.types", f"{pattern!r} matches no known event type"))
+    return problems
+
+
+def _pattern_matches_any(pattern: str, types: set[str]) -> bool:
+    if pattern == "*":
+        return True
+    if pattern.endswith(".*"):
+        prefix = pattern[:-1]
+        return any(t.startswith(prefix) for t in types)
+    return pattern in types
+
+
+def load_city(path: str | Path) -> tuple[CityConfig, Path]:
+    """Load and validate a city YAML file; returns the config and the folder paths resolve to."""
+    file = Path(path)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(file, [("", f"cannot read: {exc.strerror or exc}")]) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(file, [(where, f"not valid YAML: {exc}")]) from None
+    return parse_city(data, file), file.parent.resolve()

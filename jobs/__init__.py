@@ -1,0 +1,1 @@
+"""What RQ workers execute: thin functions that load state, call the core, write results."""

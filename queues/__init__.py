@@ -1,0 +1,1 @@
+"""The Redis side: streams, priority queues, inboxes, the hot tier."""

@@ -1,0 +1,1 @@
+"""The processes you run (Procfile targets) and the `cityrelay` CLI."""
