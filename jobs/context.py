@@ -1,0 +1,73 @@
+"""What a worker process loads once and every job reuses: the router, the keys, the scripts.
+
+Loading the city (GeoJSON layers, prepared geometry, compiled subscriptions) takes far longer
+than routing a batch, so it happens once per process, not once per job. A worker sets the
+context at start-up (`set_context`); a job run elsewhere (tests, `rq` run by hand) builds it
+lazily from ``CITYRELAY_CONFIG`` / ``CITYRELAY_PREFIX`` / ``REDIS_URL``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from redis import Redis
+
+from city.config import CityConfig, load_city
+from city.routing import Router
+from queues.inbox import Deliverer
+from queues.keys import Keys
+
+
+@dataclass
+class RouteContext:
+    config: CityConfig
+    router: Router
+    keys: Keys
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    _deliverers: dict[int, Deliverer] = field(default_factory=dict)
+
+    @classmethod
+    def load(
+        cls, config_path: str | Path, keys: Keys, redis_url: str | None = None
+    ) -> RouteContext:
+        config, base_dir = load_city(config_path)
+        return cls(
+            config=config,
+            router=Router.from_config(config, base_dir),
+            keys=keys,
+            redis_url=redis_url or os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"),
+        )
+
+    def redis(self) -> Redis:
+        return Redis.from_url(self.redis_url)
+
+    def deliverer(self, redis: Redis) -> Deliverer:
+        found = self._deliverers.get(id(redis))
+        if found is None:
+            found = Deliverer(redis, self.config.routing.dedupe_window_s)
+            self._deliverers[id(redis)] = found
+        return found
+
+
+_contexts: dict[str, RouteContext] = {}
+
+
+def set_context(context: RouteContext) -> None:
+    _contexts[context.keys.prefix] = context
+
+
+def get_context(prefix: str | None = None) -> RouteContext:
+    keys = Keys(prefix) if prefix else Keys.from_env()
+    found = _contexts.get(keys.prefix)
+    if found is None:
+        path = os.environ.get("CITYRELAY_CONFIG")
+        if not path:
+            raise RuntimeError(
+                f"no route context for prefix {keys.prefix!r}: start workers with --config "
+                "or set CITYRELAY_CONFIG"
+            )
+        found = RouteContext.load(path, keys)
+        set_context(found)
+    return found

@@ -1,0 +1,250 @@
+"""Ingest streams: the producer side (XADD) and the consumer-group side (read, ack, reclaim).
+
+Each department writes to its own streams (so a Redis ACL can confine it): ``ingest:{dept}``
+for routine traffic and ``ingest:{dept}:emergency`` for emergencies, which therefore never queue
+behind routine backlog. The router reads all of them through one consumer group.
+
+An entry carries one field, ``e``: the event as JSON. Entries are acknowledged only after the
+next hop (RQ enqueue or the dead-letter stream) has accepted them, in the same transaction.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from redis import Redis
+from redis.client import Pipeline
+from redis.exceptions import ResponseError
+
+from city.events import Event, Priority, new_event_id, source_for
+from city.schemas import BUILTIN_TYPES
+from queues.keys import ROUTER_GROUP, Keys
+
+EVENT_FIELD = b"e"
+LANES = ("emergency", "routine")
+
+
+def _default_priority(event_type: str) -> Priority | None:
+    known = BUILTIN_TYPES.get(event_type)
+    return known[1] if known else None
+
+
+class Producer:
+    """Publishes a department's events to its ingest streams.
+
+    `publish_many` sends the whole batch in one pipelined round trip. Events may be `Event`
+    objects or plain dicts in CloudEvents JSON form; missing `id`, `time`, `source`,
+    `specversion` and `department` are filled here.
+    """
+
+    def __init__(
+        self,
+        redis: Redis,
+        department: str,
+        keys: Keys | None = None,
+        priorities: dict[str, Priority] | None = None,
+    ):
+        self.redis = redis
+        self.department = department
+        self.keys = keys or Keys.from_env()
+        self._priorities = priorities or {}
+        self._source = source_for(department)
+
+    def _lane(self, event_type: str, priority: Any) -> str:
+        resolved = priority or self._priorities.get(event_type) or _default_priority(event_type)
+        return "emergency" if resolved == Priority.EMERGENCY else "routine"
+
+    def encode(self, event: Event | dict[str, Any]) -> tuple[str, str, bytes]:
+        """(stream key, event id, payload) for one event."""
+        if isinstance(event, Event):
+            if event.department is None:
+                event.department = self.department
+            body = event.model_dump_json(exclude_none=True).encode()
+            return (
+                self.keys.ingest(self.department, self._lane(event.type, event.priority)),
+                event.id,
+                body,
+            )
+        wire = dict(event)
+        wire.setdefault("id", new_event_id())
+        wire.setdefault("specversion", "1.0")
+        wire.setdefault("source", self._source)
+        wire.setdefault("department", self.department)
+        if "time" not in wire:
+            from datetime import UTC, datetime
+
+            wire["time"] = datetime.now(UTC).isoformat()
+        lane = self._lane(str(wire.get("type", "")), wire.get("priority"))
+        return self.keys.ingest(self.department, lane), str(wire["id"]), json.dumps(wire).encode()
+
+    def publish(self, event: Event | dict[str, Any]) -> str:
+        """Publish one event; returns its id."""
+        stream, event_id, body = self.encode(event)
+        self.redis.xadd(stream, {EVENT_FIELD: body})
+        return event_id
+
+    def publish_many(self, events: Iterable[Event | dict[str, Any]]) -> list[str]:
+        """Publish a batch in one round trip; returns the ids in order."""
+        pipe = self.redis.pipeline(transaction=False)
+        ids: list[str] = []
+        for event in events:
+            stream, event_id, body = self.encode(event)
+            pipe.xadd(stream, {EVENT_FIELD: body})
+            ids.append(event_id)
+        pipe.execute()
+        return ids
+
+    def publish_raw(self, body: bytes, lane: str = "routine") -> str:
+        """Publish bytes as they are (for bridges that relay already-encoded events)."""
+        return self.redis.xadd(
+            self.keys.ingest(self.department, lane), {EVENT_FIELD: body}
+        ).decode()
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One ingest stream entry as read by the router."""
+
+    stream: str
+    dept: str
+    id: str
+    fields: dict[bytes, bytes]
+
+    @property
+    def body(self) -> bytes | None:
+        return self.fields.get(EVENT_FIELD)
+
+    @property
+    def millis(self) -> int:
+        """Redis time (ms) when the entry was accepted."""
+        return int(self.id.split("-", 1)[0])
+
+
+def consumer_name() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+class IngestStreams:
+    """The router's view of every department's ingest streams (one consumer group)."""
+
+    def __init__(
+        self,
+        redis: Redis,
+        keys: Keys,
+        departments: Sequence[str],
+        lanes: Sequence[str] = LANES,
+        group: str = ROUTER_GROUP,
+    ):
+        self.redis = redis
+        self.keys = keys
+        self.group = group
+        self.lanes = tuple(lane for lane in LANES if lane in lanes)
+        if not self.lanes:
+            raise ValueError(f"no known lane in {lanes!r}; lanes are {', '.join(LANES)}")
+        self._dept_of: dict[str, str] = {}
+        for lane in self.lanes:  # emergency streams first: read and handled first
+            for dept in departments:
+                self._dept_of[keys.ingest(dept, lane)] = dept
+        self.streams = list(self._dept_of)
+
+    def ensure_groups(self) -> None:
+        """Create the consumer group on every stream (from the start, so nothing is missed)."""
+        pipe = self.redis.pipeline(transaction=False)
+        for stream in self.streams:
+            pipe.xgroup_create(stream, self.group, id="0", mkstream=True)
+        for result in pipe.execute(raise_on_error=False):
+            if isinstance(result, ResponseError) and "BUSYGROUP" not in str(result):
+                raise result
+
+    def read(self, consumer: str, count: int, block_ms: int | None) -> list[Entry]:
+        """New entries for this consumer, emergency streams first."""
+        reply = self.redis.xreadgroup(
+            self.group, consumer, dict.fromkeys(self.streams, ">"), count=count, block=block_ms
+        )
+        return self._entries(reply)
+
+    def _entries(self, reply: Any) -> list[Entry]:
+        entries: list[Entry] = []
+        for stream, items in reply or []:
+            name = stream.decode() if isinstance(stream, bytes) else stream
+            dept = self._dept_of[name]
+            for entry_id, fields in items:
+                eid = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+                entries.append(Entry(name, dept, eid, fields or {}))
+        entries.sort(key=lambda e: 0 if e.stream.endswith(":emergency") else 1)
+        return entries
+
+    def reclaim(
+        self, consumer: str, min_idle_ms: int, max_deliveries: int, count: int = 500
+    ) -> tuple[list[Entry], list[tuple[Entry, int]]]:
+        """Take over entries another consumer read but never acknowledged (it died).
+
+        Returns (entries to process again, entries delivered too often with their delivery
+        count). The second kind must be dead-lettered: an entry that crashes every consumer
+        must not circulate forever.
+        """
+        claimed: list[Entry] = []
+        poison: list[tuple[Entry, int]] = []
+        for stream in self.streams:
+            pending = self.redis.xpending_range(
+                stream, self.group, min="-", max="+", count=count, idle=min_idle_ms
+            )
+            if not pending:
+                continue
+            retry_ids = [p["message_id"] for p in pending if p["times_delivered"] < max_deliveries]
+            poison_counts = {
+                _text(p["message_id"]): p["times_delivered"]
+                for p in pending
+                if p["times_delivered"] >= max_deliveries
+            }
+            ids = retry_ids + list(poison_counts)
+            reply = self.redis.xclaim(stream, self.group, consumer, min_idle_ms, ids)
+            for entry in self._entries([(stream, [item for item in reply if item and item[0]])]):
+                if entry.id in poison_counts:
+                    poison.append((entry, poison_counts[entry.id]))
+                else:
+                    claimed.append(entry)
+        return claimed, poison
+
+    def ack(self, pipe: Pipeline, entries: Iterable[Entry]) -> None:
+        by_stream: dict[str, list[str]] = {}
+        for entry in entries:
+            by_stream.setdefault(entry.stream, []).append(entry.id)
+        for stream, ids in by_stream.items():
+            pipe.xack(stream, self.group, *ids)
+
+
+def dead_letter(
+    pipe: Pipeline | Redis,
+    keys: Keys,
+    *,
+    reason: str,
+    message: str,
+    stage: str,
+    dept: str,
+    stream: str = "",
+    entry_id: str = "",
+    body: bytes | str | None = None,
+) -> None:
+    """Record a refused input with its reason and the original payload. Never trimmed."""
+    fields: dict[str, Any] = {
+        "reason": reason,
+        "message": message[:2000],
+        "stage": stage,
+        "dept": dept,
+        "stream": stream,
+        "entry": entry_id,
+    }
+    if body is not None:
+        fields["body"] = body
+    pipe.xadd(keys.deadletter, fields)
+    pipe.hincrby(keys.stats, f"deadletter:{reason}", 1)
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)

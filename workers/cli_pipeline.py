@@ -1,0 +1,220 @@
+"""CLI: publish, ingest, worker, inbox, status, deadletters."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from city.events import Event, source_for
+from jobs.context import RouteContext
+from queues.inbox import Inbox
+from queues.metrics import PRIORITIES, histogram, percentile, read_stats
+from queues.priority import ROLES, make_queue
+from queues.streams import Producer
+from workers.runtime import Runtime
+
+PUBLISH_CHUNK = 500
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = subparsers.add_parser("publish", help="publish events into a department's ingest stream")
+    p.add_argument("--dept", required=True, help="the publishing department")
+    p.add_argument("--type", dest="event_type", help="event type, e.g. traffic.incident")
+    p.add_argument("--lat", type=float)
+    p.add_argument("--lon", type=float)
+    p.add_argument("--data", help="the payload as a JSON object")
+    p.add_argument("--priority", choices=PRIORITIES)
+    p.add_argument("--subject")
+    p.add_argument("--id", dest="event_id", help="event id (default: a fresh one)")
+    p.add_argument("--file", help="JSON Lines file of events (CloudEvents JSON), '-' for stdin")
+    p.set_defaults(func=cmd_publish)
+
+    p = subparsers.add_parser("ingest", help="run the ingest consumer (streams -> RQ queues)")
+    p.add_argument("--lanes", default="emergency,routine", help="comma list: emergency,routine")
+    p.set_defaults(func=cmd_ingest)
+
+    p = subparsers.add_parser("worker", help="run an RQ worker for one role")
+    p.add_argument("--role", choices=sorted(ROLES), default="routine")
+    p.add_argument("--burst", action="store_true", help="exit when the queues are empty")
+    p.add_argument("--name", help="worker name shown in `rq info`")
+    p.set_defaults(func=cmd_worker)
+
+    p = subparsers.add_parser("inbox", help="read (and acknowledge) a department's inbox")
+    p.add_argument("--dept", required=True)
+    p.add_argument("--count", type=int, default=20)
+    p.add_argument("--follow", action="store_true", help="keep reading as events arrive")
+    p.add_argument("--no-ack", action="store_true", help="read without acknowledging")
+    p.add_argument("--consumer", default="cli")
+    p.set_defaults(func=cmd_inbox)
+
+    p = subparsers.add_parser("status", help="counters, queue depths and latency at a glance")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_status)
+
+    p = subparsers.add_parser("deadletters", help="list dead-lettered inputs with their reasons")
+    p.add_argument("--count", type=int, default=20)
+    p.set_defaults(func=cmd_deadletters)
+
+
+# -- publish --------------------------------------------------------------------------------
+def cmd_publish(args: argparse.Namespace, runtime: Runtime) -> int:
+    producer = Producer(runtime.redis(), args.dept, runtime.keys)
+    if args.file:
+        return _publish_file(producer, args.file)
+    if not args.event_type:
+        print("publish: give --type (with --data/--lat/--lon) or --file", file=sys.stderr)
+        return 2
+    try:
+        data = json.loads(args.data) if args.data else None
+    except json.JSONDecodeError as exc:
+        print(f"publish: --data is not JSON: {exc}", file=sys.stderr)
+        return 2
+    attrs: dict[str, Any] = {"department": args.dept}
+    if args.lat is not None or args.lon is not None:
+        attrs["location"] = {"lat": args.lat, "lon": args.lon}
+    for name in ("priority", "subject"):
+        if getattr(args, name):
+            attrs[name] = getattr(args, name)
+    if args.event_id:
+        attrs["id"] = args.event_id
+    try:
+        event = Event.new(args.event_type, source_for(args.dept), data, **attrs)
+    except ValueError as exc:
+        print(f"publish: invalid event: {exc}", file=sys.stderr)
+        return 2
+    print(producer.publish(event))
+    return 0
+
+
+def _publish_file(producer: Producer, path: str) -> int:
+    stream = sys.stdin if path == "-" else Path(path).open(encoding="utf-8")
+    total = None if path == "-" else sum(1 for _ in Path(path).open(encoding="utf-8"))
+    sent = bad = 0
+    chunk: list[dict[str, Any]] = []
+    with stream, tqdm(total=total, unit="ev", desc="publish", file=sys.stderr) as bar:
+        for lineno, line in enumerate(stream, 1):
+            if not line.strip():
+                continue
+            try:
+                event = json.loads(line)
+                if not isinstance(event, dict):
+                    raise ValueError("not a JSON object")
+            except ValueError as exc:
+                print(f"{path}:{lineno}: skipped, not a JSON object: {exc}", file=sys.stderr)
+                bad += 1
+                continue
+            chunk.append(event)
+            if len(chunk) >= PUBLISH_CHUNK:
+                sent += len(producer.publish_many(chunk))
+                bar.update(len(chunk))
+                chunk = []
+        if chunk:
+            sent += len(producer.publish_many(chunk))
+            bar.update(len(chunk))
+    print(json.dumps({"published": sent, "unreadable_lines": bad}))
+    return 1 if bad else 0
+
+
+# -- processes ------------------------------------------------------------------------------
+def _stop_on_signals() -> threading.Event:
+    stop = threading.Event()
+
+    def handler(signum: int, frame: object) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+    return stop
+
+
+def cmd_ingest(args: argparse.Namespace, runtime: Runtime) -> int:
+    from workers.ingest import IngestWorker
+
+    config, _ = runtime.city()
+    lanes = [lane.strip() for lane in args.lanes.split(",") if lane.strip()]
+    worker = IngestWorker(runtime.redis(), runtime.keys, config, lanes=lanes)
+    print(
+        f"ingest: consumer {worker.consumer} on {len(worker.streams.streams)} streams",
+        file=sys.stderr,
+    )
+    worker.run(_stop_on_signals())
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace, runtime: Runtime) -> int:
+    from workers.worker import run_worker
+
+    if runtime.config_path is None:
+        runtime.city()  # raises the helpful "no city config" message
+    context = RouteContext.load(runtime.config_path, runtime.keys, runtime.redis_url)  # type: ignore[arg-type]
+    run_worker(runtime.redis(), runtime.keys, args.role, context, burst=args.burst, name=args.name)
+    return 0
+
+
+# -- reading --------------------------------------------------------------------------------
+def cmd_inbox(args: argparse.Namespace, runtime: Runtime) -> int:
+    inbox = Inbox(runtime.redis(), args.dept, runtime.keys, consumer=args.consumer)
+    shown = 0
+    while True:
+        messages = inbox.read(count=args.count, block_ms=2000 if args.follow else None)
+        for message in messages:
+            print(
+                json.dumps({"entry": message.entry_id, "event": message.event, "via": message.via})
+            )
+            shown += 1
+        if messages and not args.no_ack:
+            inbox.ack(messages)
+        if not args.follow and (not messages or shown >= args.count):
+            break
+    return 0
+
+
+def cmd_status(args: argparse.Namespace, runtime: Runtime) -> int:
+    redis = runtime.redis()
+    keys = runtime.keys
+    stats = read_stats(redis, keys)
+    queues = {name: make_queue(redis, keys, name).count for role in ROLES.values() for name in role}
+    latency = {}
+    for priority in PRIORITIES:
+        hist = histogram(redis, keys, priority)
+        if hist:
+            latency[priority] = {
+                "count": sum(hist.values()),
+                "p50_ms_le": percentile(hist, 0.5),
+                "p99_ms_le": percentile(hist, 0.99),
+            }
+    report = {
+        "counters": stats,
+        "queues": queues,
+        "latency": latency,
+        "deadletters": redis.xlen(keys.deadletter),
+    }
+    if args.json:
+        print(json.dumps(report))
+        return 0
+    print(f"queues: {', '.join(f'{k}={v}' for k, v in queues.items())}")
+    print(f"dead letters: {report['deadletters']}")
+    for priority, figures in latency.items():
+        print(
+            f"latency {priority:9s} n={figures['count']:<8} p50<={figures['p50_ms_le']:g} ms  "
+            f"p99<={figures['p99_ms_le']:g} ms"
+        )
+    for name in sorted(stats):
+        print(f"  {name:40s} {stats[name]}")
+    return 0
+
+
+def cmd_deadletters(args: argparse.Namespace, runtime: Runtime) -> int:
+    redis = runtime.redis()
+    for entry_id, fields in redis.xrevrange(runtime.keys.deadletter, count=args.count):
+        record = {k.decode(): v.decode(errors="replace") for k, v in fields.items()}
+        record["id"] = entry_id.decode()
+        print(json.dumps(record))
+    return 0

@@ -1,0 +1,218 @@
+"""The ingest process: department streams -> validated, deduplicated, prioritised RQ jobs.
+
+One loop step:
+1. XREADGROUP every department's streams (emergency lane first); the call returns as soon as
+   anything is there, so batches grow with load and never wait longer than `batch_max_ms`.
+2. Validate each entry (`EventCatalog.accept`). Refused entries go to the dead-letter stream
+   with the reason and the original bytes.
+3. Dedupe by event id: ``SET seen:{dept}:{id} <entry id> NX GET``. A marker holding this very
+   entry's id means a redelivery after a crash, which must go through; any other value is a
+   duplicate publish.
+4. In ONE transaction: enqueue emergencies one job each on ``emergency`` and the rest as
+   micro-batches on ``high``/``routine``/``bulk``, write dead letters, XACK everything handled.
+   So an entry is acknowledged exactly when its next hop holds it.
+
+Entries read by a consumer that died are reclaimed after `claim_idle_ms`; one delivered more than
+`max_deliveries` times is dead-lettered as poison instead of circulating forever.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from redis import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from rq import Queue, Retry
+
+from city.catalog import EventCatalog, InvalidEvent
+from city.config import CityConfig
+from jobs.route import route_batch
+from queues.keys import Keys
+from queues.priority import BULK, EMERGENCY, HIGH, QUEUE_FOR_PRIORITY, ROUTINE, make_queue
+from queues.streams import LANES, Entry, IngestStreams, consumer_name, dead_letter
+
+log = logging.getLogger("cityrelay.ingest")
+
+EMERGENCY_TIMEOUT_S = 30
+BATCH_TIMEOUT_S = 300
+FAILURE_TTL_S = 7 * 24 * 3600
+
+
+class IngestWorker:
+    def __init__(
+        self,
+        redis: Redis,
+        keys: Keys,
+        config: CityConfig,
+        catalog: EventCatalog | None = None,
+        lanes: Sequence[str] = LANES,
+        consumer: str | None = None,
+        read_count: int | None = None,
+    ):
+        self.redis = redis
+        self.keys = keys
+        self.config = config
+        self.routing = config.routing
+        self.catalog = catalog or EventCatalog(config)
+        self.streams = IngestStreams(redis, keys, config.department_ids, lanes)
+        self.consumer = consumer or consumer_name()
+        self.read_count = read_count or self.routing.batch_max_events
+        self.queues: dict[str, Queue] = {
+            name: make_queue(redis, keys, name) for name in (EMERGENCY, HIGH, ROUTINE, BULK)
+        }
+        self.streams.ensure_groups()
+
+    # -- one step -----------------------------------------------------------------------------
+    def step(self, block_ms: int | None = None) -> Counter[str]:
+        """Read what is waiting (blocking up to `block_ms`) and hand it on."""
+        entries = self.streams.read(self.consumer, self.read_count, block_ms)
+        return self.process(entries) if entries else Counter()
+
+    def recover(self) -> Counter[str]:
+        """Reclaim entries of dead consumers; dead-letter the ones that keep failing."""
+        claimed, poison = self.streams.reclaim(
+            self.consumer, self.routing.claim_idle_ms, self.routing.max_deliveries
+        )
+        counters = self.process(claimed) if claimed else Counter()
+        if poison:
+            pipe = self.redis.pipeline(transaction=True)
+            for entry, deliveries in poison:
+                dead_letter(
+                    pipe,
+                    self.keys,
+                    reason="poison",
+                    message=f"delivered {deliveries} times without being acknowledged",
+                    stage="ingest",
+                    dept=entry.dept,
+                    stream=entry.stream,
+                    entry_id=entry.id,
+                    body=entry.body,
+                )
+            self.streams.ack(pipe, [entry for entry, _ in poison])
+            pipe.execute()
+            counters["dead_lettered"] += len(poison)
+        counters["reclaimed"] += len(claimed)
+        return counters
+
+    def process(self, entries: Sequence[Entry]) -> Counter[str]:
+        counters: Counter[str] = Counter()
+        pipe = self.redis.pipeline(transaction=True)
+        accepted: list[tuple[Entry, dict[str, Any]]] = []
+        for entry in entries:
+            body = entry.body
+            try:
+                if body is None:
+                    raise InvalidEvent("malformed_entry", "stream entry has no 'e' field")
+                wire = self.catalog.accept(body, entry.dept)
+            except InvalidEvent as exc:
+                dead_letter(
+                    pipe,
+                    self.keys,
+                    reason=exc.reason,
+                    message=str(exc),
+                    stage="ingest",
+                    dept=entry.dept,
+                    stream=entry.stream,
+                    entry_id=entry.id,
+                    body=body if body is not None else repr(entry.fields),
+                )
+                counters["dead_lettered"] += 1
+                continue
+            accepted.append((entry, wire))
+        fresh = self._dedupe(accepted)
+        counters["duplicates"] += len(accepted) - len(fresh)
+        self._enqueue(pipe, fresh, counters)
+        self.streams.ack(pipe, entries)
+        for name, value in counters.items():
+            if name.startswith("in:") or name == "duplicates":
+                pipe.hincrby(
+                    self.keys.stats, "ingest_duplicates" if name == "duplicates" else name, value
+                )
+        pipe.execute()
+        counters["accepted"] += len(fresh)
+        return counters
+
+    def _dedupe(
+        self, accepted: list[tuple[Entry, dict[str, Any]]]
+    ) -> list[tuple[Entry, dict[str, Any]]]:
+        if not accepted:
+            return []
+        pipe = self.redis.pipeline(transaction=False)
+        ttl = self.routing.dedupe_window_s
+        for entry, wire in accepted:
+            pipe.set(self.keys.seen(entry.dept, wire["id"]), entry.id, nx=True, ex=ttl, get=True)
+        previous = pipe.execute()
+        fresh = []
+        for (entry, wire), old in zip(accepted, previous, strict=True):
+            if old is None or old.decode() == entry.id:
+                fresh.append((entry, wire))
+        return fresh
+
+    def _enqueue(
+        self, pipe: Any, fresh: list[tuple[Entry, dict[str, Any]]], counters: Counter[str]
+    ) -> None:
+        by_queue: dict[str, list[tuple[Entry, dict[str, Any]]]] = {}
+        for entry, wire in fresh:
+            counters[f"in:{entry.dept}"] += 1
+            queue = QUEUE_FOR_PRIORITY[self.catalog.priority_of(wire["type"], wire.get("priority"))]
+            by_queue.setdefault(queue, []).append((entry, wire))
+        prefix = self.keys.prefix
+        for queue_name, items in by_queue.items():
+            queue = self.queues[queue_name]
+            if queue_name == EMERGENCY:
+                batches = [[item] for item in items]
+                timeout, retry = EMERGENCY_TIMEOUT_S, Retry(max=5, interval=[0, 1, 2, 5, 10])
+            else:
+                size = self.routing.batch_max_events
+                batches = [items[i : i + size] for i in range(0, len(items), size)]
+                timeout, retry = BATCH_TIMEOUT_S, Retry(max=3, interval=[1, 5, 30])
+            datas = [
+                Queue.prepare_data(
+                    route_batch,
+                    args=[[{"e": wire, "ing": entry.id} for entry, wire in batch]],
+                    kwargs={"prefix": prefix},
+                    job_id=_job_id(queue_name, batch),
+                    timeout=timeout,
+                    result_ttl=0,
+                    failure_ttl=FAILURE_TTL_S,
+                    retry=retry,
+                    description=f"route {len(batch)} {queue_name} event(s)",
+                )
+                for batch in batches
+            ]
+            queue.enqueue_many(datas, pipeline=pipe)
+            counters[f"jobs:{queue_name}"] += len(datas)
+
+    # -- the loop -----------------------------------------------------------------------------
+    def run(
+        self, should_stop: Callable[[], bool] | threading.Event, idle_block_ms: int | None = None
+    ) -> None:
+        """Loop until `should_stop`; survives Redis restarts by reconnecting with backoff."""
+        stop = should_stop.is_set if isinstance(should_stop, threading.Event) else should_stop
+        block = idle_block_ms or self.routing.batch_max_ms
+        recover_every = max(self.routing.claim_idle_ms / 2000, 0.5)
+        next_recover = 0.0
+        backoff = 0.1
+        while not stop():
+            try:
+                if time.monotonic() >= next_recover:
+                    self.recover()
+                    next_recover = time.monotonic() + recover_every
+                self.step(block)
+                backoff = 0.1
+            except (RedisConnectionError, RedisTimeoutError) as exc:
+                log.warning("redis unavailable (%s); retrying in %.1fs", exc, backoff)
+                time.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+
+
+def _job_id(queue: str, batch: Sequence[tuple[Entry, dict[str, Any]]]) -> str:
+    """Idempotent job id from the stream ids it carries."""
+    first, last = batch[0][0], batch[-1][0]
+    return f"{queue}-{first.dept}-{first.id}-{len(batch)}-{last.id}"

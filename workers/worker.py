@@ -1,0 +1,47 @@
+"""RQ worker processes: `cityrelay worker --role emergency|routine|archive`.
+
+We run RQ's `SimpleWorker` (no fork per job): the route context - GeoJSON layers, prepared
+geometry, compiled subscriptions - is loaded once per process and reused by every job, and an
+emergency job starts in microseconds instead of paying for a fork. SIGTERM is a warm shutdown:
+the current job finishes, then the process exits. Workers also run RQ's scheduler
+(one holds the lock per queue), which re-queues failed jobs whose retry interval has passed.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from redis import Redis
+from rq import SimpleWorker
+from rq.serializers import JSONSerializer
+
+from jobs.context import RouteContext, set_context
+from queues.keys import Keys
+from queues.priority import queues_for_role
+
+
+def build_worker(
+    redis: Redis,
+    keys: Keys,
+    role: str,
+    context: RouteContext | None = None,
+    name: str | None = None,
+) -> SimpleWorker:
+    if context is not None:
+        set_context(context)
+    queues = queues_for_role(redis, keys, role)
+    return SimpleWorker(queues, connection=redis, serializer=JSONSerializer, name=name)
+
+
+def run_worker(
+    redis: Redis,
+    keys: Keys,
+    role: str,
+    context: RouteContext | None = None,
+    burst: bool = False,
+    name: str | None = None,
+    log_level: str = "WARNING",
+) -> bool:
+    worker = build_worker(redis, keys, role, context, name)
+    logging.getLogger("rq.worker").setLevel(log_level)
+    return worker.work(burst=burst, logging_level=log_level, with_scheduler=True)
