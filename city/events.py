@@ -21,6 +21,9 @@ from enum import StrEnum
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from shapely.errors import ShapelyError
+from shapely.geometry import shape
+from shapely.validation import explain_validity
 
 SPEC_VERSION = "1.0"
 EXTENSION_NAME = re.compile(r"^[a-z0-9]{1,20}$")
@@ -74,6 +77,13 @@ class GeometryLocation(BaseModel):
     @model_validator(mode="after")
     def _coordinates_are_finite_and_in_range(self) -> GeometryLocation:
         _check_positions(self.coordinates, depth=0)
+        try:
+            geometry = shape({"type": self.type, "coordinates": self.coordinates})
+        except (ValueError, TypeError, IndexError, AttributeError, ShapelyError) as exc:
+            raise ValueError(f"not a valid {self.type}: {exc}") from None
+        if not geometry.is_valid:
+            # A self-intersecting area has no well-defined inside: refuse it rather than guess.
+            raise ValueError(f"invalid {self.type}: {explain_validity(geometry)}")
         return self
 
 

@@ -8,10 +8,12 @@ Redis ACL can be written per department from these names alone.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 
 DEFAULT_PREFIX = "city"
 ROUTER_GROUP = "router"
+PREFIX_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 
 def default_prefix() -> str:
@@ -21,6 +23,11 @@ def default_prefix() -> str:
 @dataclass(frozen=True)
 class Keys:
     prefix: str = DEFAULT_PREFIX
+
+    def __post_init__(self) -> None:
+        # The prefix also names RQ queues and job ids, which allow only these characters.
+        if not PREFIX_PATTERN.match(self.prefix):
+            raise ValueError(f"key prefix {self.prefix!r}: use 1-64 letters, digits, '_' or '-'")
 
     @classmethod
     def from_env(cls) -> Keys:

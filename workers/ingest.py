@@ -177,7 +177,7 @@ class IngestWorker:
                     route_batch,
                     args=[[{"e": wire, "ing": entry.id} for entry, wire in batch]],
                     kwargs={"prefix": prefix},
-                    job_id=_job_id(queue_name, batch),
+                    job_id=_job_id(prefix, queue_name, batch),
                     timeout=timeout,
                     result_ttl=0,
                     failure_ttl=FAILURE_TTL_S,
@@ -212,7 +212,7 @@ class IngestWorker:
                 backoff = min(backoff * 2, 5.0)
 
 
-def _job_id(queue: str, batch: Sequence[tuple[Entry, dict[str, Any]]]) -> str:
+def _job_id(prefix: str, queue: str, batch: Sequence[tuple[Entry, dict[str, Any]]]) -> str:
     """Idempotent job id from the stream ids it carries."""
     first, last = batch[0][0], batch[-1][0]
-    return f"{queue}-{first.dept}-{first.id}-{len(batch)}-{last.id}"
+    return f"{prefix}-{queue}-{first.dept}-{first.id}-{len(batch)}-{last.id}"

@@ -1,0 +1,96 @@
+"""Shared fixtures: the demo city, fakeredis for unit tests, a real Redis for integration tests.
+
+Integration tests find Redis at $REDIS_URL (default redis://127.0.0.1:6379/0). If none answers
+and `redis-server` is installed, one is started on a free port. With CI=true and no Redis at all
+the run fails loudly; elsewhere it falls back to the embedded fakeredis TCP server and the
+summary says so. Every test works under its own key prefix and deletes only its own keys.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import fakeredis
+import pytest
+from redis import Redis
+
+from city.config import CityConfig, load_city
+from city.routing import Router
+from queues.keys import Keys
+from workers.standins import EmbeddedRedis, LocalRedisServer, redis_reachable
+
+ROOT = Path(__file__).resolve().parent.parent
+SEATTLE = ROOT / "examples" / "seattle" / "city.yaml"
+SHARED_DATA = ROOT.parent / "shared" / "data"
+
+_backend: dict[str, str] = {}
+
+
+@pytest.fixture(scope="session")
+def seattle() -> tuple[CityConfig, Path]:
+    return load_city(SEATTLE)
+
+
+@pytest.fixture(scope="session")
+def seattle_router(seattle: tuple[CityConfig, Path]) -> Router:
+    config, base = seattle
+    return Router.from_config(config, base)
+
+
+@pytest.fixture
+def keys() -> Keys:
+    return Keys(f"t{uuid.uuid4().hex[:10]}")
+
+
+@pytest.fixture
+def fake_redis() -> Redis:
+    return fakeredis.FakeRedis()
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+    if redis_reachable(url):
+        _backend["redis"] = f"real Redis at {url}"
+        yield url
+        return
+    if LocalRedisServer.available():
+        server = LocalRedisServer().start()
+        _backend["redis"] = f"real redis-server started on port {server.port} ({url} did not answer)"
+        yield server.url
+        server.stop()
+        return
+    if os.environ.get("CI") == "true":
+        pytest.fail(
+            f"CI=true but no Redis answers at {url} and redis-server is not installed: "
+            "integration tests need a real Redis",
+            pytrace=False,
+        )
+    embedded = EmbeddedRedis().start()
+    _backend["redis"] = "embedded fakeredis TCP server (no Redis and no redis-server found)"
+    yield embedded.url
+    embedded.stop()
+
+
+def delete_prefix(client: Redis, prefix: str) -> None:
+    """Delete this test's keys: ours and RQ's for our queues and jobs."""
+    for pattern in (f"{prefix}:*", f"rq:*{prefix}*"):
+        batch = list(client.scan_iter(pattern, count=1000))
+        if batch:
+            client.delete(*batch)
+
+
+@pytest.fixture
+def real_redis(redis_url: str, keys: Keys) -> Iterator[Redis]:
+    client = Redis.from_url(redis_url)
+    yield client
+    delete_prefix(client, keys.prefix)
+    client.close()
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if "redis" in _backend:
+        terminalreporter.write_line(f"integration tests ran against: {_backend['redis']}")
