@@ -37,10 +37,16 @@ class EventType:
 def _first_errors(exc: ValidationError, limit: int = 3) -> str:
     parts = []
     for err in exc.errors()[:limit]:
-        where = ".".join(str(p) for p in err["loc"]) or "<event>"
+        # Drop pydantic's union/validator tags ("PointLocation", "function-after[...]").
+        parts_of_path = [str(p) for p in err["loc"] if not _is_tag(p)]
+        where = ".".join(parts_of_path) or "<event>"
         parts.append(f"{where}: {err['msg']}")
     more = len(exc.errors()) - limit
     return "; ".join(parts) + (f" (+{more} more)" if more > 0 else "")
+
+
+def _is_tag(part: object) -> bool:
+    return isinstance(part, str) and ("[" in part or part[:1].isupper())
 
 
 class EventCatalog:

@@ -8,6 +8,7 @@ lazily from ``CITYRELAY_CONFIG`` / ``CITYRELAY_PREFIX`` / ``REDIS_URL``.
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,7 +16,7 @@ from pathlib import Path
 from redis import Redis
 
 from city.config import CityConfig, load_city
-from city.routing import Router
+from city.routing import Delivery, Router
 from queues.inbox import Deliverer
 from queues.keys import Keys
 
@@ -27,6 +28,7 @@ class RouteContext:
     keys: Keys
     redis_url: str = "redis://127.0.0.1:6379/0"
     _deliverers: dict[int, Deliverer] = field(default_factory=dict)
+    _via_cache: dict[tuple[object, ...], str] = field(default_factory=dict)
 
     @classmethod
     def load(
@@ -39,6 +41,22 @@ class RouteContext:
             keys=keys,
             redis_url=redis_url or os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"),
         )
+
+    def via_json(self, delivery: Delivery) -> str:
+        """The delivery's explanation as JSON; few distinct ones exist, so they are cached."""
+        signature = (
+            delivery.dept,
+            tuple(delivery.subscriptions),
+            tuple(delivery.zones),
+            delivery.citywide,
+        )
+        found = self._via_cache.get(signature)
+        if found is None:
+            if len(self._via_cache) > 50_000:
+                self._via_cache.clear()
+            found = json.dumps(delivery.explain(), separators=(",", ":"))
+            self._via_cache[signature] = found
+        return found
 
     def redis(self) -> Redis:
         return Redis.from_url(self.redis_url)

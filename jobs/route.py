@@ -118,7 +118,7 @@ def _outputs(
     priority = event.get("priority", "routine")
     delivery = EventDelivery(seen_key=keys.seen(event["department"], event["id"]))
     for d in deliveries:
-        via = json.dumps(d.explain(), separators=(",", ":"))
+        via = context.via_json(d)
         delivery.outputs.append(
             Output(keys.inbox(d.dept), [("e", body), ("via", via), ("ing", ing), ("pri", priority)])
         )

@@ -59,7 +59,9 @@ def redis_url() -> Iterator[str]:
         return
     if LocalRedisServer.available():
         server = LocalRedisServer().start()
-        _backend["redis"] = f"real redis-server started on port {server.port} ({url} did not answer)"
+        _backend["redis"] = (
+            f"real redis-server started on port {server.port} ({url} did not answer)"
+        )
         yield server.url
         server.stop()
         return

@@ -33,7 +33,9 @@ class Harness:
             total.update(step)
 
     def work(self, role: str) -> None:
-        worker = build_worker(self.redis, self.keys, role, self.context, name=f"{self.keys.prefix}-{role}")
+        worker = build_worker(
+            self.redis, self.keys, role, self.context, name=f"{self.keys.prefix}-{role}"
+        )
         worker.work(burst=True, logging_level="ERROR")
 
     def run(self) -> Counter:

@@ -46,11 +46,16 @@ class EmbeddedRedis:
 
     def start(self) -> EmbeddedRedis:
         from fakeredis import TcpFakeServer
-        from fakeredis._tcp_server import TCPFakeRequestHandler
 
-        # Without this every pipelined reply waits for Nagle's algorithm (~40 ms per round trip).
-        TCPFakeRequestHandler.disable_nagle_algorithm = True
-        server = TcpFakeServer(("127.0.0.1", self.port), server_type="redis", server_version=(7, 4))
+        server = TcpFakeServer(
+            ("127.0.0.1", self.port),
+            bind_and_activate=False,
+            server_type="redis",
+            server_version=(7, 4),
+        )
+        server.RequestHandlerClass = _handler_class()
+        server.server_bind()
+        server.server_activate()
         server.daemon_threads = True
         thread = threading.Thread(target=server.serve_forever, name="fakeredis-tcp", daemon=True)
         thread.start()
@@ -63,6 +68,39 @@ class EmbeddedRedis:
             self._server.shutdown()  # type: ignore[attr-defined]
             self._server.server_close()  # type: ignore[attr-defined]
             self._server = None
+
+
+def _handler_class() -> type:
+    """fakeredis's request handler with two fixes for real clients.
+
+    - Nagle's algorithm off: otherwise every pipelined reply waits ~40 ms.
+    - An error reply (e.g. NOSCRIPT, BUSYGROUP) is sent as an error, keeping the connection;
+      the stock handler closes the connection on any error, which breaks redis-py's script
+      cache and RQ's workers.
+    """
+    import redis
+    from fakeredis._clients._tcp_server import TCPFakeRequestHandler
+
+    class Handler(TCPFakeRequestHandler):
+        disable_nagle_algorithm = True
+
+        def setup(self) -> None:
+            super().setup()
+            client = self.current_client
+            if getattr(client, "_cityrelay_wrapped", False):
+                return
+            original = client.read_response
+
+            def read_response(*args: object, **kwargs: object) -> object:
+                try:
+                    return original(*args, **kwargs)
+                except redis.exceptions.ResponseError as error:
+                    return error
+
+            client.read_response = read_response
+            client._cityrelay_wrapped = True
+
+    return Handler
 
 
 @dataclass

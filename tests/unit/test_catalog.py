@@ -51,7 +51,10 @@ def test_explicit_priority_wins():
         ({**GOOD, "data": {"kind": "collision", "severity": 2, "ssn": "x"}}, "invalid_payload"),
         ({**GOOD, "department": "police"}, "forged_source"),
         ({**GOOD, "source": "/city/police/cad"}, "forged_source"),
-        ({**GOOD, "data": {"kind": "collision", "severity": 2, "description": "x" * 70000}}, "too_large"),
+        (
+            {**GOOD, "data": {"kind": "collision", "severity": 2, "description": "x" * 70000}},
+            "too_large",
+        ),
     ],
 )
 def test_bad_input_is_refused_with_its_reason(raw, expected):

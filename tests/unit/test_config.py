@@ -44,7 +44,10 @@ def test_unknown_layer_reference_names_the_path():
     doc = copy.deepcopy(BASE)
     doc["departments"][0]["jurisdiction"][0]["layer"] = "nowhere"
     problems, text = problems_of(doc)
-    assert ("departments[0].jurisdiction[0].layer", "no layer named 'nowhere' in layers:") in problems
+    assert (
+        "departments[0].jurisdiction[0].layer",
+        "no layer named 'nowhere' in layers:",
+    ) in problems
     assert text.startswith("city.yaml: departments[0].jurisdiction[0].layer")
 
 
@@ -83,7 +86,9 @@ def test_new_type_without_fields_is_refused():
 
 
 def test_not_a_mapping():
-    assert problems_of(["a"])[0] == [("", "the file must be a mapping (city:, layers:, departments:)")]
+    assert problems_of(["a"])[0] == [
+        ("", "the file must be a mapping (city:, layers:, departments:)")
+    ]
 
 
 def test_file_errors_name_the_file_and_line(tmp_path):

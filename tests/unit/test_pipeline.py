@@ -21,7 +21,9 @@ def harness(fake_redis, keys, seattle, seattle_router):
 
 def incident(**attrs):
     attrs.setdefault("location", WEST)
-    return Event.new("traffic.incident", source_for("sdot"), {"kind": "collision", "severity": 3}, **attrs)
+    return Event.new(
+        "traffic.incident", source_for("sdot"), {"kind": "collision", "severity": 3}, **attrs
+    )
 
 
 def test_event_reaches_exactly_the_routed_departments(harness, seattle_router, keys, fake_redis):
@@ -78,7 +80,12 @@ def test_consumer_killed_between_read_and_ack_still_delivers_exactly_once(
     assert len(doomed.streams.read("ingest-doomed", 100, None)) == 5
     assert harness.ingest_all() == {}  # nothing new for the live consumer...
     survivor = IngestWorker(
-        fake_redis, keys, config.model_copy(update={"routing": config.routing.model_copy(update={"claim_idle_ms": 100})}), consumer="ingest-b"
+        fake_redis,
+        keys,
+        config.model_copy(
+            update={"routing": config.routing.model_copy(update={"claim_idle_ms": 100})}
+        ),
+        consumer="ingest-b",
     )
     import time
 
@@ -119,7 +126,9 @@ def test_entry_that_keeps_failing_is_dead_lettered_as_poison(harness, keys, fake
 
     config, _ = seattle
     routing = config.routing.model_copy(update={"claim_idle_ms": 100, "max_deliveries": 2})
-    worker = IngestWorker(fake_redis, keys, config.model_copy(update={"routing": routing}), consumer="x")
+    worker = IngestWorker(
+        fake_redis, keys, config.model_copy(update={"routing": routing}), consumer="x"
+    )
     Producer(fake_redis, "sdot", keys).publish(incident())
     import time
 
@@ -160,7 +169,9 @@ def test_events_are_batched_into_few_jobs(harness, keys, fake_redis):
     assert counters["jobs:high"] <= 4  # micro-batches of up to 500, not one job per event
 
 
-def test_unroutable_event_is_dead_lettered_without_sinking_its_batch(harness, keys, fake_redis, monkeypatch):
+def test_unroutable_event_is_dead_lettered_without_sinking_its_batch(
+    harness, keys, fake_redis, monkeypatch
+):
     from jobs.route import deliver_items
 
     good = incident().to_wire() | {"department": "sdot", "priority": "high"}
@@ -188,4 +199,7 @@ def test_stats_count_events_in_and_delivered(harness, keys, fake_redis):
     harness.run()
     stats = read_stats(fake_redis, keys)
     assert stats["in:sdot"] == 3 and stats["delivered:spd-west"] == 3 and stats["delivered"] == 3
-    assert json.loads(fake_redis.xrange(keys.hot("traffic.incident"))[0][1][b"e"])["type"] == "traffic.incident"
+    assert (
+        json.loads(fake_redis.xrange(keys.hot("traffic.incident"))[0][1][b"e"])["type"]
+        == "traffic.incident"
+    )

@@ -22,7 +22,9 @@ TYPES = [
 
 def expected_recipients(config, zones, event_type, geometry):
     """Brute force straight from the config: no index, no memoisation."""
-    hit = {(z.layer, z.name) for z in zones if geometry is not None and z.geometry.intersects(geometry)}
+    hit = {
+        (z.layer, z.name) for z in zones if geometry is not None and z.geometry.intersects(geometry)
+    }
     result = set()
     for dept in config.departments:
         owned = set()

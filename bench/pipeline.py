@@ -1,0 +1,248 @@
+"""End-to-end pipeline benchmark on real Redis: throughput and latency per priority.
+
+Starts the real processes (ingest, one emergency worker, N routine workers) as the Procfile does,
+publishes a realistic routine mix as fast as the pipeline absorbs it (closed loop, bounded
+backlog) plus one emergency every 20 ms, and measures:
+- routine_events_per_s: events routed end to end (first producer XADD to last inbox XADD);
+- latency p50/p99/max per priority (ingest XADD -> inbox XADD, Redis clock);
+- the same workload through a naive design (one RQ job per event), as a ratio.
+
+    python bench/pipeline.py [--seconds 30] [--routine-workers 2] [--naive-seconds 10]
+
+Prints progress lines, then one JSON object as the last line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import yaml  # noqa: E402
+from redis import Redis  # noqa: E402
+
+from city.events import Event, source_for  # noqa: E402
+from queues.keys import Keys  # noqa: E402
+from queues.metrics import read_stats  # noqa: E402
+from queues.streams import EVENT_FIELD  # noqa: E402
+
+CONFIG = ROOT / "examples" / "seattle" / "city.yaml"
+BBOX = (47.50, 47.73, -122.42, -122.25)  # lat min/max, lon min/max around Seattle
+
+
+def routine_event(rng: random.Random, n: int) -> tuple[str, bytes]:
+    lat, lon = rng.uniform(*BBOX[:2]), rng.uniform(*BBOX[2:])
+    kind = rng.random()
+    if kind < 0.5:
+        dept, etype, data = "transit", "transit.vehicle_position", {
+            "vehicle_id": f"bus-{n % 900}", "route": str(n % 120), "speed_kmh": 31.5, "heading": 90.0,
+        }  # fmt: skip
+    elif kind < 0.7:
+        dept, etype, data = "sdot", "traffic.incident", {"kind": "congestion", "severity": 2}
+    elif kind < 0.85:
+        dept, etype, data = "environment", "environment.air_quality", {
+            "sensor_id": f"aq-{n % 300}", "pm25": 12.0, "aqi": 51,
+        }  # fmt: skip
+    else:
+        dept, etype, data = "spu-water", "utility.meter_alarm", {
+            "meter_id": f"m-{n}", "utility": "water", "alarm": "leak",
+        }  # fmt: skip
+    event = Event.new(
+        etype, source_for(dept), data, location={"lat": lat, "lon": lon}, department=dept, id="@ID@"
+    )
+    return dept, event.model_dump_json(exclude_none=True).encode()
+
+
+def emergency_event(rng: random.Random, n: int) -> bytes:
+    lat, lon = rng.uniform(47.55, 47.70), rng.uniform(-122.38, -122.28)
+    event = Event.new(
+        "health.emergency",
+        source_for("ems"),
+        {"incident_number": f"E-{n}", "kind": "cardiac"},
+        location={"lat": lat, "lon": lon},
+        department="ems",
+    )
+    return event.model_dump_json(exclude_none=True).encode()
+
+
+def config_file(batch_max_events: int) -> Path:
+    doc = yaml.safe_load(CONFIG.read_text())
+    for layer in doc["layers"].values():
+        layer["path"] = str((CONFIG.parent / layer["path"]).resolve())
+    doc["routing"]["batch_max_events"] = batch_max_events
+    path = Path(tempfile.mkstemp(suffix=".yaml", prefix="bench-city-")[1])
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+def start(
+    prefix: str, config: Path, redis_url: str, routine_workers: int
+) -> list[subprocess.Popen]:
+    env = dict(os.environ, REDIS_URL=redis_url, PYTHONPATH=str(ROOT))
+    base = [sys.executable, "-m", "workers.cli", "--prefix", prefix, "--config", str(config)]
+    commands = [
+        base + ["ingest", "--lanes", "routine"],
+        base + ["ingest", "--lanes", "emergency"],
+        base + ["worker", "--role", "emergency", "--name", f"{prefix}-em"],
+    ]
+    commands += [
+        base + ["worker", "--role", "routine", "--name", f"{prefix}-rt{i}"]
+        for i in range(routine_workers)
+    ]
+    return [subprocess.Popen(c, env=env, cwd=ROOT) for c in commands]
+
+
+def stop(processes: list[subprocess.Popen]) -> None:
+    for p in processes:
+        p.terminate()
+    for p in processes:
+        try:
+            p.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            p.kill()
+
+
+def latencies(redis: Redis, stream: str) -> list[float]:
+    values = []
+    for entry_id, fields in redis.xrange(stream):
+        delivered = int(entry_id.split(b"-")[0])
+        ingested = int(fields[b"ing"].split(b"-")[0])
+        values.append(delivered - ingested)
+    return values
+
+
+def pct(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return float(ordered[min(len(ordered) - 1, int(q * len(ordered)))])
+
+
+def run(
+    redis_url: str, seconds: float, batch: int, routine_workers: int, with_emergencies: bool
+) -> dict:
+    prefix = f"bench{uuid.uuid4().hex[:8]}"
+    keys = Keys(prefix)
+    redis = Redis.from_url(redis_url)
+    config = config_file(batch)
+    processes = start(prefix, config, redis_url, routine_workers)
+    rng = random.Random(1)
+    run_id = prefix.encode()
+    try:
+        time.sleep(2.0)  # processes load the city
+        pool = [routine_event(rng, n) for n in range(20_000)]
+        published = emergencies = 0
+        max_backlog = 20_000
+        chunk = 250
+        t_start = time.time()
+        next_emergency = t_start
+        while time.time() - t_start < seconds:
+            delivered = int(redis.hget(keys.stats, "delivered") or 0)
+            if published + emergencies - delivered > max_backlog:
+                time.sleep(0.002)
+            else:
+                pipe = redis.pipeline(transaction=False)
+                for i in range(chunk):
+                    n = published + i
+                    dept, body = pool[n % len(pool)]
+                    body = body.replace(b"@ID@", b"%s-%d" % (run_id, n))
+                    pipe.xadd(keys.ingest(dept), {EVENT_FIELD: body})
+                pipe.execute()
+                published += chunk
+            if with_emergencies and time.time() >= next_emergency:
+                redis.xadd(
+                    keys.ingest("ems", "emergency"),
+                    {EVENT_FIELD: emergency_event(rng, emergencies)},
+                )
+                emergencies += 1
+                next_emergency += 0.02
+        t_publish_end = time.time()
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            stats = read_stats(redis, keys)
+            if stats.get("delivered", 0) >= published + emergencies:
+                break
+            time.sleep(0.05)
+        stats = read_stats(redis, keys)
+        first = redis.xrange(keys.ingest("transit"), count=1) or redis.xrange(
+            keys.ingest("sdot"), count=1
+        )
+        last_delivery = max(
+            int(redis.xrevrange(keys.inbox(d), count=1)[0][0].split(b"-")[0])
+            for d in ("traffic-management", "transit", "environment", "public-health")
+            if redis.xlen(keys.inbox(d))
+        )
+        t0 = int(first[0][0].split(b"-")[0])
+        elapsed = (last_delivery - t0) / 1000
+        routed = stats.get("delivered", 0) - emergencies
+        emergency_lat = (
+            latencies(redis, keys.inbox("emergency-management")) if with_emergencies else []
+        )
+        routine_lat = latencies(redis, keys.inbox("traffic-management"))
+        return {
+            "published": published,
+            "routed": routed,
+            "duplicates": stats.get("ingest_duplicates", 0),
+            "emergencies": emergencies,
+            "publish_seconds": round(t_publish_end - t_start, 2),
+            "elapsed_s": round(elapsed, 2),
+            "events_per_s": round(routed / elapsed, 1),
+            "deliveries": sum(v for k, v in stats.items() if k.startswith("delivered:")),
+            "emergency_p50_ms": pct(emergency_lat, 0.5),
+            "emergency_p99_ms": pct(emergency_lat, 0.99),
+            "emergency_max_ms": max(emergency_lat) if emergency_lat else None,
+            "routine_p50_ms": pct(routine_lat, 0.5),
+            "routine_p99_ms": pct(routine_lat, 0.99),
+            "routine_mean_ms": round(statistics.fmean(routine_lat), 1) if routine_lat else None,
+        }
+    finally:
+        stop(processes)
+        for pattern in (f"{prefix}:*", f"rq:*{prefix}*"):
+            found = list(redis.scan_iter(pattern, count=1000))
+            for i in range(0, len(found), 1000):
+                redis.delete(*found[i : i + 1000])
+        config.unlink()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=30)
+    parser.add_argument("--naive-seconds", type=float, default=10)
+    parser.add_argument("--routine-workers", type=int, default=2)
+    parser.add_argument("--batch", type=int, default=500)
+    args = parser.parse_args()
+    redis_url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+    batched = run(redis_url, args.seconds, args.batch, args.routine_workers, with_emergencies=True)
+    print(json.dumps({"batched": batched}), flush=True)
+    naive = run(redis_url, args.naive_seconds, 1, args.routine_workers, with_emergencies=False)
+    print(json.dumps({"naive": naive}), flush=True)
+    summary = {
+        "routine_events_per_s": batched["events_per_s"],
+        "emergency_p50_ms": batched["emergency_p50_ms"],
+        "emergency_p99_ms": batched["emergency_p99_ms"],
+        "emergency_max_ms": batched["emergency_max_ms"],
+        "routine_p50_ms": batched["routine_p50_ms"],
+        "routine_p99_ms": batched["routine_p99_ms"],
+        "naive_events_per_s": naive["events_per_s"],
+        "batched_vs_naive": round(batched["events_per_s"] / naive["events_per_s"], 1),
+        "emergencies": batched["emergencies"],
+        "seconds": args.seconds,
+        "routine_workers": args.routine_workers,
+        "redis": redis_url,
+    }
+    print(json.dumps(summary))
+
+
+if __name__ == "__main__":
+    main()
