@@ -13,8 +13,8 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-import fakeredis
 import pytest
+import yaml
 from redis import Redis
 
 from city.config import CityConfig, load_city
@@ -45,11 +45,6 @@ def keys() -> Keys:
     return Keys(f"t{uuid.uuid4().hex[:10]}")
 
 
-@pytest.fixture
-def fake_redis() -> Redis:
-    return fakeredis.FakeRedis()
-
-
 @pytest.fixture(scope="session")
 def redis_url() -> Iterator[str]:
     url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -75,6 +70,17 @@ def redis_url() -> Iterator[str]:
     _backend["redis"] = "embedded fakeredis TCP server (no Redis and no redis-server found)"
     yield embedded.url
     embedded.stop()
+
+
+def write_city(tmp_path: Path, **routing: object) -> Path:
+    """The demo city with other routing settings, as a YAML file the processes can load."""
+    doc = yaml.safe_load(SEATTLE.read_text())
+    for layer in doc["layers"].values():
+        layer["path"] = str((SEATTLE.parent / layer["path"]).resolve())
+    doc["routing"].update(routing)
+    path = tmp_path / "city.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    return path
 
 
 def delete_prefix(client: Redis, prefix: str) -> None:

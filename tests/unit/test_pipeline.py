@@ -14,9 +14,9 @@ WEST = {"lat": 47.6205, "lon": -122.3493}  # Seattle Center: West precinct, coun
 
 
 @pytest.fixture
-def harness(fake_redis, keys, seattle, seattle_router):
+def harness(redis, keys, seattle, seattle_router):
     config, base = seattle
-    return Harness(fake_redis, keys, config, base, seattle_router)
+    return Harness(redis, keys, config, base, seattle_router)
 
 
 def incident(**attrs):
@@ -26,22 +26,22 @@ def incident(**attrs):
     )
 
 
-def test_event_reaches_exactly_the_routed_departments(harness, seattle_router, keys, fake_redis):
+def test_event_reaches_exactly_the_routed_departments(harness, seattle_router, keys, redis):
     event = incident()
-    Producer(fake_redis, "sdot", keys).publish(event)
+    Producer(redis, "sdot", keys).publish(event)
     harness.run()
     expected = {d.dept for d in seattle_router.route(event.to_wire())}
     assert "spd-west" in expected and "spd-east" not in expected
     delivered = harness.deliveries()
     assert set(delivered) == expected
     assert all(ids == [event.id] for ids in delivered.values())
-    message = Inbox(fake_redis, "spd-west", keys).read()[0]
+    message = Inbox(redis, "spd-west", keys).read()[0]
     assert message.event["department"] == "sdot" and message.via["zones"] == ["precincts:W"]
     assert message.ingested_ms > 0
 
 
-def test_malformed_event_is_dead_lettered_with_reason_and_original(harness, keys, fake_redis):
-    producer = Producer(fake_redis, "sdot", keys)
+def test_malformed_event_is_dead_lettered_with_reason_and_original(harness, keys, redis):
+    producer = Producer(redis, "sdot", keys)
     producer.publish_raw(b'{"type": "traffic.incident"')
     producer.publish({"type": "traffic.incident", "data": {"kind": "collision"}, "location": WEST})
     counters = harness.run()
@@ -52,12 +52,12 @@ def test_malformed_event_is_dead_lettered_with_reason_and_original(harness, keys
     assert "severity" in letters[1]["message"] and letters[1]["dept"] == "sdot"
     assert harness.deliveries() == {}
     # Nothing is left pending: refused entries are acknowledged once dead-lettered.
-    assert fake_redis.xpending(keys.ingest("sdot"), "router")["pending"] == 0
+    assert redis.xpending(keys.ingest("sdot"), "router")["pending"] == 0
 
 
-def test_same_event_id_published_twice_is_delivered_once(harness, keys, fake_redis):
+def test_same_event_id_published_twice_is_delivered_once(harness, keys, redis):
     event = incident()
-    producer = Producer(fake_redis, "sdot", keys)
+    producer = Producer(redis, "sdot", keys)
     producer.publish(event)
     harness.run()
     producer.publish(event)  # a producer retry after a timeout
@@ -68,19 +68,19 @@ def test_same_event_id_published_twice_is_delivered_once(harness, keys, fake_red
 
 
 def test_consumer_killed_between_read_and_ack_still_delivers_exactly_once(
-    harness, keys, fake_redis, seattle
+    harness, keys, redis, seattle
 ):
     from workers.ingest import IngestWorker
 
     config, _ = seattle
     events = [incident() for _ in range(5)]
-    Producer(fake_redis, "sdot", keys).publish_many(events)
+    Producer(redis, "sdot", keys).publish_many(events)
     # Consumer A reads the entries and dies before it enqueues or acknowledges anything.
-    doomed = IngestWorker(fake_redis, keys, config, consumer="ingest-doomed")
+    doomed = IngestWorker(redis, keys, config, consumer="ingest-doomed")
     assert len(doomed.streams.read("ingest-doomed", 100, None)) == 5
     assert harness.ingest_all() == {}  # nothing new for the live consumer...
     survivor = IngestWorker(
-        fake_redis,
+        redis,
         keys,
         config.model_copy(
             update={"routing": config.routing.model_copy(update={"claim_idle_ms": 100})}
@@ -96,9 +96,9 @@ def test_consumer_killed_between_read_and_ack_still_delivers_exactly_once(
     assert all(sorted(ids) == sorted(e.id for e in events) for ids in harness.deliveries().values())
 
 
-def test_consumer_killed_after_dedupe_but_before_enqueue_loses_nothing(harness, keys, fake_redis):
+def test_consumer_killed_after_dedupe_but_before_enqueue_loses_nothing(harness, keys, redis):
     event = incident()
-    Producer(fake_redis, "sdot", keys).publish(event)
+    Producer(redis, "sdot", keys).publish(event)
     entries = harness.ingest.streams.read("ingest-a", 10, None)
     harness.ingest._dedupe([(entries[0], {"id": event.id})])  # marker set, then "crash"
     counters = harness.ingest.process(entries)  # the redelivered entry is not a duplicate
@@ -107,29 +107,27 @@ def test_consumer_killed_after_dedupe_but_before_enqueue_loses_nothing(harness, 
     assert harness.inbox_ids("spd-west") == [event.id]
 
 
-def test_route_job_run_twice_delivers_once(harness, keys, fake_redis):
+def test_route_job_run_twice_delivers_once(harness, keys, redis):
     from jobs.route import deliver_items
 
     event = incident()
-    Producer(fake_redis, "sdot", keys).publish(event)
+    Producer(redis, "sdot", keys).publish(event)
     harness.ingest_all()
-    job = make_queue(fake_redis, keys, "high").jobs[0]
+    job = make_queue(redis, keys, "high").jobs[0]
     items = job.args[0]
-    first = deliver_items(harness.context, fake_redis, items)
-    second = deliver_items(harness.context, fake_redis, items)
+    first = deliver_items(harness.context, redis, items)
+    second = deliver_items(harness.context, redis, items)
     assert first["delivered"] == 1 and second == {"duplicates": 1}
     assert harness.inbox_ids("spd-west") == [event.id]
 
 
-def test_entry_that_keeps_failing_is_dead_lettered_as_poison(harness, keys, fake_redis, seattle):
+def test_entry_that_keeps_failing_is_dead_lettered_as_poison(harness, keys, redis, seattle):
     from workers.ingest import IngestWorker
 
     config, _ = seattle
     routing = config.routing.model_copy(update={"claim_idle_ms": 100, "max_deliveries": 2})
-    worker = IngestWorker(
-        fake_redis, keys, config.model_copy(update={"routing": routing}), consumer="x"
-    )
-    Producer(fake_redis, "sdot", keys).publish(incident())
+    worker = IngestWorker(redis, keys, config.model_copy(update={"routing": routing}), consumer="x")
+    Producer(redis, "sdot", keys).publish(incident())
     import time
 
     worker.streams.read("crashing-1", 10, None)  # delivery 1, then a crash
@@ -141,8 +139,8 @@ def test_entry_that_keeps_failing_is_dead_lettered_as_poison(harness, keys, fake
     assert harness.deadletters()[0]["reason"] == "poison"
 
 
-def test_emergency_is_read_and_queued_ahead_of_a_routine_backlog(harness, keys, fake_redis):
-    producer = Producer(fake_redis, "sdot", keys)
+def test_emergency_is_read_and_queued_ahead_of_a_routine_backlog(harness, keys, redis):
+    producer = Producer(redis, "sdot", keys)
     producer.publish_many(incident() for _ in range(1000))
     emergency = Event.new(
         "health.emergency",
@@ -150,7 +148,7 @@ def test_emergency_is_read_and_queued_ahead_of_a_routine_backlog(harness, keys, 
         {"incident_number": "E-1", "kind": "cardiac"},
         location=WEST,
     )
-    Producer(fake_redis, "ems", keys).publish(emergency)
+    Producer(redis, "ems", keys).publish(emergency)
     harness.ingest.read_count = 100
     first = harness.ingest.step(None)  # the emergency lane is read first, despite arriving last
     assert first["jobs:emergency"] == 1
@@ -162,15 +160,15 @@ def test_emergency_is_read_and_queued_ahead_of_a_routine_backlog(harness, keys, 
     assert len(harness.inbox_ids("spd-west")) == 1000
 
 
-def test_events_are_batched_into_few_jobs(harness, keys, fake_redis):
-    Producer(fake_redis, "sdot", keys).publish_many(incident() for _ in range(1200))
+def test_events_are_batched_into_few_jobs(harness, keys, redis):
+    Producer(redis, "sdot", keys).publish_many(incident() for _ in range(1200))
     counters = harness.ingest_all()
     assert counters["accepted"] == 1200
     assert counters["jobs:high"] <= 4  # micro-batches of up to 500, not one job per event
 
 
 def test_unroutable_event_is_dead_lettered_without_sinking_its_batch(
-    harness, keys, fake_redis, monkeypatch
+    harness, keys, redis, monkeypatch
 ):
     from jobs.route import deliver_items
 
@@ -183,7 +181,7 @@ def test_unroutable_event_is_dead_lettered_without_sinking_its_batch(
 
     monkeypatch.setattr(harness.context.router.index, "intersecting", geos_failure)
     items = [{"e": good, "ing": "1-0"}, {"e": bad, "ing": "2-0"}]
-    counters = deliver_items(harness.context, fake_redis, items)
+    counters = deliver_items(harness.context, redis, items)
     assert counters["delivered"] == 1 and counters["dead_lettered"] == 1
     letter = harness.deadletters()[0]
     assert letter["reason"] == "unroutable" and "TopologyException" in letter["message"]
@@ -192,14 +190,14 @@ def test_unroutable_event_is_dead_lettered_without_sinking_its_batch(
     assert real_intersecting is not None
 
 
-def test_stats_count_events_in_and_delivered(harness, keys, fake_redis):
+def test_stats_count_events_in_and_delivered(harness, keys, redis):
     from queues.metrics import read_stats
 
-    Producer(fake_redis, "sdot", keys).publish_many(incident() for _ in range(3))
+    Producer(redis, "sdot", keys).publish_many(incident() for _ in range(3))
     harness.run()
-    stats = read_stats(fake_redis, keys)
+    stats = read_stats(redis, keys)
     assert stats["in:sdot"] == 3 and stats["delivered:spd-west"] == 3 and stats["delivered"] == 3
     assert (
-        json.loads(fake_redis.xrange(keys.hot("traffic.incident"))[0][1][b"e"])["type"]
+        json.loads(redis.xrange(keys.hot("traffic.incident"))[0][1][b"e"])["type"]
         == "traffic.incident"
     )
