@@ -18,6 +18,7 @@ import argparse
 import json
 import os
 import random
+import signal
 import statistics
 import subprocess
 import sys
@@ -215,7 +216,17 @@ def run(
         config.unlink()
 
 
+def _exit_on_sigterm() -> None:
+    """`timeout` sends SIGTERM: turn it into SystemExit so `finally` stops the child processes."""
+
+    def handler(signum: int, frame: object) -> None:
+        raise SystemExit(143)
+
+    signal.signal(signal.SIGTERM, handler)
+
+
 def main() -> None:
+    _exit_on_sigterm()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=30)
     parser.add_argument("--naive-seconds", type=float, default=10)

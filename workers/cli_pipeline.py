@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 import threading
@@ -21,6 +22,16 @@ from queues.streams import Producer
 from workers.runtime import Runtime
 
 PUBLISH_CHUNK = 500
+# Routine processes yield the CPU to emergency ones: on a busy host an emergency must not wait
+# for the scheduler to get round to it.
+ROUTINE_NICE = 10
+NICE_HELP = f"CPU niceness increment (default: {ROUTINE_NICE} for routine work, 0 for emergency)"
+
+
+def _lower_priority(requested: int | None, routine_only: bool) -> None:
+    increment = requested if requested is not None else (ROUTINE_NICE if routine_only else 0)
+    if increment > 0:
+        os.nice(increment)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -38,12 +49,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 
     p = subparsers.add_parser("ingest", help="run the ingest consumer (streams -> RQ queues)")
     p.add_argument("--lanes", default="emergency,routine", help="comma list: emergency,routine")
+    p.add_argument("--nice", type=int, help=NICE_HELP)
     p.set_defaults(func=cmd_ingest)
 
     p = subparsers.add_parser("worker", help="run an RQ worker for one role")
     p.add_argument("--role", choices=sorted(ROLES), default="routine")
     p.add_argument("--burst", action="store_true", help="exit when the queues are empty")
     p.add_argument("--name", help="worker name shown in `rq info`")
+    p.add_argument("--nice", type=int, help=NICE_HELP)
     p.set_defaults(func=cmd_worker)
 
     p = subparsers.add_parser("inbox", help="read (and acknowledge) a department's inbox")
@@ -139,6 +152,7 @@ def cmd_ingest(args: argparse.Namespace, runtime: Runtime) -> int:
 
     config, _ = runtime.city()
     lanes = [lane.strip() for lane in args.lanes.split(",") if lane.strip()]
+    _lower_priority(args.nice, routine_only="emergency" not in lanes)
     worker = IngestWorker(runtime.redis(), runtime.keys, config, lanes=lanes)
     print(
         f"ingest: consumer {worker.consumer} on {len(worker.streams.streams)} streams",
@@ -153,6 +167,7 @@ def cmd_worker(args: argparse.Namespace, runtime: Runtime) -> int:
 
     if runtime.config_path is None:
         runtime.city()  # raises the helpful "no city config" message
+    _lower_priority(args.nice, routine_only=args.role != "emergency")
     context = RouteContext.load(runtime.config_path, runtime.keys, runtime.redis_url)  # type: ignore[arg-type]
     run_worker(runtime.redis(), runtime.keys, args.role, context, burst=args.burst, name=args.name)
     return 0
