@@ -222,12 +222,16 @@ def parse_alert(xml: bytes | str) -> ET.Element:
             f"not a CAP 1.2 alert: root element is {root.tag!r}, expected <alert> in {CAP12_NS}"
         )
     problems = [
-        f"{err.path}: {err.reason}"
-        for _, err in zip(range(5), _schema().iter_errors(root), strict=False)
+        _describe(err) for _, err in zip(range(5), _schema().iter_errors(root), strict=False)
     ]
     if problems:
         raise CapError("not valid CAP 1.2: " + "; ".join(problems))
     return root
+
+
+def _describe(err: Any) -> str:
+    got = f" (got {err.obj!r})" if isinstance(err.obj, str) else ""
+    return f"{err.path}: {err.reason}{got}".replace(f"{{{CAP12_NS}}}", "")
 
 
 def _rename_namespace(root: ET.Element, old: str, new: str) -> None:
