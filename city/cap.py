@@ -438,31 +438,33 @@ def _info_payload(
     where = f"/alert/info[{index + 1}]"
     areas, geometry = _areas(info, where)
     expires = _text(info, "expires")
-    payload = CapPayload(
-        **header,
-        info_index=index,
-        language=_text(info, "language"),
-        categories=_texts(info, "category"),
-        event=_text(info, "event"),
-        response_types=_texts(info, "responseType"),
-        urgency=_text(info, "urgency"),
-        severity=_text(info, "severity"),
-        certainty=_text(info, "certainty"),
-        audience=_text(info, "audience"),
-        event_codes=_pairs(info, "eventCode"),
-        effective=_text(info, "effective"),
-        onset=_text(info, "onset"),
-        expires=expires,
-        deadline=_cap_time(expires),
-        sender_name=_text(info, "senderName"),
-        headline=_text(info, "headline"),
-        description=_text(info, "description"),
-        instruction=_text(info, "instruction"),
-        web=_text(info, "web"),
-        contact=_text(info, "contact"),
-        parameters=_pairs(info, "parameter"),
-        resources=_resources(info),
-        areas=areas,
+    payload = CapPayload.model_validate(
+        dict(
+            **header,
+            info_index=index,
+            language=_text(info, "language"),
+            categories=_texts(info, "category"),
+            event=_text(info, "event"),
+            response_types=_texts(info, "responseType"),
+            urgency=_text(info, "urgency"),
+            severity=_text(info, "severity"),
+            certainty=_text(info, "certainty"),
+            audience=_text(info, "audience"),
+            event_codes=_pairs(info, "eventCode"),
+            effective=_text(info, "effective"),
+            onset=_text(info, "onset"),
+            expires=expires,
+            deadline=_cap_time(expires),
+            sender_name=_text(info, "senderName"),
+            headline=_text(info, "headline"),
+            description=_text(info, "description"),
+            instruction=_text(info, "instruction"),
+            web=_text(info, "web"),
+            contact=_text(info, "contact"),
+            parameters=_pairs(info, "parameter"),
+            resources=_resources(info),
+            areas=areas,
+        )
     )
     return payload, geometry
 
@@ -506,16 +508,18 @@ def events_from_cap(xml: bytes | str, department: str | None = None) -> list[Eve
     events = []
     for index, (event_type, payload, geometry, priority) in enumerate(built):
         try:
-            event = Event(
-                id=cap_event_id(header["sender"], header["identifier"], index),
-                source=source,
-                type=event_type,
-                time=sent,
-                subject=header["identifier"][:256],
-                data=payload.model_dump(mode="json", exclude_none=True, exclude_defaults=False),
-                priority=priority,
-                location=geometry,
-                department=department,
+            event = Event.model_validate(
+                {
+                    "id": cap_event_id(header["sender"], header["identifier"], index),
+                    "source": source,
+                    "type": event_type,
+                    "time": sent,
+                    "subject": header["identifier"][:256],
+                    "data": payload.model_dump(mode="json", exclude_none=True),
+                    "priority": priority,
+                    "location": geometry,
+                    "department": department,
+                }
             )
         except ValidationError as exc:
             raise CapError(f"/alert/info[{index + 1}] cannot become an event: {exc}") from None
@@ -605,6 +609,7 @@ def event_to_cap(
         _add_cap_info(root, payload)
     elif payload is None:
         _add_event_info(root, event, data)
+    ET.indent(root)  # whitespace between elements only: leaf text is untouched
     xml = ET.tostring(root, encoding="unicode", default_namespace=CAP12_NS)
     return '<?xml version="1.0" encoding="UTF-8"?>\n' + xml
 
