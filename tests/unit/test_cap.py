@@ -324,3 +324,18 @@ def test_cap_11_very_likely_reads_as_likely() -> None:
 def test_sender_too_long_for_an_event_source_is_refused() -> None:
     with pytest.raises(CapError, match="cannot become an event"):
         events_from_cap(alert(info()).replace("oem@seattle.gov", "x" * 300))
+
+
+def test_documented_priority_table_matches_the_code() -> None:
+    doc = (Path(__file__).parents[2] / "docs" / "emergency.md").read_text()
+    checked = 0
+    for block in doc.split("Certainty **")[1:]:
+        certainty = block.split("**", 1)[0]
+        rows = [line for line in block.splitlines() if line.startswith("| ")]
+        severities = [cell.strip() for cell in rows[0].strip("|").split("|")][1:]
+        for row in rows[1:]:
+            urgency, *cells = [cell.strip() for cell in row.strip("|").split("|")]
+            for severity, documented in zip(severities, cells, strict=True):
+                assert cap_priority(urgency, severity, certainty).value == documented
+                checked += 1
+    assert checked == 125
