@@ -569,13 +569,16 @@ class FileDropChannel(Channel):
 
 
 def build_channel(
-    config: ChannelConfig,
+    config: ChannelConfig | Mapping[str, Any],
     *,
     base_dir: Path | None = None,
     breakers: BreakerRegistry = BREAKERS,
     sleep: Callable[[float], None] = time.sleep,
 ) -> Channel:
-    """The channel for one validated config (relative file-drop directories from `base_dir`)."""
+    """The channel for one config: a validated model or a raw dict such as
+    ``{"kind": "webhook", "url": ...}`` (relative file-drop directories from `base_dir`)."""
+    if isinstance(config, Mapping):
+        (config,) = parse_channels([config])
     if isinstance(config, WebhookConfig):
         return WebhookChannel(config, breakers, sleep)
     if isinstance(config, SmsConfig):

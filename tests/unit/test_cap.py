@@ -340,3 +340,14 @@ def test_documented_priority_table_matches_the_code() -> None:
                 assert cap_priority(urgency, severity, certainty).value == documented
                 checked += 1
     assert checked == 125
+
+
+def test_schema_location_hints_in_the_alert_are_not_fetched() -> None:
+    xml = alert(info()).replace(
+        '<alert xmlns="urn:oasis:names:tc:emergency:cap:1.2">',
+        '<alert xmlns="urn:oasis:names:tc:emergency:cap:1.2"'
+        ' xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance"'
+        ' xsi:schemaLocation="urn:oasis:names:tc:emergency:cap:1.2 http://127.0.0.1:9/evil.xsd">',
+    )
+    (event,) = events_from_cap(xml)  # validated against the packaged schema only
+    assert event.type == "cap.safety"

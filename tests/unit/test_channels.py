@@ -432,6 +432,13 @@ def test_config_errors_name_the_field() -> None:
         parse_channels([{"kind": "file"}], where="departments.fire.fallback")
 
 
+def test_a_channel_from_a_raw_dict(endpoint: Endpoint) -> None:
+    channel = build_channel({"kind": "webhook", "url": endpoint.url}, breakers=BreakerRegistry())
+    assert isinstance(channel, WebhookChannel) and channel.send(NOTE).ok
+    with pytest.raises(ChannelConfigError, match=r"fallback\[0\]\.url"):
+        build_channel({"kind": "webhook"})
+
+
 def test_defaults_are_sane() -> None:
     (config,) = parse_channels([{"kind": "webhook", "url": "https://hooks.example/x"}])
     assert config.retry == RetryConfig() and config.breaker == BreakerConfig()
