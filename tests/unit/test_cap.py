@@ -351,3 +351,24 @@ def test_schema_location_hints_in_the_alert_are_not_fetched() -> None:
     )
     (event,) = events_from_cap(xml)  # validated against the packaged schema only
     assert event.type == "cap.safety"
+
+
+def test_alert_area_routes_to_the_real_precincts_it_covers() -> None:
+    from city.geo import JurisdictionIndex, load_layer
+
+    layers = Path(__file__).parents[2] / "examples" / "seattle" / "layers"
+    index = JurisdictionIndex(load_layer("spd", layers / "spd-precincts.geojson", "name"))
+
+    def names(event: Event) -> set[str]:
+        assert event.location is not None
+        hits = index.intersecting(shape(event.location.model_dump()))
+        return {index.zones[i].name for i in hits}
+
+    # a 300 m circle at Pike Place Market: one precinct; a 15 km circle on the city: all five
+    small = "<area><areaDesc>Pike Place</areaDesc><circle>47.6097,-122.3422 0.3</circle></area>"
+    (market,) = events_from_cap(alert(info(small)))
+    assert len(names(market)) == 1
+    assert names(market) == {index.zones[i].name for i in index.locate(47.6097, -122.3422)}
+    large = "<area><areaDesc>City</areaDesc><circle>47.6097,-122.3422 15</circle></area>"
+    (citywide,) = events_from_cap(alert(info(large)))
+    assert len(names(citywide)) == len(index.zones) == 5
