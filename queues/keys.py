@@ -70,6 +70,13 @@ class Keys:
         """Hash histogram of ingest-to-inbox latency for one priority (bucket -> count)."""
         return f"{self.prefix}:latency:{priority}"
 
+    @staticmethod
+    def replay_marker(stream: str, event_id: str) -> str:
+        """Set (with a TTL) when a spooled event is replayed into `stream`, so a replay repeated
+        after a crash adds it only once. Under the stream's own name: inside the producing
+        department's ACL key pattern (``~{p}:ingest:{dept}*``)."""
+        return f"{stream}:replayed:{event_id}"
+
     @property
     def rq_prefix(self) -> str:
         """RQ queue names are ``{p}.{queue}`` so each city has its own queues in `rq info`."""

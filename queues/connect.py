@@ -1,0 +1,125 @@
+"""Redis clients from URLs: plain ``redis://`` / ``rediss://`` / ``unix://`` and Sentinel.
+
+Sentinel URLs name the sentinels and the monitored service, so a failover moves the master
+without any config change::
+
+    redis+sentinel://[[user]:password@]host:port[,host:port...]/service_name[/db][?sentinel_password=..]
+
+Every client gets explicit timeouts and a retry policy (redis-py `Retry` with exponential
+backoff and jitter), so a worker whose Redis restarts or fails over reconnects by itself
+instead of crashing; a Sentinel-managed client asks the sentinels for the new master on
+reconnect. Producers want the opposite trade-off (fail fast, then spool locally): call with
+``retries=0, socket_connect_timeout=0.5`` (`PRODUCER_SETTINGS`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from redis import Redis
+from redis.backoff import ExponentialWithJitterBackoff
+from redis.retry import Retry
+from redis.sentinel import Sentinel
+
+SENTINEL_SCHEME = "redis+sentinel"
+DEFAULT_SENTINEL_PORT = 26379
+# Workers: ride out restarts and failovers (about 0.05+0.1+...+2 s, jittered, per command).
+WORKER_SETTINGS: dict[str, Any] = {"retries": 6, "backoff_base": 0.05, "backoff_cap": 2.0}
+# Producers: answer within ~0.5 s when Redis is gone, so the event can be spooled instead.
+PRODUCER_SETTINGS: dict[str, Any] = {"retries": 0, "socket_connect_timeout": 0.5}
+
+
+@dataclass(frozen=True)
+class SentinelURL:
+    sentinels: list[tuple[str, int]]
+    service: str
+    db: int = 0
+    username: str | None = None
+    password: str | None = None
+    sentinel_password: str | None = None
+
+
+def parse_sentinel_url(url: str) -> SentinelURL:
+    """Split a ``redis+sentinel://`` URL; raises ValueError naming what is wrong."""
+    parts = urlsplit(url)
+    if parts.scheme != SENTINEL_SCHEME:
+        raise ValueError(f"not a {SENTINEL_SCHEME}:// URL: {url!r}")
+    userinfo, _, hosts = parts.netloc.rpartition("@")
+    username, _, password = userinfo.partition(":") if userinfo else ("", "", "")
+    sentinels = []
+    for item in hosts.split(","):
+        host, _, port = item.strip().rpartition(":") if ":" in item else (item.strip(), "", "")
+        if not host:
+            raise ValueError(f"sentinel URL {url!r}: empty host in {hosts!r}")
+        try:
+            sentinels.append((host, int(port) if port else DEFAULT_SENTINEL_PORT))
+        except ValueError:
+            raise ValueError(f"sentinel URL {url!r}: port {port!r} is not a number") from None
+    path = [p for p in parts.path.split("/") if p]
+    if not path or len(path) > 2:
+        raise ValueError(f"sentinel URL {url!r}: the path must be /service_name[/db]")
+    try:
+        db = int(path[1]) if len(path) == 2 else 0
+    except ValueError:
+        raise ValueError(f"sentinel URL {url!r}: db {path[1]!r} is not a number") from None
+    query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+    sentinel_password = query.pop("sentinel_password", None)
+    if query:
+        raise ValueError(f"sentinel URL {url!r}: unknown option(s) {', '.join(sorted(query))}")
+    return SentinelURL(
+        sentinels=sentinels,
+        service=unquote(path[0]),
+        db=db,
+        username=unquote(username) or None,
+        password=unquote(password) or None,
+        sentinel_password=sentinel_password,
+    )
+
+
+def retry_policy(retries: int, backoff_base: float, backoff_cap: float) -> Retry:
+    """Retry connection errors and timeouts with jittered exponential backoff."""
+    return Retry(ExponentialWithJitterBackoff(cap=backoff_cap, base=backoff_base), retries)
+
+
+def redis_from_url(
+    url: str,
+    *,
+    retries: int = WORKER_SETTINGS["retries"],
+    backoff_base: float = WORKER_SETTINGS["backoff_base"],
+    backoff_cap: float = WORKER_SETTINGS["backoff_cap"],
+    socket_timeout: float = 5.0,
+    socket_connect_timeout: float = 2.0,
+    health_check_interval: int = 30,
+    **kwargs: Any,
+) -> Redis:
+    """A Redis client for `url` (plain or Sentinel) with timeouts and reconnect-with-backoff.
+
+    Extra keyword arguments go to the client (e.g. ``decode_responses=True``).
+    """
+    settings: dict[str, Any] = {
+        "socket_timeout": socket_timeout,
+        "socket_connect_timeout": socket_connect_timeout,
+        "socket_keepalive": True,
+        "health_check_interval": health_check_interval,
+        "retry": retry_policy(retries, backoff_base, backoff_cap),
+        **kwargs,
+    }
+    if not url.startswith(f"{SENTINEL_SCHEME}://"):
+        return Redis.from_url(url, **settings)
+    spec = parse_sentinel_url(url)
+    sentinel_kwargs = {
+        "socket_timeout": socket_timeout,
+        "socket_connect_timeout": socket_connect_timeout,
+    }
+    if spec.sentinel_password:
+        sentinel_kwargs["password"] = spec.sentinel_password  # type: ignore[assignment]
+    sentinel = Sentinel(spec.sentinels, sentinel_kwargs=sentinel_kwargs)
+    return sentinel.master_for(
+        spec.service,
+        db=spec.db,
+        username=spec.username,
+        password=spec.password,
+        **settings,
+    )
