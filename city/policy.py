@@ -750,11 +750,11 @@ class GrantSet:
         self.version = version
         self._index: dict[tuple[str, str], list[_Grant]] = {}
         for g in self.grants.values():
-            effective = self._effective(g)
+            effective = self.effective(g)
             if effective is not None:
                 self._index.setdefault((g.owner, g.grantee), []).append(effective)
 
-    def _effective(self, g: Grant) -> _Grant | None:
+    def effective(self, g: Grant) -> _Grant | None:
         start, end = g.valid_from.timestamp(), g.valid_until.timestamp()
         fields = frozenset(g.fields) if g.fields is not None else None
         node: Grant | None = g
@@ -1090,7 +1090,7 @@ def _grant_state(grants: GrantSet, g: Grant, etype: str, purpose: str, now: floa
         return f"purposes {list(g.purposes)} exclude {purpose!r}"
     if g.revoked_at is not None:
         return f"revoked at {g.revoked_at.isoformat()} by {g.revoked_by}"
-    eff = grants._effective(g)
+    eff = grants.effective(g)
     if eff is None:
         return "a grant it was delegated from is revoked or gone"
     if now < eff.start:

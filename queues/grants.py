@@ -88,8 +88,9 @@ class GrantStore:
         if grant is None:
             raise GrantError(f"no grant {grant_id}")
         if by not in (grant.owner, grant.grantor):
-            raise GrantError(f"{by} may not revoke {grant_id} (owner {grant.owner}, "
-                             f"grantor {grant.grantor})")
+            raise GrantError(
+                f"{by} may not revoke {grant_id} (owner {grant.owner}, grantor {grant.grantor})"
+            )
         ids = [grant_id, *descendants(grants, grant_id)]
         revoked = [i for i in ids if grants[i].revoked_at is None]
         pipe = self.redis.pipeline()
@@ -115,5 +116,5 @@ class GrantStore:
 
 
 def _in_force(grants: GrantSet, g: Grant, now: float) -> bool:
-    eff = grants._effective(g)
+    eff = grants.effective(g)
     return eff is not None and eff.start <= now < eff.end
