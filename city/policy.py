@@ -260,6 +260,15 @@ def _check_patterns(values: list[str]) -> list[str]:
     return values
 
 
+def _check_filter(spec: dict[str, Any] | None) -> dict[str, Any] | None:
+    if spec is not None:
+        try:
+            compile_filter(spec)
+        except FilterError as exc:
+            raise ValueError(str(exc)) from None
+    return spec
+
+
 # --------------------------------------------------------------------------------------------
 # Subscriptions
 # --------------------------------------------------------------------------------------------
@@ -296,15 +305,15 @@ class SubscriptionSpec(_Strict):
     def _types_ok(cls, v: list[str]) -> list[str]:
         return _check_patterns(v)
 
+    @field_validator("filter")
+    @classmethod
+    def _filter_compiles(cls, v: dict[str, Any] | None) -> dict[str, Any] | None:
+        return _check_filter(v)
+
     @model_validator(mode="after")
     def _area_with_scope(self) -> SubscriptionSpec:
         if (self.scope == "area") != bool(self.area):
             raise ValueError("scope 'area' needs a non-empty `area:` (and only it takes one)")
-        if self.filter is not None:
-            try:
-                compile_filter(self.filter)
-            except FilterError as exc:
-                raise ValueError(f"filter: {exc}") from None
         return self
 
 
@@ -432,14 +441,10 @@ class PolicyRule(_Strict):
     def _types_ok(cls, v: list[str]) -> list[str]:
         return _check_patterns(v)
 
-    @model_validator(mode="after")
-    def _when_compiles(self) -> PolicyRule:
-        if self.when is not None:
-            try:
-                compile_filter(self.when)
-            except FilterError as exc:
-                raise ValueError(f"when: {exc}") from None
-        return self
+    @field_validator("when")
+    @classmethod
+    def _when_compiles(cls, v: dict[str, Any] | None) -> dict[str, Any] | None:
+        return _check_filter(v)
 
 
 class BreakGlassConfig(_Strict):
@@ -476,7 +481,8 @@ def parse_sharing(
     try:
         config = SharingConfig.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(source, [(_loc(e["loc"]), e["msg"]) for e in exc.errors()]) from None
+        problems = [(_loc(e["loc"]), e["msg"].removeprefix("Value error, ")) for e in exc.errors()]
+        raise ConfigError(source, problems) from None
     problems: list[tuple[str, str]] = []
     seen: set[str] = set()
     known = set(departments) if departments is not None else None
