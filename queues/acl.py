@@ -86,6 +86,7 @@ def worker_key_patterns(keys: Keys) -> dict[str, list[str]]:
             f"~{p}:latency:*",
             f"~{keys.audit}",
             f"~{keys.audit_head}",
+            f"~{keys.audit_policy}",
             f"%R~{keys.grants}",
             f"%R~{keys.grants_version}",
             *rq,
@@ -179,8 +180,3 @@ def apply(
                 redis.execute_command("ACL", "DELUSER", name)
                 pruned.append(name)
     return out, pruned
-
-
-def delete(redis: Redis, users: Iterable[AclUser]) -> int:
-    names = [u.name for u in users]
-    return int(redis.execute_command("ACL", "DELUSER", *names)) if names else 0

@@ -105,6 +105,20 @@ class AuditLog:
         self._head = Head.decode(current)
         return self.append_many(pending.items)
 
+    def record_policy(
+        self, version: str, body: dict[str, Any], actor: str = "config"
+    ) -> AuditRecord | None:
+        """Append ``policy.change`` when `version` differs from the last one recorded.
+
+        Call it whenever a process loads the sharing config (e.g. `PolicySet.version` and the
+        rules); GETSET makes exactly one of several workers loading the same change record it.
+        """
+        previous = self.redis.getset(self.keys.audit_policy, version)
+        if previous is not None and _text(previous) == version:
+            return None
+        prior = _text(previous) if previous is not None else None
+        return self.append("policy.change", {"version": version, "previous": prior, **body}, actor)
+
     def read(self, count: int = 1000) -> Iterator[tuple[str, bytes]]:
         """Every (entry id, record JSON) in stored order, fetched `count` at a time."""
         start = "-"

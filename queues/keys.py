@@ -89,6 +89,11 @@ class Keys:
         """``seq:sha256`` of the last audit record: anchors the chain's end."""
         return f"{self.prefix}:audit:head"
 
+    @property
+    def audit_policy(self) -> str:
+        """Version of the sharing policies last written to the audit chain."""
+        return f"{self.prefix}:audit:policy"
+
     def acl_dept_user(self, dept: str) -> str:
         """Redis ACL user a department's producer and inbox clients authenticate as."""
         return f"{self.prefix}.dept.{dept}"

@@ -195,3 +195,16 @@ def test_endless_contention_gives_up_loudly(log: AuditLog, monkeypatch: pytest.M
     log._script = lambda keys, args, client=None: [0, b"99:zz"]  # type: ignore[assignment]
     with pytest.raises(AuditConflict):
         log.append("x", {}, "y")
+
+
+def test_policy_changes_are_recorded_once_per_version(log: AuditLog) -> None:
+    first = log.record_policy("v1", {"policies": ["a"]})
+    assert first is not None and first.body == {
+        "version": "v1",
+        "previous": None,
+        "policies": ["a"],
+    }
+    assert log.record_policy("v1", {"policies": ["a"]}) is None  # another worker, same config
+    second = log.record_policy("v2", {"policies": ["a", "b"]}, actor="ops")
+    assert second is not None and second.body["previous"] == "v1" and second.actor == "ops"
+    assert [r.kind for r in log.records()] == ["policy.change", "policy.change"]
