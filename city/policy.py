@@ -175,6 +175,19 @@ def _all(preds: Sequence[Predicate]) -> Predicate:
     return lambda e: all(p(e) for p in items)
 
 
+def _any(preds: Sequence[Predicate]) -> Predicate:
+    items = tuple(preds)
+    return lambda e: any(p(e) for p in items)
+
+
+def _not(inner: Predicate) -> Predicate:
+    return lambda e: not inner(e)
+
+
+def _exists(get: Callable[[Mapping[str, Any]], Any]) -> Predicate:
+    return lambda e: get(e) is not _MISSING
+
+
 def compile_filter(spec: Any, where: str = "") -> Predicate:
     """Compile a filter into one Python predicate over the wire event dict.
 
@@ -201,7 +214,7 @@ def compile_filter(spec: Any, where: str = "") -> Predicate:
                 raise FilterError(here, "exists takes an attribute path or a list of them")
             for path in paths:
                 get = _getter(path, here)
-                preds.append(lambda e, get=get: get(e) is not _MISSING)
+                preds.append(_exists(get))
         elif op in ("all", "any"):
             if not isinstance(arg, list) or not arg:
                 raise FilterError(here, f"{op} takes a non-empty list of filters")
@@ -209,11 +222,9 @@ def compile_filter(spec: Any, where: str = "") -> Predicate:
             if op == "all":
                 preds.append(_all(subs))
             else:
-                items = tuple(subs)
-                preds.append(lambda e, items=items: any(p(e) for p in items))
+                preds.append(_any(subs))
         elif op == "not":
-            inner = compile_filter(arg, here)
-            preds.append(lambda e, inner=inner: not inner(e))
+            preds.append(_not(compile_filter(arg, here)))
         else:
             raise FilterError(here, f"unknown operator {op!r}")
     return _all(preds)
@@ -481,8 +492,8 @@ def parse_sharing(
     try:
         config = SharingConfig.model_validate(data)
     except ValidationError as exc:
-        problems = [(_loc(e["loc"]), e["msg"].removeprefix("Value error, ")) for e in exc.errors()]
-        raise ConfigError(source, problems) from None
+        errors = [(_loc(e["loc"]), e["msg"].removeprefix("Value error, ")) for e in exc.errors()]
+        raise ConfigError(source, errors) from None
     problems: list[tuple[str, str]] = []
     seen: set[str] = set()
     known = set(departments) if departments is not None else None

@@ -119,11 +119,11 @@ class AuditLog:
         prior = _text(previous) if previous is not None else None
         return self.append("policy.change", {"version": version, "previous": prior, **body}, actor)
 
-    def read(self, count: int = 1000) -> Iterator[tuple[str, bytes]]:
+    def read(self, count: int = 1000) -> Iterator[tuple[str, bytes | str]]:
         """Every (entry id, record JSON) in stored order, fetched `count` at a time."""
         start = "-"
         while True:
-            entries = self.redis.xrange(self.keys.audit, min=start, count=count)
+            entries: list[Any] = self.redis.xrange(self.keys.audit, min=start, count=count)  # type: ignore[assignment]
             for entry_id, fields in entries:
                 yield _text(entry_id), fields.get(b"rec", fields.get("rec", b""))
             if len(entries) < count:
