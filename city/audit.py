@@ -136,6 +136,22 @@ def delivery_body(
     }
 
 
+def deliveries_of(record: AuditRecord, event_id: str) -> list[dict[str, Any]]:
+    """The decisions a ``delivery`` record holds for one event, with the versions used."""
+    if record.kind != "delivery":
+        return []
+    body = record.body
+    columns = body.get("columns", [])
+    versions = {
+        k: body.get(k) for k in ("batch", "policy_version", "grant_version", "jurisdiction_version")
+    }
+    return [
+        {**dict(zip(columns, row, strict=False)), **versions, "seq": record.seq, "ts": record.ts}
+        for row in body.get("rows", [])
+        if row and row[0] == event_id
+    ]
+
+
 @dataclass(frozen=True, slots=True)
 class Problem:
     where: str  # the record's position (e.g. the stream entry id)

@@ -17,7 +17,7 @@ from typing import Any
 from redis import Redis
 from redis.client import Pipeline
 
-from city.audit import AuditRecord, Head, VerifyResult, chain, verify
+from city.audit import AuditRecord, Head, VerifyResult, chain, deliveries_of, verify
 from queues.keys import Keys
 
 Item = tuple[str, dict[str, Any], str]  # (kind, body, actor)
@@ -133,6 +133,10 @@ class AuditLog:
     def records(self) -> Iterator[AuditRecord]:
         for _, raw in self.read():
             yield AuditRecord.from_json(raw)
+
+    def trace(self, event_id: str) -> list[dict[str, Any]]:
+        """Every recorded delivery decision about one event (a full scan: an operator tool)."""
+        return [row for record in self.records() for row in deliveries_of(record, event_id)]
 
     def verify(self) -> VerifyResult:
         return verify(self.read(), self.head())

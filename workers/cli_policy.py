@@ -5,7 +5,7 @@
     cityrelay grant revoke g-1234 --by transportation
     cityrelay grant list [--active] [--json]
     cityrelay policy explain --event incident.json --dept police
-    cityrelay audit verify
+    cityrelay audit verify | audit trace EVENT_ID
     cityrelay acl show | acl apply --secrets secrets.json [--prune]
 """
 
@@ -124,6 +124,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     asub = audit.add_subparsers(dest="audit_command", metavar="ACTION", required=True)
     ver = asub.add_parser("verify", help="detect altered, removed or reordered records")
     ver.set_defaults(func=cmd_audit_verify)
+    trace = asub.add_parser("trace", help="every recorded delivery decision about one event")
+    trace.add_argument("event_id")
+    trace.set_defaults(func=cmd_audit_trace)
 
     acl_p = subparsers.add_parser("acl", help="Redis ACL users derived from the city config")
     aclsub = acl_p.add_subparsers(dest="acl_command", metavar="ACTION", required=True)
@@ -277,6 +280,23 @@ def cmd_audit_verify(args: argparse.Namespace, runtime: Runtime) -> int:
         return 0
     print(f"audit chain BROKEN: {len(result.problems)} problem(s) in {result.records} records")
     return 1
+
+
+def cmd_audit_trace(args: argparse.Namespace, runtime: Runtime) -> int:
+    rows = AuditLog(runtime.redis(), runtime.keys).trace(args.event_id)
+    for row in rows:
+        verdict = "delivered" if row.get("allow") else f"refused ({row.get('reason')})"
+        print(
+            f"seq {row['seq']} {row['ts']} batch {row['batch']}: {row.get('dept')}/"
+            f"{row.get('sub')} {verdict} purpose={row.get('purpose')} "
+            f"policy={row.get('policy')} grant={row.get('grant')} "
+            f"policy_version={row['policy_version']} grant_version={row['grant_version']} "
+            f"jurisdiction_version={row['jurisdiction_version']}"
+        )
+    if not rows:
+        print(f"no delivery of {args.event_id} is recorded")
+        return 1
+    return 0
 
 
 def _read_secrets(path: Path | None) -> dict[str, str]:

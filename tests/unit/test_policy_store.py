@@ -466,3 +466,26 @@ def test_acl_show_cli(env: dict[str, Any], capsys: pytest.CaptureFixture[str]) -
 
 def test_grant_set_is_reusable_across_versions() -> None:
     assert GrantSet([], version=3).version == 3
+
+
+def test_audit_trace_explains_a_past_delivery(
+    env: dict[str, Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    from city.audit import delivery_body
+
+    log = AuditLog(fakeredis.FakeRedis(server=env["server"]), Keys("t-cli"))
+    rows = [
+        ["e-1", "police", "spd-inv", 1, "grant", None, "g-7", "investigation"],
+        ["e-1", "parks", "parks-all", 0, "forbidden", "parks-not-traffic", None, "operations"],
+        ["e-2", "fire", "sfd", 1, "policy", "ops", None, "operations"],
+    ]
+    log.append("grant.create", {"grant": "g-7"}, "transportation")
+    log.append("delivery", delivery_body("b-1", rows, "pv1", 3, "j2"), "router")
+    assert run(env, "audit", "trace", "e-1") == 0
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == 2
+    assert "police/spd-inv delivered purpose=investigation policy=None grant=g-7" in out[0]
+    assert "policy_version=pv1 grant_version=3 jurisdiction_version=j2" in out[0]
+    assert "parks/parks-all refused (forbidden)" in out[1]
+    assert run(env, "audit", "trace", "e-404") == 1
+    assert "no delivery of e-404" in capsys.readouterr().out
