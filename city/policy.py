@@ -400,6 +400,7 @@ class SubscriptionIndex:
 
     def __init__(self, subscriptions: Iterable[CompiledSubscription]):
         self.all = tuple(subscriptions)
+        self._by_id = {(s.dept, s.id): s for s in self.all}
         self._by_type: dict[str, tuple[CompiledSubscription, ...]] = {}
 
     def for_type(self, event_type: str) -> tuple[CompiledSubscription, ...]:
@@ -410,10 +411,10 @@ class SubscriptionIndex:
         return found
 
     def get(self, dept: str, sub_id: str) -> CompiledSubscription:
-        for sub in self.all:
-            if sub.dept == dept and sub.id == sub_id:
-                return sub
-        raise KeyError(f"no subscription {sub_id!r} of department {dept!r}")
+        found = self._by_id.get((dept, sub_id))
+        if found is None:
+            raise KeyError(f"no subscription {sub_id!r} of department {dept!r}")
+        return found
 
 
 def compile_subscriptions(departments: Iterable[Any]) -> SubscriptionIndex:
