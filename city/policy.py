@@ -773,27 +773,39 @@ class GrantSet:
                 self._index.setdefault((g.owner, g.grantee), []).append(effective)
 
     def effective(self, g: Grant) -> _Grant | None:
+        """`g` as it counts now: narrowed to every ancestor, or None if its chain is broken."""
         start, end = g.valid_from.timestamp(), g.valid_until.timestamp()
         fields = frozenset(g.fields) if g.fields is not None else None
+        purposes = None if "*" in g.purposes else frozenset(g.purposes)
+        matchers = [type_matcher(g.types)]
         node: Grant | None = g
         seen: set[str] = set()
         while node is not None:
-            if node.revoked_at is not None or node.id in seen:
+            if node.revoked_at is not None or node.id in seen or node.owner != g.owner:
                 return None
             seen.add(node.id)
             start = max(start, node.valid_from.timestamp())
             end = min(end, node.valid_until.timestamp())
             if node.fields is not None:
                 fields = frozenset(node.fields) if fields is None else fields & set(node.fields)
+            if node is not g:
+                matchers.append(type_matcher(node.types))
+                if purposes is not None:
+                    purposes &= set(node.purposes)
             if node.parent is None:
                 break
             node = self.grants.get(node.parent)
             if node is None:
                 return None
+        if len(matchers) == 1:
+            matches_type = matchers[0]
+        else:
+            chain = tuple(matchers)
+            matches_type = lambda t: all(m(t) for m in chain)  # noqa: E731
         return _Grant(
             id=g.id,
-            matches_type=type_matcher(g.types),
-            purposes=None if "*" in g.purposes else frozenset(g.purposes),
+            matches_type=matches_type,
+            purposes=purposes,
             fields=fields,
             start=start,
             end=end,

@@ -564,6 +564,26 @@ def test_revoking_a_delegator_stops_every_sub_grant() -> None:
     parks = _sub("parks", "investigation")
     assert auth.decide(INCIDENT, parks, NOW).fields == frozenset()
     assert not auth.decide(INCIDENT, parks, NOW + 3600).allow
+    # Nor types or purposes beyond the parent's, nor another owner's data.
+    sneaky = grant(
+        id="g-sneaky",
+        parent="g-root",
+        grantor="police",
+        grantee="parks",
+        types=("traffic.*",),
+        purposes=("investigation", "research"),
+    )
+    auth = Authorizer(policies, GrantSet([root, sneaky]))
+    closure = {**INCIDENT, "type": "traffic.closure"}
+    assert not auth.decide(closure, _sub("parks", "investigation"), NOW).allow
+    assert not auth.decide(INCIDENT, _sub("parks", "research"), NOW).allow
+    assert auth.decide(INCIDENT, _sub("parks", "investigation"), NOW).grant == "g-sneaky"
+    other_owner = grant(
+        id="g-owner", parent="g-root", owner="utilities", grantor="police", grantee="parks"
+    )
+    assert GrantSet([root, other_owner]).effective(other_owner) is None
+    loop = grant(id="g-loop", parent="g-loop", grantor="police")
+    assert GrantSet([loop]).effective(loop) is None
 
 
 def test_parse_sharing_reports_every_problem_with_its_path() -> None:
