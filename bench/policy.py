@@ -402,7 +402,7 @@ def main() -> int:
     decide = auth.decide
     best = float("inf")
     allowed = 0
-    for _ in range(3):
+    for _ in range(5):  # best of 5: the machine is shared, noise only adds
         t0 = time.perf_counter()
         for e, s in pairs:
             decide(e, s, now)
