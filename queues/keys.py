@@ -81,3 +81,37 @@ class Keys:
     def rq_prefix(self) -> str:
         """RQ queue names are ``{p}.{queue}`` so each city has its own queues in `rq info`."""
         return self.prefix
+
+    # Sharing: grants, audit chain, ACL users (queues/grants.py, queues/audit.py, queues/acl.py).
+    @property
+    def grants(self) -> str:
+        """Hash grant id -> grant JSON (revoked and expired grants stay, for `grant list`)."""
+        return f"{self.prefix}:grants"
+
+    @property
+    def grants_version(self) -> str:
+        """Counter bumped on every grant change; routers reload grants only when it moves."""
+        return f"{self.prefix}:grants:version"
+
+    @property
+    def audit(self) -> str:
+        """The hash-chained audit stream (one JSON record per entry, field ``rec``)."""
+        return f"{self.prefix}:audit"
+
+    @property
+    def audit_head(self) -> str:
+        """``seq:sha256`` of the last audit record: anchors the chain's end."""
+        return f"{self.prefix}:audit:head"
+
+    @property
+    def audit_policy(self) -> str:
+        """Version of the sharing policies last written to the audit chain."""
+        return f"{self.prefix}:audit:policy"
+
+    def acl_dept_user(self, dept: str) -> str:
+        """Redis ACL user a department's producer and inbox clients authenticate as."""
+        return f"{self.prefix}.dept.{dept}"
+
+    def acl_worker_user(self, role: str) -> str:
+        """Redis ACL user for a worker role (``ingest``, ``router``, ``admin``)."""
+        return f"{self.prefix}.worker.{role}"

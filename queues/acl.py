@@ -1,0 +1,182 @@
+"""Redis ACL users derived from the city config, so isolation does not rest on our code.
+
+Each department gets a user (``{p}.dept.{id}``) that may only XADD to its own ingest streams
+and read/acknowledge its own inbox: a bug in a department client, or in cityrelay, cannot make
+Redis hand one department another's inbox (NOPERM). Redis 7 selectors keep the two grants
+apart, so the department cannot XADD into its inbox nor read its ingest stream.
+
+Workers get one user per role with the key patterns that role touches and the command
+categories RQ and our code use, never admin or dangerous commands (except the few RQ needs:
+INFO for the server version, CLIENT SETNAME/INFO to register a worker).
+
+Passwords are never stored in Redis in clear: the rules carry their SHA-256 (``#hex``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from redis import Redis
+
+from queues.keys import Keys
+
+_CONNECTION = ["+ping", "+client|setname"]
+
+DEPT_INBOX_COMMANDS = [
+    "+xreadgroup",
+    "+xack",
+    "+xpending",
+    "+xclaim",
+    "+xautoclaim",
+    "+xlen",
+    "+xinfo|stream",
+    "+xinfo|groups",
+    "+xgroup|create",
+    "+xgroup|createconsumer",
+]
+
+WORKER_COMMANDS = [
+    "-@all",
+    "+@read",
+    "+@write",
+    "+@stream",
+    "+@hash",
+    "+@set",
+    "+@sortedset",
+    "+@list",
+    "+@string",
+    "+@keyspace",
+    "+@transaction",
+    "+@pubsub",
+    "+@connection",
+    "+@scripting",
+    "-@dangerous",
+    "-@admin",
+    "-function",
+    "-script|flush",
+    "-script|kill",
+    "+info",
+    "+client|setname",
+    "+client|info",
+]
+
+
+def worker_key_patterns(keys: Keys) -> dict[str, list[str]]:
+    """Key and channel patterns per worker role (RQ keys are ``rq:*``, channels ``rq:*``)."""
+    p = keys.prefix
+    rq = ["~rq:*", "&rq:*"]
+    return {
+        "ingest": [
+            f"~{p}:ingest:*",
+            f"~{keys.deadletter}",
+            f"~{p}:seen:*",
+            f"~{keys.stats}",
+            f"~{p}:latency:*",
+            *rq,
+        ],
+        "router": [
+            f"~{p}:inbox:*",
+            f"~{p}:hot:*",
+            f"~{keys.deadletter}",
+            f"~{p}:seen:*",
+            f"~{keys.stats}",
+            f"~{p}:latency:*",
+            f"~{keys.audit}",
+            f"~{keys.audit_head}",
+            f"~{keys.audit_policy}",
+            f"%R~{keys.grants}",
+            f"%R~{keys.grants_version}",
+            *rq,
+        ],
+        "archive": [f"~{p}:hot:*", f"~{keys.stats}", f"~{keys.audit}", *rq],
+        # `cityrelay grant ...` run by a data steward: grants and the audit chain only.
+        "steward": [
+            f"~{keys.grants}",
+            f"~{keys.grants_version}",
+            f"~{keys.audit}",
+            f"~{keys.audit_head}",
+        ],
+    }
+
+
+@dataclass(frozen=True)
+class AclUser:
+    name: str
+    rules: list[str]  # without the password
+
+    def setuser_args(self, password: str) -> list[str]:
+        """Arguments for ``ACL SETUSER``: starts from ``reset`` so the result is exactly this."""
+        digest = hashlib.sha256(password.encode()).hexdigest()
+        return ["reset", "on", f"#{digest}", *self.rules]
+
+    def show(self, password: str | None = None) -> str:
+        secret = f"#{hashlib.sha256(password.encode()).hexdigest()}" if password else "<password>"
+        return " ".join(["user", self.name, "reset", "on", secret, *self.rules])
+
+
+def department_user(keys: Keys, dept: str) -> AclUser:
+    inbox = keys.inbox(dept)
+    ingest = [keys.ingest(dept), keys.ingest(dept, "emergency")]
+    selector = "(" + " ".join(["+xadd", *(f"~{k}" for k in ingest)]) + ")"
+    return AclUser(
+        keys.acl_dept_user(dept),
+        [
+            "resetkeys",
+            "resetchannels",
+            "-@all",
+            *_CONNECTION,
+            *DEPT_INBOX_COMMANDS,
+            f"~{inbox}",
+            selector,
+        ],
+    )
+
+
+def worker_users(keys: Keys) -> list[AclUser]:
+    return [
+        AclUser(keys.acl_worker_user(role), ["resetkeys", "resetchannels", *WORKER_COMMANDS, *pats])
+        for role, pats in worker_key_patterns(keys).items()
+    ]
+
+
+def derive_users(keys: Keys, departments: Iterable[str]) -> list[AclUser]:
+    """Every ACL user the city needs: one per department, one per worker role."""
+    return [*(department_user(keys, d) for d in departments), *worker_users(keys)]
+
+
+def new_password() -> str:
+    return secrets.token_urlsafe(24)
+
+
+def apply(
+    redis: Redis,
+    keys: Keys,
+    departments: Iterable[str],
+    passwords: Mapping[str, str],
+    prune: bool = False,
+) -> tuple[dict[str, str], list[str]]:
+    """Create or reset every derived user; returns (passwords incl. new ones, pruned users).
+
+    Users missing from `passwords` get a fresh random password (returned, never stored in
+    clear). With `prune`, this city's department users no longer in the config are deleted.
+    """
+    users = derive_users(keys, departments)
+    out = dict(passwords)
+    pipe = redis.pipeline(transaction=False)
+    for user in users:
+        password = out.setdefault(user.name, new_password())
+        pipe.execute_command("ACL", "SETUSER", user.name, *user.setuser_args(password))
+    pipe.execute()
+    pruned: list[str] = []
+    if prune:
+        wanted = {u.name for u in users}
+        prefix = keys.acl_dept_user("")
+        for raw in redis.execute_command("ACL", "USERS"):
+            name = raw.decode() if isinstance(raw, bytes) else raw
+            if name.startswith(prefix) and name not in wanted:
+                redis.execute_command("ACL", "DELUSER", name)
+                pruned.append(name)
+    return out, pruned
