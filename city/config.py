@@ -14,19 +14,13 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from city.errors import ConfigError
 from city.events import EVENT_TYPE, Priority
+from city.policy import SharingConfig, SubscriptionSpec, parse_sharing
+
+__all__ = ["CityConfig", "ConfigError", "load_city", "parse_city"]
 
 SLUG = re.compile(r"^[a-z][a-z0-9-]{0,39}$")
-
-
-class ConfigError(ValueError):
-    """A city config problem, with the file and the path inside it."""
-
-    def __init__(self, file: str | Path, problems: list[tuple[str, str]]):
-        self.file = str(file)
-        self.problems = problems
-        lines = [f"{self.file}: {where or '<top>'}: {what}" for where, what in problems]
-        super().__init__("\n".join(lines))
 
 
 class _Strict(BaseModel):
@@ -51,30 +45,9 @@ class JurisdictionRef(_Strict):
     zones: list[str] | Literal["all"] = "all"
 
 
-class SubscriptionConfig(_Strict):
-    """What a department wants to receive.
-
-    `types` are exact event types or prefixes such as ``traffic.*``. `scope` says where:
-    ``jurisdiction`` (events inside the department's own zones) or ``citywide``.
-    """
-
-    id: str
-    types: list[str] = Field(min_length=1)
-    scope: Literal["jurisdiction", "citywide"] = "jurisdiction"
-    purpose: str = "operations"
-
-    @field_validator("types")
-    @classmethod
-    def _patterns_are_well_formed(cls, values: list[str]) -> list[str]:
-        for value in values:
-            base = value[:-2] if value.endswith(".*") else value
-            if value != "*" and not (
-                EVENT_TYPE.match(base) or re.match(r"^[a-z][a-z0-9_]*$", base)
-            ):
-                raise ValueError(
-                    f"{value!r} is neither an event type nor a prefix like 'traffic.*'"
-                )
-        return values
+# Subscriptions: types (exact or prefix), attribute filter, scope (jurisdiction | area |
+# citywide) and purpose. Defined with the policy code that compiles them.
+SubscriptionConfig = SubscriptionSpec
 
 
 class DepartmentConfig(_Strict):
@@ -82,6 +55,10 @@ class DepartmentConfig(_Strict):
     name: str
     jurisdiction: list[JurisdictionRef] = Field(default_factory=list)
     subscriptions: list[SubscriptionConfig] = Field(default_factory=list)
+    # Emergency acknowledgement: fallback channels and escalation chain (parsed by their
+    # modules; kept raw here so the core config does not depend on them).
+    fallback: list[dict[str, Any]] = Field(default_factory=list)
+    escalation: dict[str, Any] | None = None
 
     @field_validator("id")
     @classmethod
@@ -114,6 +91,10 @@ class CityConfig(_Strict):
     departments: list[DepartmentConfig] = Field(min_length=1)
     event_types: dict[str, EventTypeConfig] = Field(default_factory=dict)
     routing: RoutingConfig = Field(default_factory=RoutingConfig)
+    sharing: SharingConfig = Field(default_factory=SharingConfig)
+    # Sections owned by other modules, validated by their own parsers (privacy, retention).
+    privacy: dict[str, Any] | None = None
+    retention: dict[str, Any] | None = None
 
     def department(self, dept_id: str) -> DepartmentConfig:
         for dept in self.departments:
@@ -150,6 +131,7 @@ def parse_city(data: Any, source: str | Path = "<config>") -> CityConfig:
     problems = _cross_check(config)
     if problems:
         raise ConfigError(source, problems)
+    parse_sharing(data.get("sharing"), source, config.department_ids)
     return config
 
 
@@ -189,6 +171,11 @@ def _cross_check(config: CityConfig) -> list[tuple[str, str]]:
             if sub.id in seen_subs:
                 problems.append((f"{swhere}.id", f"duplicate subscription id {sub.id!r}"))
             seen_subs.add(sub.id)
+            for k, ref in enumerate(sub.area or []):
+                if ref.layer not in config.layers:
+                    problems.append(
+                        (f"{swhere}.area[{k}].layer", f"no layer named {ref.layer!r} in layers:")
+                    )
             if sub.scope == "jurisdiction" and not dept.jurisdiction:
                 problems.append(
                     (f"{swhere}.scope", "scope 'jurisdiction' needs the department to have one")

@@ -81,9 +81,12 @@ class GeometryLocation(BaseModel):
             geometry = shape({"type": self.type, "coordinates": self.coordinates})
         except (ValueError, TypeError, IndexError, AttributeError, ShapelyError) as exc:
             raise ValueError(f"not a valid {self.type}: {exc}") from None
-        if not geometry.is_valid:
-            # A self-intersecting area has no well-defined inside: refuse it rather than guess.
-            raise ValueError(f"invalid {self.type}: {explain_validity(geometry)}")
+        # A self-intersecting area has no well-defined inside: refuse it rather than guess.
+        # Parts of a MultiPolygon may overlap (several alert areas): each part is checked alone.
+        parts = geometry.geoms if self.type == "MultiPolygon" else [geometry]
+        for part in parts:
+            if not part.is_valid:
+                raise ValueError(f"invalid {self.type}: {explain_validity(part)}")
         return self
 
 

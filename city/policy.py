@@ -47,7 +47,7 @@ from pydantic import (
     model_validator,
 )
 
-from city.config import ConfigError
+from city.errors import ConfigError
 from city.rules import RuleConfig
 
 Predicate = Callable[[Mapping[str, Any]], bool]
