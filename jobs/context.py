@@ -16,7 +16,10 @@ from pathlib import Path
 from redis import Redis
 
 from city.config import CityConfig, load_city
+from city.policy import Authorizer, GrantSet
 from city.routing import Delivery, Router
+from queues.audit import AuditLog
+from queues.grants import GrantStore
 from queues.inbox import Deliverer
 from queues.keys import Keys
 
@@ -27,8 +30,12 @@ class RouteContext:
     router: Router
     keys: Keys
     redis_url: str = "redis://127.0.0.1:6379/0"
+    jurisdiction_version: int | str = "config"
     _deliverers: dict[int, Deliverer] = field(default_factory=dict)
+    _audits: dict[int, AuditLog] = field(default_factory=dict)
     _via_cache: dict[tuple[object, ...], str] = field(default_factory=dict)
+    _grants: GrantSet | None = None
+    _authorizer: Authorizer | None = None
 
     @classmethod
     def load(
@@ -42,13 +49,32 @@ class RouteContext:
             redis_url=redis_url or os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"),
         )
 
+    def audit(self, redis: Redis) -> AuditLog:
+        found = self._audits.get(id(redis))
+        if found is None:
+            found = self._audits[id(redis)] = AuditLog(redis, self.keys)
+        return found
+
+    def authorizer(self, redis: Redis) -> tuple[Authorizer, int | str]:
+        """The authorizer for the grants in force: one GET per batch, rebuilt only on change."""
+        grants = GrantStore(redis, self.keys).load(self._grants)
+        if grants is not self._grants or self._authorizer is None:
+            self._grants = grants
+            self._authorizer = self.router.authorizer(grants)
+        return self._authorizer, grants.version
+
     def via_json(self, delivery: Delivery) -> str:
         """The delivery's explanation as JSON; few distinct ones exist, so they are cached."""
+        d = delivery.decision
         signature = (
             delivery.dept,
             tuple(delivery.subscriptions),
             tuple(delivery.zones),
             delivery.citywide,
+            d.reason,
+            d.policy,
+            d.grant,
+            delivery.purpose,
         )
         found = self._via_cache.get(signature)
         if found is None:

@@ -1,8 +1,10 @@
 """The route job: one micro-batch (or one emergency event) from ingest to department inboxes.
 
-geo + subscriptions (the core `Router`) -> one view per recipient -> one atomic, idempotent Lua
-delivery (inboxes + hot tier + dedupe marker) -> counters. The job is thin: the decisions live
-in `city/`, the Redis writes in `queues/`.
+geo + subscriptions + sharing decision (the core `Router`, with the grants in force) -> one view
+per recipient entitlement -> one atomic, idempotent Lua delivery (inboxes + hot tier + dedupe
+marker) -> counters and one hash-chained audit record for the batch (every decision, allowed or
+denied, with the policy, grant and purpose). The job is thin: the decisions live in `city/`,
+the Redis writes in `queues/`.
 
 An event the router cannot handle (for example a self-intersecting area) is dead-lettered with
 the reason; it never fails the rest of its batch.
@@ -17,8 +19,11 @@ from collections.abc import Sequence
 from typing import Any
 
 from redis import Redis
+from rq import get_current_job
 
-from city.routing import Delivery
+from city.audit import delivery_body
+from city.policy import view
+from city.routing import Delivery, Routed
 from jobs.context import RouteContext, get_context
 from queues.inbox import EventDelivery, Output
 from queues.metrics import record_latencies
@@ -28,61 +33,68 @@ from queues.streams import dead_letter
 def route_batch(items: list[dict[str, Any]], prefix: str | None = None) -> dict[str, int]:
     """RQ entry point. `items` are ``{"e": wire event, "ing": ingest entry id}``."""
     context = get_context(prefix)
-    return deliver_items(context, _job_connection(context), items)
-
-
-def _job_connection(context: RouteContext) -> Redis:
-    from rq import get_current_job
-
     job = get_current_job()
-    return job.connection if job is not None else context.redis()
+    if job is None:
+        return deliver_items(context, context.redis(), items)
+    return deliver_items(context, job.connection, items, batch_id=job.id)
 
 
 def deliver_items(
-    context: RouteContext, redis: Redis, items: Sequence[dict[str, Any]]
+    context: RouteContext, redis: Redis, items: Sequence[dict[str, Any]], batch_id: str = ""
 ) -> dict[str, int]:
     """Route and deliver a batch; returns counters (delivered, duplicates, deliveries, ...)."""
     router = context.router
+    authorizer, grant_version = context.authorizer(redis)
+    now = time.time()
     events = [item["e"] for item in items]
+    outcomes: list[Routed | Exception]
     try:
-        decisions = router.route_batch(events)
+        outcomes = list(router.route_batch(events, authorizer, now))
     except Exception:  # one bad event must not sink the batch: retry one by one
-        decisions = []
+        outcomes = []
         for event in events:
             try:
-                decisions.append(router.route(event))
+                outcomes.append(router.route_batch([event], authorizer, now)[0])
             except Exception as exc:  # noqa: BLE001 - the reason is kept in the dead letter
-                decisions.append(exc)  # type: ignore[arg-type]
+                outcomes.append(exc)
     keys = context.keys
     batch: list[EventDelivery] = []
-    routed: list[tuple[dict[str, Any], list[Delivery], dict[str, Any]]] = []
+    routed: list[tuple[dict[str, Any], Routed, dict[str, Any]]] = []
     failed: list[tuple[dict[str, Any], Exception]] = []
-    for item, decision in zip(items, decisions, strict=True):
-        event = item["e"]
-        if isinstance(decision, Exception):
-            failed.append((item, decision))
+    delivery_of: dict[int, EventDelivery] = {}
+    for item, outcome in zip(items, outcomes, strict=True):
+        if isinstance(outcome, Exception):
+            failed.append((item, outcome))
             continue
-        batch.append(_outputs(context, event, decision, item.get("ing", "")))
-        routed.append((event, decision, item))
+        delivery = _outputs(context, item["e"], outcome.deliveries, item.get("ing", ""))
+        batch.append(delivery)
+        delivery_of[id(item["e"])] = delivery
+        routed.append((item["e"], outcome, item))
     counters: Counter[str] = Counter()
     if batch:
         flags, now_s = context.deliverer(redis).deliver(batch)
     else:
-        flags, now_s = [], time.time()
+        flags, now_s = [], now
     pipe = redis.pipeline(transaction=False)
     latencies: dict[str, list[float]] = {}
     types: set[str] = set()
-    for (event, decision, item), fresh in zip(routed, flags, strict=True):
+    audit_rows: list[list[Any]] = []
+    for (event, outcome, item), fresh in zip(routed, flags, strict=True):
         if not fresh:
             counters["duplicates"] += 1
             continue
         counters["delivered"] += 1
+        counters["derived"] += delivery_of[id(event)].derived
         types.add(event["type"])
-        if not decision:
+        if not outcome.deliveries:
             counters["unrouted"] += 1
-        for d in decision:
+        for d in outcome.deliveries:
             counters[f"delivered:{d.dept}"] += 1
             counters["deliveries"] += 1
+        for dept, sub_id, decision in outcome.decisions:
+            audit_rows.append(decision.audit_row(event["id"], dept, sub_id))
+            if not decision.allow:
+                counters["denied"] += 1
         ing = str(item.get("ing", ""))
         if ing:
             millis = int(ing.split("-", 1)[0])
@@ -101,29 +113,84 @@ def deliver_items(
         )
         counters["dead_lettered"] += 1
     for name, value in counters.items():
-        if name.startswith("delivered:") or name in ("delivered", "duplicates", "unrouted"):
+        if name.startswith("delivered:") or name in (
+            "delivered",
+            "duplicates",
+            "unrouted",
+            "denied",
+            "derived",
+        ):
             pipe.hincrby(keys.stats, name, value)
     if types:
         pipe.sadd(keys.hot_types, *types)
     record_latencies(pipe, keys, latencies)
-    pipe.execute()
+    pending = None
+    if audit_rows:
+        body = delivery_body(
+            batch_id or str(items[0].get("ing", "")),
+            audit_rows,
+            router.policies.version,
+            grant_version,
+            context.jurisdiction_version,
+        )
+        pending = context.audit(redis).queue(pipe, [("delivery", body, "router")])
+    results = pipe.execute()
+    if pending is not None:
+        context.audit(redis).confirm(pending, results[-1])
     return dict(counters)
+
+
+def _derived_outputs(context: RouteContext, event: dict[str, Any]) -> list[Output]:
+    """The events the city's rules derive from `event`, as appends to the issuing departments'
+    ingest streams (plus a dead letter for a rule that could not apply). They travel in the
+    event's own atomic delivery, so a crash cannot deliver the event and lose its derivations;
+    there they are validated, routed and authorized like any other event."""
+    derivation = context.router.rules.derive(event)
+    outputs = []
+    for derived in derivation.events:
+        lane = "emergency" if derived.get("priority") == "emergency" else "routine"
+        body = json.dumps(derived, separators=(",", ":"))
+        outputs.append(Output(context.keys.ingest(derived["department"], lane), [("e", body)]))
+    for problem in derivation.problems:
+        fields: list[tuple[str, str | bytes]] = [
+            ("reason", "rule_failed"), ("message", problem), ("stage", "rules"),
+            ("dept", str(event.get("department", ""))), ("body", json.dumps(event)),
+        ]  # fmt: skip
+        outputs.append(Output(context.keys.deadletter, fields))
+    return outputs
 
 
 def _outputs(
     context: RouteContext, event: dict[str, Any], deliveries: list[Delivery], ing: str
 ) -> EventDelivery:
     keys = context.keys
-    body = json.dumps(event, separators=(",", ":"))
     priority = event.get("priority", "routine")
     delivery = EventDelivery(seen_key=keys.seen(event["department"], event["id"]))
+    views: dict[tuple[object, ...], str] = {}  # recipients with the same entitlement share a view
     for d in deliveries:
-        via = context.via_json(d)
-        delivery.outputs.append(
-            Output(keys.inbox(d.dept), [("e", body), ("via", via), ("ing", ing), ("pri", priority)])
+        decision = d.decision
+        entitlement = (
+            decision.fields,
+            decision.redact,
+            d.purpose,
+            decision.break_glass,
+            decision.grant,
         )
+        body = views.get(entitlement)
+        if body is None:
+            body = views[entitlement] = json.dumps(view(event, decision), separators=(",", ":"))
+        delivery.outputs.append(
+            Output(
+                keys.inbox(d.dept),
+                [("e", body), ("via", context.via_json(d)), ("ing", ing), ("pri", priority)],
+            )
+        )
+    derived = _derived_outputs(context, event)
+    delivery.outputs.extend(derived)
+    delivery.derived = sum(1 for out in derived if out.key != keys.deadletter)
     recipients = ",".join(d.dept for d in deliveries)
+    full = json.dumps(event, separators=(",", ":"))
     delivery.outputs.append(
-        Output(keys.hot(event["type"]), [("e", body), ("to", recipients), ("ing", ing)])
+        Output(keys.hot(event["type"]), [("e", full), ("to", recipients), ("ing", ing)])
     )
     return delivery

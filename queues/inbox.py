@@ -67,6 +67,7 @@ class EventDelivery:
 
     seen_key: str
     outputs: list[Output] = field(default_factory=list)
+    derived: int = 0  # how many outputs are derived events (for the counters)
 
 
 class Deliverer:
