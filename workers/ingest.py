@@ -204,7 +204,11 @@ class IngestWorker:
                 if time.monotonic() >= next_recover:
                     self.recover()
                     next_recover = time.monotonic() + recover_every
-                self.step(block)
+                started = time.monotonic()
+                if not self.step(block) and time.monotonic() - started < block / 2000:
+                    # The server answered an empty blocking read at once (stand-ins such as
+                    # fakeredis do not block): wait out the block time instead of spinning.
+                    time.sleep(block / 1000)
                 backoff = 0.1
             except (RedisConnectionError, RedisTimeoutError) as exc:
                 log.warning("redis unavailable (%s); retrying in %.1fs", exc, backoff)
