@@ -68,8 +68,12 @@ class SubscriptionConfig(_Strict):
     def _patterns_are_well_formed(cls, values: list[str]) -> list[str]:
         for value in values:
             base = value[:-2] if value.endswith(".*") else value
-            if value != "*" and not (EVENT_TYPE.match(base) or re.match(r"^[a-z][a-z0-9_]*$", base)):
-                raise ValueError(f"{value!r} is neither an event type nor a prefix like 'traffic.*'")
+            if value != "*" and not (
+                EVENT_TYPE.match(base) or re.match(r"^[a-z][a-z0-9_]*$", base)
+            ):
+                raise ValueError(
+                    f"{value!r} is neither an event type nor a prefix like 'traffic.*'"
+                )
         return values
 
 
@@ -135,7 +139,9 @@ def _loc_to_path(loc: tuple[Any, ...]) -> str:
 def parse_city(data: Any, source: str | Path = "<config>") -> CityConfig:
     """Validate an already-parsed YAML document; cross-references included."""
     if not isinstance(data, dict):
-        raise ConfigError(source, [("", "the file must be a mapping (city:, layers:, departments:)")])
+        raise ConfigError(
+            source, [("", "the file must be a mapping (city:, layers:, departments:)")]
+        )
     try:
         config = CityConfig.model_validate(data)
     except ValidationError as exc:

@@ -125,9 +125,7 @@ class Event(BaseModel):
     @classmethod
     def _type_is_reverse_dns_like(cls, value: str) -> str:
         if not EVENT_TYPE.match(value):
-            raise ValueError(
-                "event type must be dotted lower-case words, e.g. 'traffic.incident'"
-            )
+            raise ValueError("event type must be dotted lower-case words, e.g. 'traffic.incident'")
         return value
 
     @field_validator("time")

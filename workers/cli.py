@@ -20,9 +20,12 @@ from workers.runtime import Runtime
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="cityrelay", description="The event backbone that lets a city's departments share events."
+        prog="cityrelay",
+        description="The event backbone that lets a city's departments share events.",
     )
-    parser.add_argument("--redis-url", help="Redis URL (default: $REDIS_URL or redis://127.0.0.1:6379/0)")
+    parser.add_argument(
+        "--redis-url", help="Redis URL (default: $REDIS_URL or redis://127.0.0.1:6379/0)"
+    )
     parser.add_argument("--prefix", help="Redis key prefix (default: $CITYRELAY_PREFIX or 'city')")
     parser.add_argument("--config", help="city YAML (default: $CITYRELAY_CONFIG)")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
