@@ -170,11 +170,11 @@ def _geo_config(config: Any) -> GeoConfig:
 
 
 def cmd_publish(args: argparse.Namespace, runtime: Runtime) -> int:
+    now = datetime.now(UTC)  # before parsing, so 'now' is not "in the past"
     try:
         effective = parse_time(args.effective_from)
     except ValueError as exc:
         return _fail(str(exc))
-    now = datetime.now(UTC)
     if effective < now and not args.allow_past:
         return _fail(
             f"--effective-from {effective.isoformat()} is in the past: events already routed "
@@ -256,6 +256,7 @@ def cmd_show(args: argparse.Namespace, runtime: Runtime) -> int:
     world, _, _ = _world(runtime)
     try:
         if args.version is None:
+            world.history(args.layer)  # unknown layer: KeyError naming it
             v = world.versions_at(datetime.now(UTC)).get(args.layer)
             if v is None:
                 return _fail(f"layer {args.layer!r} has no version in force now")
