@@ -168,6 +168,10 @@ def test_bulk_and_loop_cell_computation_agree() -> None:
     assert loop.tolist() == [h3.str_to_int(h3.latlng_to_cell(a, o, 10)) for a, o in pairs]
     if geo._h3ronpy_cells is not None:
         assert geo._cells_h3ronpy(lats, lons, 10).tolist() == loop.tolist()
+    near = loop[:50]
+    by_loop = geo._cell_polygons_h3(near)
+    assert shapely.equals_exact(geo._cell_polygons(near), by_loop, 1e-12).all()
+    assert len(geo._cell_polygons(near[:0])) == 0
 
 
 def test_lines_and_areas_reach_every_zone_they_touch() -> None:
