@@ -18,6 +18,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import shapely
@@ -33,7 +34,7 @@ DATA_CANDIDATES = [
 ]
 
 
-def best_of(fn, repeat: int = 3) -> tuple[float, object]:  # noqa: ANN001
+def best_of(fn, repeat: int = 3) -> tuple[float, Any]:  # noqa: ANN001
     best, out = float("inf"), None
     for _ in range(repeat):
         started = time.perf_counter()

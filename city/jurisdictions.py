@@ -399,7 +399,7 @@ class Jurisdictions:
         concerns both.
         """
         in_force = self.versions_at(at or datetime.now(UTC))
-        zones = []
+        zones: list[Zone] = []
         for v in in_force.values():
             zones.extend(v.zones[p] for p in self.index(v).intersecting(geometry))
         return Located(tuple(zones), {la: v.version for la, v in in_force.items()})

@@ -15,7 +15,7 @@ import json
 import zlib
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 from redis import Redis
 from redis.exceptions import ResponseError
@@ -71,7 +71,7 @@ class VersionInfo:
 
 
 class JurisdictionStore:
-    """Layer versions under `Keys` in one Redis."""
+    """Layer versions under `Keys` in one Redis (a client with bytes replies: data is zlib)."""
 
     def __init__(self, redis: Redis, keys: Keys):
         self.redis = redis
@@ -134,7 +134,7 @@ class JurisdictionStore:
         data = self.redis.get(self.keys.juris_data(layer, version))
         if data is None:
             raise KeyError(f"layer {layer!r} has no published version {version}")
-        return zlib.decompress(data)
+        return zlib.decompress(cast(bytes, data))
 
     def load(self, layer: str, version: int) -> LayerVersion:
         """One published version, parsed into zones."""
@@ -164,7 +164,7 @@ class JurisdictionStore:
         for info, data in zip(wanted, datas, strict=True):
             if data is None:
                 raise KeyError(f"layer {info.layer!r} version {info.version}: data missing")
-            out.append(_version(info, zlib.decompress(data)))
+            out.append(_version(info, zlib.decompress(cast(bytes, data))))
         return out
 
     def delete_all(self) -> None:
