@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 import shapely
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from city.geo import JurisdictionIndex, LayerError, load_layer
 from city.jurisdictions import (
@@ -160,7 +161,10 @@ def _world(runtime: Runtime) -> tuple[Jurisdictions, JurisdictionStore, Any]:
     if runtime.config_path is not None:
         config, base_dir = runtime.city()
         base = Jurisdictions.from_city(config, base_dir, _geo_config(config))
-    return JurisdictionWatcher(store, base).current(), store, config
+    try:
+        return JurisdictionWatcher(store, base).current(), store, config
+    except RedisConnectionError as exc:
+        raise SystemExit(f"error: cannot reach Redis at {runtime.redis_url}: {exc}") from None
 
 
 def _geo_config(config: Any) -> GeoConfig:
@@ -191,7 +195,8 @@ def cmd_publish(args: argparse.Namespace, runtime: Runtime) -> int:
         )
     except (OSError, LayerError) as exc:
         return _fail(str(exc))
-    errors, warnings = validate_version(new, config, exclusive=False)
+    geo = _geo_config(config)
+    errors, warnings = validate_version(new, config, exclusive=args.layer in geo.exclusive)
     report: dict[str, Any] = {"layer": args.layer, "effective_from": effective.isoformat()}
     report["features"] = len(new.zones)
     report["warnings"] = warnings
@@ -202,7 +207,7 @@ def cmd_publish(args: argparse.Namespace, runtime: Runtime) -> int:
         report["errors"] = errors
         _print(report)
         return 1
-    stats = JurisdictionIndex(new.zones, GeoConfig().resolution).stats()  # built aside: it works
+    stats = JurisdictionIndex(new.zones, geo.resolution).stats()  # built aside: it works
     report["index"] = stats
     if args.dry_run:
         report["published"] = False

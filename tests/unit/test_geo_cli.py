@@ -279,3 +279,11 @@ def test_geo_config_is_taken_from_the_city_once_hooked_in() -> None:
 
     assert cli_geo._geo_config(WithGeo()).resolution == 12
     assert cli_geo._geo_config(object()).resolution == 10
+
+
+def test_unreachable_redis_is_a_clear_error(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("CITYRELAY_CONFIG", raising=False)
+    with pytest.raises(SystemExit, match="cannot reach Redis at redis://127.0.0.1:1/0"):
+        main(["--redis-url", "redis://127.0.0.1:1/0", "jurisdictions", "list"])
