@@ -67,6 +67,7 @@ class Zone:
     index: int
     name: str
     geometry: BaseGeometry
+    repaired: bool = False  # the file's geometry was invalid and make_valid fixed it
 
     @property
     def ref(self) -> str:
@@ -137,7 +138,8 @@ def _zone_from_feature(
             f"{source}: features[{i}].geometry: coordinates outside lon/lat range "
             "(projected coordinates? reproject to EPSG:4326)"
         )
-    if not geometry.is_valid:
+    repaired = not geometry.is_valid
+    if repaired:
         geometry = _polygonal(make_valid(geometry))
     properties = feature.get("properties") or {}
     if name_property is not None:
@@ -146,7 +148,7 @@ def _zone_from_feature(
         name = str(properties[name_property])
     else:
         name = f"#{i}"
-    return Zone(layer=layer, index=i, name=name, geometry=geometry)
+    return Zone(layer=layer, index=i, name=name, geometry=geometry, repaired=repaired)
 
 
 def _polygonal(geometry: BaseGeometry) -> BaseGeometry:

@@ -252,7 +252,7 @@ def test_invalid_rings_are_repaired_and_stay_areal() -> None:
     bowtie = {"type": "Polygon", "coordinates": [[[0, 0], [1, 1], [1, 0], [0, 1], [0, 0]]]}
     (zone,) = parse_layer("x", fc(feature(bowtie, name="b")), "name")
     assert zone.geometry.is_valid and zone.geometry.geom_type == "MultiPolygon"
-    assert zone.name == "b"
+    assert zone.name == "b" and zone.repaired
     spike = {"type": "Polygon", "coordinates": [[[0, 0], [2, 0], [2, 2], [0, 0], [3, 0], [0, 0]]]}
     (zone,) = parse_layer("x", fc(feature(spike)))
     assert zone.geometry.is_valid and zone.geometry.geom_type in ("Polygon", "MultiPolygon")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from shapely.geometry import LineString, box, mapping
+from shapely.geometry import LineString, Polygon, box, mapping
 
 from city.config import ConfigError, parse_city
 from city.geo import LayerError, Zone
@@ -193,6 +193,9 @@ def test_validation_blocks_losing_a_zone_a_department_answers_for() -> None:
     assert any("more than one feature: east" in w for w in warnings)
     errors, warnings = validate_version(V1, config, exclusive=True)
     assert errors == [] and warnings == []
+    bowtie = Polygon([(0, 0), (0.01, 0.01), (0.01, 0), (0, 0.01)])
+    _, warnings = validate_version(version(2, T0, ("west", bowtie), ("east", EAST)), config)
+    assert warnings == ["pd#0 (west): invalid geometry in the file, repaired"]
     overlapping = version(2, T0, ("west", WEST2), ("east", EAST))
     _, warnings = validate_version(overlapping, config, exclusive=True)
     assert any("overlap" in w for w in warnings)
