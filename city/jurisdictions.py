@@ -19,6 +19,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, Literal
 
 import numpy as np
@@ -199,7 +200,10 @@ def _epoch(times: Sequence[Any] | np.ndarray | None, n: int) -> np.ndarray:
     return out
 
 
-@dataclass(frozen=True)
+_NO_TIES: Mapping[str, tuple[str, ...]] = MappingProxyType({})
+
+
+@dataclass(frozen=True, slots=True)
 class Located:
     """Where one point (or geometry) falls: zones after tie-breaks, and the versions used.
 
@@ -209,7 +213,7 @@ class Located:
 
     zones: tuple[Zone, ...]
     versions: Mapping[str, int]
-    ties: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    ties: Mapping[str, tuple[str, ...]] = field(default_factory=lambda: _NO_TIES)
 
     def refs(self) -> tuple[str, ...]:
         return tuple(z.ref for z in self.zones)
@@ -356,8 +360,11 @@ class Jurisdictions:
         choice = np.stack(
             [np.searchsorted(self._starts[la], t, side="right") - 1 for la in layers], axis=1
         )
-        combos, group = np.unique(choice, axis=0, return_inverse=True)
-        group = np.asarray(group).reshape(-1)
+        if (choice == choice[0]).all():  # the usual case: one set of versions for the batch
+            combos, group = choice[:1], np.zeros(n, dtype=np.int64)
+        else:
+            combos, group = np.unique(choice, axis=0, return_inverse=True)
+            group = np.asarray(group).reshape(-1)
         out: list[Located | None] = [None] * n
         for g, combo in enumerate(combos.tolist()):
             members = np.flatnonzero(group == g)
@@ -370,22 +377,33 @@ class Jurisdictions:
     def _locate_group(
         self, in_force: list[LayerVersion], lat: np.ndarray, lon: np.ndarray, cell: np.ndarray
     ) -> list[Located]:
-        versions = {v.layer: v.version for v in in_force}
-        per_layer = [
-            (v, self.index(v).locate_many(lat, lon, cells=cell), self.exclusive.get(v.layer))
-            for v in in_force
-        ]
+        versions = MappingProxyType({v.layer: v.version for v in in_force})
+        per_layer = []
+        for v in in_force:
+            rule = self.exclusive.get(v.layer)
+            # Few distinct answers per batch: resolve each (zones, tie-break) once.
+            memo: dict[tuple[int, ...], tuple[tuple[Zone, ...], tuple[str, ...]]] = {}
+            resolved = []
+            for answer in self.index(v).locate_many(lat, lon, cells=cell):
+                hit = memo.get(answer)
+                if hit is None:
+                    zones = tuple(v.zones[p] for p in answer)
+                    tie: tuple[str, ...] = ()
+                    if rule is not None and len(zones) > 1:
+                        tie, zones = tuple(z.name for z in zones), (break_tie(zones, rule),)
+                    hit = memo[answer] = (zones, tie)
+                resolved.append(hit)
+            per_layer.append((v.layer, resolved))
         out = []
         for i in range(len(lat)):
-            zones: list[Zone] = []
+            found: tuple[Zone, ...] = ()
             ties: dict[str, tuple[str, ...]] = {}
-            for v, answers, rule in per_layer:
-                hits = [v.zones[p] for p in answers[i]]
-                if rule is not None and len(hits) > 1:
-                    ties[v.layer] = tuple(z.name for z in hits)
-                    hits = [break_tie(hits, rule)]
-                zones.extend(hits)
-            out.append(Located(tuple(zones), versions, ties))
+            for layer, resolved in per_layer:
+                zones, tie = resolved[i]
+                found += zones
+                if tie:
+                    ties[layer] = tie
+            out.append(Located(found, versions, MappingProxyType(ties) if ties else _NO_TIES))
         return out
 
     def locate(self, lat: float, lon: float, at: datetime | None = None) -> Located:
@@ -402,7 +420,9 @@ class Jurisdictions:
         zones: list[Zone] = []
         for v in in_force.values():
             zones.extend(v.zones[p] for p in self.index(v).intersecting(geometry))
-        return Located(tuple(zones), {la: v.version for la, v in in_force.items()})
+        return Located(
+            tuple(zones), MappingProxyType({la: v.version for la, v in in_force.items()})
+        )
 
 
 # --- departments ----------------------------------------------------------------------------
