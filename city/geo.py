@@ -274,6 +274,14 @@ def _cover(geometry: BaseGeometry, resolution: int) -> np.ndarray:
     return np.unique(np.array(cells, dtype=np.uint64))
 
 
+def _zone_cells(geometry: BaseGeometry, resolution: int) -> tuple[np.ndarray, np.ndarray]:
+    """A zone's covering cells and, for each, whether it is interior (no exact check needed)."""
+    cells = _cover(geometry, resolution)
+    shrunk = geometry.buffer(-MARGIN_DEG)
+    shapely.prepare(shrunk)
+    return cells, shapely.covers(shrunk, _cell_polygons(cells)).astype(bool)
+
+
 # --- the index ------------------------------------------------------------------------------
 
 
@@ -289,29 +297,43 @@ class JurisdictionIndex:
         if not 0 <= resolution <= 15:
             raise ValueError(f"H3 resolution must be 0..15, got {resolution}")
         started = time.perf_counter()
-        self.zones: tuple[Zone, ...] = tuple(zones)
+        covers = [_zone_cells(zone.geometry, resolution) for zone in zones]
+        self._setup(tuple(zones), resolution, covers)
+        self.build_seconds = time.perf_counter() - started
+
+    @classmethod
+    def combine(cls, indexes: Sequence[JurisdictionIndex]) -> JurisdictionIndex:
+        """One index over the zones of several (same resolution), reusing their cell covers.
+
+        Positions follow `indexes` order: the zones of the first, then the second's, ...
+        Costs a table merge, not a rebuild: the router combines per-layer versions this way.
+        """
+        resolutions = {i.resolution for i in indexes}
+        if len(resolutions) != 1:
+            raise ValueError(f"cannot combine indexes of resolutions {sorted(resolutions)}")
+        started = time.perf_counter()
+        self = cls.__new__(cls)
+        zones = tuple(z for i in indexes for z in i.zones)
+        self._setup(zones, resolutions.pop(), [c for i in indexes for c in i._covers])
+        self.build_seconds = time.perf_counter() - started
+        return self
+
+    def _setup(
+        self, zones: tuple[Zone, ...], resolution: int, covers: list[tuple[np.ndarray, np.ndarray]]
+    ) -> None:
+        self.zones = zones
         self.resolution = resolution
+        self._covers = covers
         self._geoms = np.array([z.geometry for z in self.zones], dtype=object)
         shapely.prepare(self._geoms)
         self._tree = shapely.STRtree(self._geoms)
-        self._build_cells()
-        self.build_seconds = time.perf_counter() - started
+        self._build_table()
 
-    def _build_cells(self) -> None:
-        cell_parts: list[np.ndarray] = []
-        zone_parts: list[np.ndarray] = []
-        interior_parts: list[np.ndarray] = []
-        for pos, zone in enumerate(self.zones):
-            cells = _cover(zone.geometry, self.resolution)
-            shrunk = zone.geometry.buffer(-MARGIN_DEG)
-            shapely.prepare(shrunk)
-            interior = shapely.covers(shrunk, _cell_polygons(cells)).astype(bool)
-            cell_parts.append(cells)
-            zone_parts.append(np.full(len(cells), pos, dtype=np.int32))
-            interior_parts.append(interior)
-        cells = np.concatenate(cell_parts) if cell_parts else np.empty(0, np.uint64)
-        zone_of = np.concatenate(zone_parts) if zone_parts else np.empty(0, np.int32)
-        inside = np.concatenate(interior_parts) if interior_parts else np.empty(0, bool)
+    def _build_table(self) -> None:
+        covers = self._covers
+        cells = np.concatenate([c for c, _ in covers]) if covers else np.empty(0, np.uint64)
+        inside = np.concatenate([i for _, i in covers]) if covers else np.empty(0, bool)
+        zone_of = np.repeat(np.arange(len(covers), dtype=np.int32), [len(c) for c, _ in covers])
         order = np.lexsort((zone_of, cells))
         cells, zone_of, inside = cells[order], zone_of[order], inside[order]
         unique, starts = np.unique(cells, return_index=True)

@@ -15,6 +15,7 @@ Pure: no Redis here (the store is `queues.jurisdictions`).
 from __future__ import annotations
 
 import hashlib
+import itertools
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -260,6 +261,7 @@ class Jurisdictions:
             for layer, vs in self._layers.items()
         }
         self._cache = _cache if _cache is not None else {}
+        self._combos: dict[tuple[tuple[str, int], ...], JurisdictionIndex] = {}
 
     @classmethod
     def from_city(
@@ -374,37 +376,49 @@ class Jurisdictions:
                 out[i] = loc
         return out  # type: ignore[return-value]
 
+    def combined(self, in_force: Sequence[LayerVersion]) -> JurisdictionIndex:
+        """One index over a set of layer versions (cached; merged from the per-layer covers)."""
+        key = tuple((v.layer, v.version) for v in in_force)
+        idx = self._combos.get(key)
+        if idx is None:
+            idx = JurisdictionIndex.combine([self.index(v) for v in in_force])
+            if len(self._combos) >= 8:  # versions in force change rarely; keep a few
+                self._combos.pop(next(iter(self._combos)))
+            self._combos[key] = idx
+        return idx
+
     def _locate_group(
         self, in_force: list[LayerVersion], lat: np.ndarray, lon: np.ndarray, cell: np.ndarray
     ) -> list[Located]:
         versions = MappingProxyType({v.layer: v.version for v in in_force})
-        per_layer = []
-        for v in in_force:
-            rule = self.exclusive.get(v.layer)
-            # Few distinct answers per batch: resolve each (zones, tie-break) once.
-            memo: dict[tuple[int, ...], tuple[tuple[Zone, ...], tuple[str, ...]]] = {}
-            resolved = []
-            for answer in self.index(v).locate_many(lat, lon, cells=cell):
-                hit = memo.get(answer)
-                if hit is None:
-                    zones = tuple(v.zones[p] for p in answer)
-                    tie: tuple[str, ...] = ()
-                    if rule is not None and len(zones) > 1:
-                        tie, zones = tuple(z.name for z in zones), (break_tie(zones, rule),)
-                    hit = memo[answer] = (zones, tie)
-                resolved.append(hit)
-            per_layer.append((v.layer, resolved))
+        if not in_force:
+            return [Located((), versions) for _ in range(len(lat))]
+        index = self.combined(in_force)
+        zones = index.zones
+        # Few distinct answers per batch: resolve each (zones after tie-breaks) once.
+        memo: dict[tuple[int, ...], Located] = {}
         out = []
-        for i in range(len(lat)):
-            found: tuple[Zone, ...] = ()
-            ties: dict[str, tuple[str, ...]] = {}
-            for layer, resolved in per_layer:
-                zones, tie = resolved[i]
-                found += zones
-                if tie:
-                    ties[layer] = tie
-            out.append(Located(found, versions, MappingProxyType(ties) if ties else _NO_TIES))
+        for answer in index.locate_many(lat, lon, cells=cell):
+            located = memo.get(answer)
+            if located is None:
+                located = memo[answer] = self._resolve([zones[p] for p in answer], versions)
+            out.append(located)
         return out
+
+    def _resolve(self, hits: list[Zone], versions: Mapping[str, int]) -> Located:
+        """Apply exclusive layers' tie-breaks to one answer (zones arrive grouped by layer)."""
+        if not self.exclusive:
+            return Located(tuple(hits), versions)
+        found: list[Zone] = []
+        ties: dict[str, tuple[str, ...]] = {}
+        for layer, group in itertools.groupby(hits, key=lambda z: z.layer):
+            members = list(group)
+            rule = self.exclusive.get(layer)
+            if rule is not None and len(members) > 1:
+                ties[layer] = tuple(z.name for z in members)
+                members = [break_tie(members, rule)]
+            found.extend(members)
+        return Located(tuple(found), versions, MappingProxyType(ties) if ties else _NO_TIES)
 
     def locate(self, lat: float, lon: float, at: datetime | None = None) -> Located:
         """One point at one time (default now)."""

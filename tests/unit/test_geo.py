@@ -256,3 +256,16 @@ def test_invalid_rings_are_repaired_and_stay_areal() -> None:
     spike = {"type": "Polygon", "coordinates": [[[0, 0], [2, 0], [2, 2], [0, 0], [3, 0], [0, 0]]]}
     (zone,) = parse_layer("x", fc(feature(spike)))
     assert zone.geometry.is_valid and zone.geometry.geom_type in ("Polygon", "MultiPolygon")
+
+
+def test_combined_indexes_answer_like_one_index_over_all_zones() -> None:
+    zones = [Zone("d", i, str(i), box(i / 100, 0, (i + 1) / 100, 0.01)) for i in range(3)]
+    a, b = JurisdictionIndex(zones[:2], 10), JurisdictionIndex(zones[2:], 10)
+    both = JurisdictionIndex.combine([a, b])
+    rng = np.random.default_rng(9)
+    lats, lons = rng.uniform(-0.001, 0.011, 3000), rng.uniform(-0.001, 0.031, 3000)
+    assert both.zones == tuple(zones)
+    assert both.locate_many(lats, lons) == JurisdictionIndex(zones, 10).locate_many(lats, lons)
+    assert both.locate(0.005, 0.02) == (1, 2)
+    with pytest.raises(ValueError, match="resolutions"):
+        JurisdictionIndex.combine([a, JurisdictionIndex(zones[2:], 9)])

@@ -29,9 +29,11 @@ def layers(draw: st.DrawFn) -> list[Zone]:
         if poly.is_empty:
             continue
         zones.append(Zone("p", i, str(i), poly))
-    if len(zones) >= 1:  # a neighbour sharing an edge with the first zone
-        minx, miny, maxx, maxy = zones[0].geometry.bounds
-        zones.append(Zone("p", len(zones), "n", shapely.box(maxx, miny, maxx + 0.001, maxy)))
+    if not zones:  # every drawn polygon was degenerate
+        zones.append(Zone("p", 0, "0", shapely.box(0, 0, 0.001, 0.001)))
+    # a neighbour sharing an edge with the first zone
+    minx, miny, maxx, maxy = zones[0].geometry.bounds
+    zones.append(Zone("p", len(zones), "n", shapely.box(maxx, miny, maxx + 0.001, maxy)))
     return zones
 
 

@@ -277,3 +277,14 @@ def test_geo_section_checks_references_against_the_city() -> None:
     ]
     with pytest.raises(ConfigError, match=r"geo\.resolution"):
         parse_geo({"resolution": 20})
+
+
+def test_many_version_sets_stay_correct_with_a_bounded_cache() -> None:
+    layout = [("west", WEST), ("east", EAST)], [("west", WEST2), ("east", EAST2)]
+    versions = [V0] + [version(k, T0 + timedelta(hours=k), *layout[k % 2]) for k in range(1, 11)]
+    world = Jurisdictions(versions, resolution=9)
+    for k in range(11):
+        at = T0 + timedelta(hours=k, minutes=1) if k else BEGINNING
+        expected = "west" if k % 2 else "east"
+        assert names(world.locate(0.005, 0.012, at=at)) == [f"pd:{expected}"]
+    assert len(world._combos) == 8
