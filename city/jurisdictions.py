@@ -245,6 +245,7 @@ class Jurisdictions:
         resolution: int = 10,
         exclusive: Mapping[str, TieBreak] | None = None,
         _cache: dict[tuple[str, int], JurisdictionIndex] | None = None,
+        _combos: dict[tuple[tuple[str, int], ...], JurisdictionIndex] | None = None,
     ):
         self.resolution = resolution
         self.exclusive = dict(exclusive or {})
@@ -261,7 +262,7 @@ class Jurisdictions:
             for layer, vs in self._layers.items()
         }
         self._cache = _cache if _cache is not None else {}
-        self._combos: dict[tuple[tuple[str, int], ...], JurisdictionIndex] = {}
+        self._combos = _combos if _combos is not None else {}
 
     @classmethod
     def from_city(
@@ -289,7 +290,9 @@ class Jurisdictions:
     def with_versions(self, versions: Iterable[LayerVersion]) -> Jurisdictions:
         """A new instance with more versions; indexes already built are shared, not rebuilt."""
         current = [v for vs in self._layers.values() for v in vs]
-        return Jurisdictions([*current, *versions], self.resolution, self.exclusive, self._cache)
+        return Jurisdictions(
+            [*current, *versions], self.resolution, self.exclusive, self._cache, self._combos
+        )
 
     @property
     def layers(self) -> list[str]:
@@ -325,11 +328,16 @@ class Jurisdictions:
             idx = self._cache[key] = JurisdictionIndex(version.zones, self.resolution)
         return idx
 
-    def prepare(self) -> None:
-        """Build every version's index now (publish-time), so routing never waits for one."""
+    def prepare(self, at: Iterable[datetime] = ()) -> None:
+        """Build every version's index now, and the merged index for now and each time in `at`,
+        so routing never waits for one."""
         for vs in self._layers.values():
             for v in vs:
                 self.index(v)
+        for t in [datetime.now(UTC), *at]:
+            in_force = list(self.versions_at(t).values())
+            if in_force:
+                self.combined(in_force)
 
     # -- routing ---------------------------------------------------------------------------
 

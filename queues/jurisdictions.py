@@ -224,8 +224,8 @@ class JurisdictionWatcher:
             fresh = self.store.load_all(self._known)
             if fresh:
                 self._current = self._current.with_versions(fresh)
-                for version in fresh:  # build now, not inside the first batch that needs it
-                    self._current.index(version)
+                # build now, not inside the first batch that needs it
+                self._current.prepare(v.effective_from for v in fresh)
                 self._known.update((v.layer, v.version) for v in fresh)
             self._generation = generation
         return self._current
