@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import shapely
@@ -29,7 +29,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from shapely.geometry import shape
 from shapely.geometry.base import BaseGeometry
 
-from city.config import CityConfig, ConfigError
 from city.geo import (
     JurisdictionIndex,
     LayerError,
@@ -42,6 +41,9 @@ from city.geo import (
     parse_cells,
     parse_layer,
 )
+
+if TYPE_CHECKING:  # config.py may import GeoConfig from here: no import cycle at run time
+    from city.config import CityConfig
 
 #: When version 0 (the config's own files) took effect.
 BEGINNING = datetime(1970, 1, 1, tzinfo=UTC)
@@ -117,6 +119,8 @@ class GeoConfig(_Strict):
 
 def parse_geo(data: Any, city: CityConfig | None = None, source: str = "<config>") -> GeoConfig:
     """Validate the ``geo`` section; with `city`, also check layer and department references."""
+    from city.config import ConfigError
+
     try:
         geo = GeoConfig.model_validate(data or {})
     except ValidationError as exc:
