@@ -115,3 +115,29 @@ class Keys:
     def acl_worker_user(self, role: str) -> str:
         """Redis ACL user for a worker role (``ingest``, ``router``, ``admin``)."""
         return f"{self.prefix}.worker.{role}"
+
+    # Jurisdiction layer versions (redistricting): see queues/jurisdictions.py.
+    @property
+    def juris_generation(self) -> str:
+        """Counter bumped by every publish: one GET per batch tells a worker to reload."""
+        return f"{self.prefix}:juris:gen"
+
+    @property
+    def juris_layers(self) -> str:
+        """Set of layers that have published versions."""
+        return f"{self.prefix}:juris:layers"
+
+    def juris_seq(self, layer: str) -> str:
+        """Last version number given out for a layer."""
+        return f"{self.prefix}:juris:seq:{layer}"
+
+    def juris_meta(self, layer: str) -> str:
+        """Hash: version number -> JSON metadata (effective_from, checksum, note, ...)."""
+        return f"{self.prefix}:juris:meta:{layer}"
+
+    def juris_data_prefix(self, layer: str) -> str:
+        return f"{self.prefix}:juris:data:{layer}:"
+
+    def juris_data(self, layer: str, version: int) -> str:
+        """The version's GeoJSON, zlib-compressed."""
+        return f"{self.juris_data_prefix(layer)}{version}"
