@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from city.errors import ConfigError
 from city.events import EVENT_TYPE, Priority
+from city.jurisdictions import GeoConfig, parse_geo
 from city.policy import SharingConfig, SubscriptionSpec, parse_sharing
 
 __all__ = ["CityConfig", "ConfigError", "load_city", "parse_city"]
@@ -92,6 +93,7 @@ class CityConfig(_Strict):
     event_types: dict[str, EventTypeConfig] = Field(default_factory=dict)
     routing: RoutingConfig = Field(default_factory=RoutingConfig)
     sharing: SharingConfig = Field(default_factory=SharingConfig)
+    geo: GeoConfig = Field(default_factory=GeoConfig)
     # Sections owned by other modules, validated by their own parsers (privacy, retention).
     privacy: dict[str, Any] | None = None
     retention: dict[str, Any] | None = None
@@ -132,6 +134,7 @@ def parse_city(data: Any, source: str | Path = "<config>") -> CityConfig:
     if problems:
         raise ConfigError(source, problems)
     parse_sharing(data.get("sharing"), source, config.department_ids)
+    parse_geo(data.get("geo"), config, str(source))
     return config
 
 

@@ -77,6 +77,8 @@ class AreaSubscription(_Strict):
     id: str
     department: str
     types: list[str] = Field(default_factory=lambda: ["*"], min_length=1)
+    purpose: str = "operations"
+    filter: dict[str, Any] | None = None
     geometry: dict[str, Any] | None = None
     points: list[tuple[float, float]] | None = Field(default=None, description="[lat, lon] pairs")
     radius_m: float | None = Field(default=None, gt=0, le=100_000)

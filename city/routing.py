@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,8 +24,19 @@ from shapely.geometry import shape
 from shapely.validation import make_valid
 
 from city.config import CityConfig
-from city.geo import JurisdictionIndex, Zone, load_layer
-from city.policy import Authorizer, Decision, GrantSet, PolicySet, ZoneKey, compile_subscriptions
+from city.geo import Zone, load_layer
+from city.jurisdictions import BEGINNING, AreaIndex, Jurisdictions, LayerVersion, Located
+from city.policy import (
+    Authorizer,
+    CompiledSubscription,
+    Decision,
+    GrantSet,
+    PolicySet,
+    SubscriptionSpec,
+    ZoneKey,
+    compile_subscription,
+    compile_subscriptions,
+)
 from city.rules import RuleSet
 
 
@@ -58,10 +70,20 @@ class Delivery:
 
 @dataclass
 class Routed:
-    """The outcome for one event: deliveries, plus every decision (for the audit)."""
+    """The outcome for one event: deliveries, every decision (for the audit), and where the
+    event was found (zones, the jurisdiction versions used, boundary ties)."""
 
     deliveries: list[Delivery]
     decisions: list[tuple[str, str, Decision]]  # (dept, subscription id, decision)
+    where: Located | None = None
+
+    @property
+    def versions(self) -> dict[str, int]:
+        return dict(self.where.versions) if self.where is not None else {}
+
+    @property
+    def ties(self) -> dict[str, tuple[str, ...]]:
+        return dict(self.where.ties) if self.where is not None else {}
 
 
 def load_zones(config: CityConfig, base_dir: Path) -> list[Zone]:
@@ -72,73 +94,123 @@ def load_zones(config: CityConfig, base_dir: Path) -> list[Zone]:
     return zones
 
 
-class Router:
-    """Routes events for one city config (one version of it).
+def _epoch(value: Any) -> float | None:
+    if isinstance(value, str):
+        try:
+            return datetime.fromisoformat(value).timestamp()
+        except ValueError:
+            return None
+    return None
 
-    Per event: one geo lookup (batched), the subscriptions indexed by type, a spatial-scope
-    check on precomputed zone positions, and the sharing decision (`Authorizer.decide`).
+
+class Router:
+    """Routes events for one city config.
+
+    Per batch: one geo pass (H3 index; each event under the jurisdiction versions in force at
+    its own time), then per event the subscriptions of its type whose scope admits its zones
+    (memoised per distinct answer), then the sharing decision (`Authorizer.decide`).
     """
 
-    def __init__(self, config: CityConfig, index: JurisdictionIndex):
+    def __init__(self, config: CityConfig, jurisdictions: Jurisdictions):
         self.config = config
-        self.index = index
+        self.jurisdictions = jurisdictions
         self.policies = PolicySet.from_config(config.sharing)
         self.subscriptions = compile_subscriptions(config.departments)
-        self._scope_positions = {
-            (sub.dept, sub.id): self._positions(sub.zones, index.zones)
-            for sub in self.subscriptions.all
+        self.areas = config.geo.areas
+        self._area_index = AreaIndex(self.areas, config.geo.resolution) if self.areas else None
+        self._area_subs = {
+            area.id: compile_subscription(
+                _Owner(area.department),
+                SubscriptionSpec(
+                    id=area.id,
+                    types=area.types,
+                    scope="citywide",  # the area index has already decided "where"
+                    filter=area.filter,
+                    purpose=area.purpose,
+                ),
+            )
+            for area in self.areas
         }
+        self._check_scopes()
         self._default_authorizer = Authorizer(self.policies)
         self.rules = RuleSet(config.sharing.rules)
 
     @classmethod
-    def from_config(cls, config: CityConfig, base_dir: Path, resolution: int = 10) -> Router:
-        return cls(config, JurisdictionIndex(load_zones(config, base_dir), resolution))
+    def from_config(cls, config: CityConfig, base_dir: Path) -> Router:
+        return cls(config, Jurisdictions.from_city(config, base_dir, config.geo))
 
-    @staticmethod
-    def _positions(
-        wanted: frozenset[ZoneKey] | None, zones: Sequence[Zone]
-    ) -> frozenset[int] | None:
-        """Zone positions a subscription's scope covers (None: citywide)."""
-        if wanted is None:
-            return None
-        positions = {
-            p
-            for p, z in enumerate(zones)
-            if (z.layer, z.name) in wanted or (z.layer, "*") in wanted
-        }
-        named = {(z.layer, z.name) for z in zones} | {(z.layer, "*") for z in zones}
-        missing = sorted(f"{layer}:{name}" for layer, name in wanted - named)
+    @classmethod
+    def from_zones(cls, config: CityConfig, zones: Sequence[Zone]) -> Router:
+        """A router over zones built in code (version 0 of each of their layers)."""
+        by_layer: dict[str, list[Zone]] = {}
+        for zone in zones:
+            by_layer.setdefault(zone.layer, []).append(zone)
+        versions = [
+            LayerVersion(layer=name, version=0, effective_from=BEGINNING, zones=tuple(members))
+            for name, members in by_layer.items()
+        ]
+        return cls(config, Jurisdictions(versions, config.geo.resolution, config.geo.exclusive))
+
+    def _check_scopes(self) -> None:
+        named: set[ZoneKey] = set()
+        for layer in self.jurisdictions.layers:
+            for version in self.jurisdictions.history(layer):
+                named.update((z.layer, z.name) for z in version.zones)
+                named.add((layer, "*"))
+        missing = sorted(
+            f"{layer}:{name}"
+            for sub in self.subscriptions.all
+            for layer, name in (sub.zones or ())
+            if (layer, name) not in named
+        )
         if missing:
             raise ValueError("subscription scope names zones no layer has: " + ", ".join(missing))
-        return frozenset(positions)
 
     def authorizer(self, grants: GrantSet | None = None) -> Authorizer:
         """An authorizer for this config's policies and the given grants (None: no grants)."""
         return self._default_authorizer if grants is None else Authorizer(self.policies, grants)
 
-    def zones_of(self, events: Sequence[dict[str, Any]]) -> list[tuple[int, ...]]:
-        """Zone positions for each event: points batched through the index, shapes one by one."""
-        result: list[tuple[int, ...]] = [()] * len(events)
-        point_rows: list[int] = []
+    def locate(
+        self, events: Sequence[dict[str, Any]], world: Jurisdictions | None = None
+    ) -> list[tuple[Located | None, tuple[str, ...]]]:
+        """For each event: where it is (zones, layer versions, ties) and the subscription areas
+        it falls in. Points go through the index as one batch; lines and areas one by one."""
+        world = world or self.jurisdictions
+        result: list[tuple[Located | None, tuple[str, ...]]] = [(None, ())] * len(events)
+        rows: list[int] = []
         lats: list[float] = []
         lons: list[float] = []
+        times: list[float] = []
+        cells: list[Any] = []
+        now = time.time()
         for row, event in enumerate(events):
             loc = event.get("location")
             if not loc:
                 continue
             if "lat" in loc:
-                point_rows.append(row)
+                rows.append(row)
                 lats.append(loc["lat"])
                 lons.append(loc["lon"])
+                times.append(_epoch(event.get("time")) or now)
+                cells.append(event.get("h3cell"))
             else:
                 geometry = shape(loc)
                 if not geometry.is_valid:  # overlapping parts of a MultiPolygon
                     geometry = make_valid(geometry)
-                result[row] = self.index.intersecting(geometry)
-        if point_rows:
-            for row, zones in zip(point_rows, self.index.locate_many(lats, lons), strict=True):
-                result[row] = zones
+                at = _epoch(event.get("time"))
+                when = datetime.fromtimestamp(at, UTC) if at is not None else None
+                areas = self._area_index.intersecting(geometry) if self._area_index else ()
+                result[row] = (world.intersecting(geometry, when), tuple(a.id for a in areas))
+        if rows:
+            have_cells = any(c is not None for c in cells)
+            located = world.locate_batch(lats, lons, times, cells if have_cells else None)
+            hits = (
+                self._area_index.matching(lats, lons, cells if have_cells else None)
+                if self._area_index
+                else [()] * len(rows)
+            )
+            for row, where, areas in zip(rows, located, hits, strict=True):
+                result[row] = (where, tuple(a.id for a in areas))
         return result
 
     def route_batch(
@@ -146,37 +218,62 @@ class Router:
         events: Sequence[dict[str, Any]],
         authorizer: Authorizer | None = None,
         now: float | None = None,
+        world: Jurisdictions | None = None,
     ) -> list[Routed]:
         """For each event (wire form), who receives it and every decision taken."""
         auth = authorizer or self._default_authorizer
         now = time.time() if now is None else now
-        zone_sets = self.zones_of(events)
-        return [
-            self._decide(event, zones, auth, now)
-            for event, zones in zip(events, zone_sets, strict=True)
-        ]
+        memo: dict[tuple[int, str], list[tuple[CompiledSubscription, list[str]]]] = {}
+        routed = []
+        for event, (where, areas) in zip(events, self.locate(events, world), strict=True):
+            key = (id(where), event["type"])
+            candidates = memo.get(key)
+            if candidates is None:
+                candidates = memo[key] = self._in_scope(event["type"], where)
+            if areas:
+                candidates = candidates + [
+                    (self._area_subs[a], [f"area:{a}"])
+                    for a in areas
+                    if self._area_subs[a].matches_type(event["type"])
+                ]
+            routed.append(self._decide(event, where, candidates, auth, now))
+        return routed
 
     def route(
         self, event: dict[str, Any], authorizer: Authorizer | None = None, now: float | None = None
     ) -> list[Delivery]:
         return self.route_batch([event], authorizer, now)[0].deliveries
 
+    def _in_scope(
+        self, event_type: str, where: Located | None
+    ) -> list[tuple[CompiledSubscription, list[str]]]:
+        """Subscriptions of this type whose scope admits the place, with the zones that did."""
+        keys = [(z.layer, z.name) for z in where.zones] if where is not None else []
+        out = []
+        for sub in self.subscriptions.for_type(event_type):
+            if sub.zones is None:
+                out.append((sub, []))
+                continue
+            hit = [
+                f"{layer}:{name}"
+                for layer, name in keys
+                if (layer, name) in sub.zones or (layer, "*") in sub.zones
+            ]
+            if hit:
+                out.append((sub, hit))
+        return out
+
     def _decide(
-        self, event: dict[str, Any], zones: tuple[int, ...], auth: Authorizer, now: float
+        self,
+        event: dict[str, Any],
+        where: Located | None,
+        candidates: list[tuple[CompiledSubscription, list[str]]],
+        auth: Authorizer,
+        now: float,
     ) -> Routed:
-        routed = Routed([], [])
-        candidates = self.subscriptions.for_type(event["type"])
-        if not candidates:
-            return routed
+        routed = Routed([], [], where)
         by_key: dict[tuple[str, str], Delivery] = {}
-        for sub in candidates:
-            positions = self._scope_positions[(sub.dept, sub.id)]
-            if positions is None:
-                hit: list[int] = []
-            else:
-                hit = [p for p in zones if p in positions]
-                if not hit:
-                    continue
+        for sub, hit in candidates:
             decision = auth.decide(event, sub, now)
             routed.decisions.append((sub.dept, sub.id, decision))
             if not decision.allow:
@@ -188,14 +285,17 @@ class Router:
                 )
                 routed.deliveries.append(delivery)
             delivery.subscriptions.append(sub.id)
-            if positions is None:
+            if not hit:
                 delivery.citywide = True
-            for p in hit:
-                label = self._zone_label(p)
+            for label in hit:
                 if label not in delivery.zones:
                     delivery.zones.append(label)
         return routed
 
-    def _zone_label(self, position: int) -> str:
-        zone = self.index.zones[position]
-        return f"{zone.layer}:{zone.name}"
+
+@dataclass(frozen=True)
+class _Owner:
+    """The department an area subscription belongs to, shaped like a config department."""
+
+    id: str
+    jurisdiction: tuple[()] = ()

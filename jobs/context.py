@@ -17,10 +17,12 @@ from redis import Redis
 
 from city.config import CityConfig, load_city
 from city.policy import Authorizer, GrantSet
-from city.routing import Delivery, Router
+from city.jurisdictions import Jurisdictions
+from city.routing import Delivery, Routed, Router
 from queues.audit import AuditLog
 from queues.grants import GrantStore
 from queues.inbox import Deliverer
+from queues.jurisdictions import JurisdictionStore, JurisdictionWatcher
 from queues.keys import Keys
 
 
@@ -30,12 +32,12 @@ class RouteContext:
     router: Router
     keys: Keys
     redis_url: str = "redis://127.0.0.1:6379/0"
-    jurisdiction_version: int | str = "config"
     _deliverers: dict[int, Deliverer] = field(default_factory=dict)
     _audits: dict[int, AuditLog] = field(default_factory=dict)
     _via_cache: dict[tuple[object, ...], str] = field(default_factory=dict)
     _grants: GrantSet | None = None
     _authorizer: Authorizer | None = None
+    _watchers: dict[int, JurisdictionWatcher] = field(default_factory=dict)
 
     @classmethod
     def load(
@@ -63,10 +65,24 @@ class RouteContext:
             self._authorizer = self.router.authorizer(grants)
         return self._authorizer, grants.version
 
-    def via_json(self, delivery: Delivery) -> str:
+    def world(self, redis: Redis) -> Jurisdictions:
+        """The jurisdictions in force, with every published layer version: one GET per batch."""
+        found = self._watchers.get(id(redis))
+        if found is None:
+            store = JurisdictionStore(redis, self.keys)
+            found = self._watchers[id(redis)] = JurisdictionWatcher(
+                store, self.router.jurisdictions
+            )
+        return found.current()
+
+    def via_json(self, delivery: Delivery, routed: Routed) -> str:
         """The delivery's explanation as JSON; few distinct ones exist, so they are cached."""
         d = delivery.decision
+        versions = tuple(sorted(routed.versions.items()))
+        ties = tuple(sorted(routed.ties.items()))
         signature = (
+            versions,
+            ties,
             delivery.dept,
             tuple(delivery.subscriptions),
             tuple(delivery.zones),
@@ -80,7 +96,11 @@ class RouteContext:
         if found is None:
             if len(self._via_cache) > 50_000:
                 self._via_cache.clear()
-            found = json.dumps(delivery.explain(), separators=(",", ":"))
+            explained = delivery.explain()
+            explained["versions"] = dict(versions)
+            if ties:
+                explained["boundary"] = {layer: list(names) for layer, names in ties}
+            found = json.dumps(explained, separators=(",", ":"))
             self._via_cache[signature] = found
         return found
 

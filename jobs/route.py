@@ -23,7 +23,7 @@ from rq import get_current_job
 
 from city.audit import delivery_body
 from city.policy import view
-from city.routing import Delivery, Routed
+from city.routing import Routed
 from jobs.context import RouteContext, get_context
 from queues.inbox import EventDelivery, Output
 from queues.metrics import record_latencies
@@ -45,16 +45,17 @@ def deliver_items(
     """Route and deliver a batch; returns counters (delivered, duplicates, deliveries, ...)."""
     router = context.router
     authorizer, grant_version = context.authorizer(redis)
+    world = context.world(redis)  # after the batch was read: see queues/jurisdictions.py
     now = time.time()
     events = [item["e"] for item in items]
     outcomes: list[Routed | Exception]
     try:
-        outcomes = list(router.route_batch(events, authorizer, now))
+        outcomes = list(router.route_batch(events, authorizer, now, world))
     except Exception:  # one bad event must not sink the batch: retry one by one
         outcomes = []
         for event in events:
             try:
-                outcomes.append(router.route_batch([event], authorizer, now)[0])
+                outcomes.append(router.route_batch([event], authorizer, now, world)[0])
             except Exception as exc:  # noqa: BLE001 - the reason is kept in the dead letter
                 outcomes.append(exc)
     keys = context.keys
@@ -66,7 +67,7 @@ def deliver_items(
         if isinstance(outcome, Exception):
             failed.append((item, outcome))
             continue
-        delivery = _outputs(context, item["e"], outcome.deliveries, item.get("ing", ""))
+        delivery = _outputs(context, item["e"], outcome, item.get("ing", ""))
         batch.append(delivery)
         delivery_of[id(item["e"])] = delivery
         routed.append((item["e"], outcome, item))
@@ -79,7 +80,10 @@ def deliver_items(
     latencies: dict[str, list[float]] = {}
     types: set[str] = set()
     audit_rows: list[list[Any]] = []
+    versions_used: set[str] = set()
     for (event, outcome, item), fresh in zip(routed, flags, strict=True):
+        if outcome.where is not None:
+            versions_used.add(",".join(f"{k}:{v}" for k, v in sorted(outcome.versions.items())))
         if not fresh:
             counters["duplicates"] += 1
             continue
@@ -131,7 +135,7 @@ def deliver_items(
             audit_rows,
             router.policies.version,
             grant_version,
-            context.jurisdiction_version,
+            ";".join(sorted(versions_used)) or "none",
         )
         pending = context.audit(redis).queue(pipe, [("delivery", body, "router")])
     results = pipe.execute()
@@ -161,11 +165,12 @@ def _derived_outputs(context: RouteContext, event: dict[str, Any]) -> list[Outpu
 
 
 def _outputs(
-    context: RouteContext, event: dict[str, Any], deliveries: list[Delivery], ing: str
+    context: RouteContext, event: dict[str, Any], routed: Routed, ing: str
 ) -> EventDelivery:
     keys = context.keys
     priority = event.get("priority", "routine")
     delivery = EventDelivery(seen_key=keys.seen(event["department"], event["id"]))
+    deliveries = routed.deliveries
     views: dict[tuple[object, ...], str] = {}  # recipients with the same entitlement share a view
     for d in deliveries:
         decision = d.decision
@@ -182,7 +187,12 @@ def _outputs(
         delivery.outputs.append(
             Output(
                 keys.inbox(d.dept),
-                [("e", body), ("via", context.via_json(d)), ("ing", ing), ("pri", priority)],
+                [
+                    ("e", body),
+                    ("via", context.via_json(d, routed)),
+                    ("ing", ing),
+                    ("pri", priority),
+                ],
             )
         )
     derived = _derived_outputs(context, event)

@@ -8,7 +8,7 @@ from shapely.geometry import Point, shape
 
 from city.config import parse_city
 from city.policy import PolicyRule, SharingConfig
-from city.geo import JurisdictionIndex, Zone
+from city.geo import Zone
 from city.routing import Router, load_zones
 
 TYPES = [
@@ -148,7 +148,7 @@ def test_delivery_explains_subscriptions_purposes_and_zones(seattle_router):
     assert fire.subscriptions == ["fire-gas-and-crashes"]
 
 
-def _square(x0, y0, size=1.0):
+def _square(x0, y0, size=0.01):
     return shapely.box(x0, y0, x0 + size, y0 + size)
 
 
@@ -178,13 +178,13 @@ def test_shared_border_points_belong_to_both_sides_and_wildcards_match():
             "sharing": {"policies": [{"id": "cams-share", "owner": "cams", "types": ["*"]}]},
         }
     )
-    zones = [Zone("grid", 0, "#0", _square(0, 0)), Zone("grid", 1, "#1", _square(1, 0))]
-    router = Router(config, JurisdictionIndex(zones))
+    zones = [Zone("grid", 0, "#0", _square(0, 0)), Zone("grid", 1, "#1", _square(0.01, 0))]
+    router = Router.from_zones(config, zones)
     on_border = {
         "id": "b",
         "type": "traffic.incident",
         "department": "cams",
-        "location": {"lat": 0.5, "lon": 1.0},
+        "location": {"lat": 0.005, "lon": 0.01},
     }
     deliveries = {d.dept: d for d in router.route(on_border)}
     assert set(deliveries) == {"left", "right"}
@@ -208,7 +208,7 @@ def test_a_zone_name_missing_from_its_layer_is_reported():
         }
     )
     with pytest.raises(ValueError, match="names zones no layer has: grid:#7"):
-        Router(config, JurisdictionIndex([Zone("grid", 0, "#0", _square(0, 0))]))
+        Router.from_zones(config, [Zone("grid", 0, "#0", _square(0, 0))])
 
 
 def test_sharing_policies_decide_who_gets_what(seattle_router):
