@@ -232,3 +232,37 @@ def test_sharing_policies_decide_who_gets_what(seattle_router):
     }
     police = next(d for d in seattle_router.route(incident) if d.dept == "spd-west")
     assert "plate" not in police.decision.fields  # plates travel only under a grant
+
+
+def test_point_on_a_precinct_border_has_one_owner_and_is_marked_as_a_boundary_case(
+    seattle, seattle_router
+):
+    config, base = seattle
+    precincts = {z.name: z.geometry for z in load_zones(config, base) if z.layer == "precincts"}
+    shared = precincts["W"].boundary.intersection(precincts["E"].boundary)
+    point = shared.representative_point()
+    event = {
+        "id": "b",
+        "type": "traffic.incident",
+        "department": "sdot",
+        "location": {"lat": point.y, "lon": point.x},
+    }
+    routed = seattle_router.route_batch([event])[0]
+    police = {d.dept for d in routed.deliveries if d.dept.startswith("spd-")}
+    assert len(police) == 1
+    assert sorted(routed.ties["precincts"]) == ["E", "W"]
+
+
+def test_area_subscription_reaches_its_department_near_its_points(seattle_router):
+    near_pump = {
+        "id": "n",
+        "type": "traffic.incident",
+        "department": "sdot",
+        "location": {"lat": 47.6418, "lon": -122.3271},
+    }
+    water = [d for d in seattle_router.route(near_pump) if d.dept == "spu-water"]
+    assert [(d.subscriptions, d.zones, d.purpose) for d in water] == [
+        (["water-pump-stations"], ["area:water-pump-stations"], "asset-protection")
+    ]
+    far = dict(near_pump, location={"lat": 47.6205, "lon": -122.3493})
+    assert all(d.dept != "spu-water" for d in seattle_router.route(far))
