@@ -75,14 +75,15 @@ class RouteContext:
             )
         return found.current()
 
-    def via_json(self, delivery: Delivery, routed: Routed) -> str:
-        """The delivery's explanation as JSON; few distinct ones exist, so they are cached."""
+    def via_json(self, delivery: Delivery, where: WhereKey) -> str:
+        """The delivery's explanation as JSON; few distinct ones exist, so they are cached.
+
+        `where` is `where_key(routed)`: the jurisdiction versions used and boundary ties.
+        """
         d = delivery.decision
-        versions = tuple(sorted(routed.versions.items()))
-        ties = tuple(sorted(routed.ties.items()))
+        versions, ties = where
         signature = (
-            versions,
-            ties,
+            where,
             delivery.dept,
             tuple(delivery.subscriptions),
             tuple(delivery.zones),
@@ -113,6 +114,18 @@ class RouteContext:
             found = Deliverer(redis, self.config.routing.dedupe_window_s)
             self._deliverers[id(redis)] = found
         return found
+
+
+WhereKey = tuple[tuple[tuple[str, int], ...], tuple[tuple[str, tuple[str, ...]], ...]]
+
+
+def where_key(routed: Routed) -> WhereKey:
+    """Hashable (versions, ties) of where an event was found."""
+    where = routed.where
+    if where is None:
+        return (), ()
+    ties = tuple(sorted(where.ties.items())) if where.ties else ()
+    return tuple(sorted(where.versions.items())), ties
 
 
 _contexts: dict[str, RouteContext] = {}

@@ -18,13 +18,14 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
+import orjson
 from redis import Redis
 from rq import get_current_job
 
 from city.audit import delivery_body
 from city.policy import view
 from city.routing import Routed
-from jobs.context import RouteContext, get_context
+from jobs.context import RouteContext, get_context, where_key
 from queues.inbox import EventDelivery, Output
 from queues.metrics import record_latencies
 from queues.streams import dead_letter
@@ -171,6 +172,7 @@ def _outputs(
     priority = event.get("priority", "routine")
     delivery = EventDelivery(seen_key=keys.seen(event["department"], event["id"]))
     deliveries = routed.deliveries
+    where = where_key(routed)
     views: dict[tuple[object, ...], str] = {}  # recipients with the same entitlement share a view
     for d in deliveries:
         decision = d.decision
@@ -183,13 +185,13 @@ def _outputs(
         )
         body = views.get(entitlement)
         if body is None:
-            body = views[entitlement] = json.dumps(view(event, decision), separators=(",", ":"))
+            body = views[entitlement] = orjson.dumps(view(event, decision)).decode()
         delivery.outputs.append(
             Output(
                 keys.inbox(d.dept),
                 [
                     ("e", body),
-                    ("via", context.via_json(d, routed)),
+                    ("via", context.via_json(d, where)),
                     ("ing", ing),
                     ("pri", priority),
                 ],
@@ -199,7 +201,7 @@ def _outputs(
     delivery.outputs.extend(derived)
     delivery.derived = sum(1 for out in derived if out.key != keys.deadletter)
     recipients = ",".join(d.dept for d in deliveries)
-    full = json.dumps(event, separators=(",", ":"))
+    full = orjson.dumps(event).decode()
     delivery.outputs.append(
         Output(keys.hot(event["type"]), [("e", full), ("to", recipients), ("ing", ing)])
     )
