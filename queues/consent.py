@@ -1,0 +1,83 @@
+"""The consent registry in Redis: one hash per citizen pseudonym, purpose -> record JSON.
+
+Giving and withdrawing are one call each (an HSET plus an XADD of the receipt to the consent
+log, in one transaction). The route job reads the consent of every citizen in a batch with
+one pipelined round trip (`lookup`), and never caches it, so a withdrawal takes effect for
+the very next event routed.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from redis import Redis
+
+from city.consent import ConsentRecord, State, change
+from queues.keys import Keys
+
+LOG_MAXLEN = 1_000_000
+
+
+class ConsentRegistry:
+    def __init__(self, redis: Redis, keys: Keys):
+        self.redis = redis
+        self.keys = keys
+
+    def get(self, subject: str) -> dict[str, ConsentRecord]:
+        raw = self.redis.hgetall(self.keys.consent(subject))
+        return {_text(p): ConsentRecord.from_json(v) for p, v in raw.items()}
+
+    def set(
+        self,
+        subject: str,
+        purpose: str,
+        state: State,
+        days: int = 365,
+        now: float | None = None,
+        receipt: Any = None,
+    ) -> ConsentRecord:
+        """Give or withdraw consent; `receipt(record) -> dict` builds the logged receipt."""
+        now = time.time() if now is None else now
+        previous = self.get(subject).get(purpose)
+        record = change(previous, subject, purpose, state, now, days)
+        body = receipt(record) if receipt else {}
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hset(self.keys.consent(subject), purpose, record.to_json())
+        pipe.xadd(
+            self.keys.consent_log,
+            {"subject": subject, "purpose": purpose, "state": state, "receipt": json.dumps(body)},
+            maxlen=LOG_MAXLEN,
+            approximate=True,
+        )
+        pipe.execute()
+        return record
+
+    def lookup(self, subjects: Iterable[str]) -> dict[str, dict[str, ConsentRecord]]:
+        """Every listed citizen's consent records, in one pipelined round trip."""
+        unique = list(dict.fromkeys(subjects))
+        if not unique:
+            return {}
+        pipe = self.redis.pipeline(transaction=False)
+        for subject in unique:
+            pipe.hgetall(self.keys.consent(subject))
+        replies = pipe.execute()
+        return {
+            subject: {_text(p): ConsentRecord.from_json(v) for p, v in raw.items()}
+            for subject, raw in zip(unique, replies, strict=True)
+        }
+
+    def history(self, subject: str, count: int = 1000) -> list[dict[str, Any]]:
+        """The receipts logged for one citizen (newest last). Scans the log: for people."""
+        out = []
+        for _id, fields in self.redis.xrange(self.keys.consent_log, count=None):
+            f = {_text(k): _text(v) for k, v in fields.items()}
+            if f.get("subject") == subject:
+                out.append(json.loads(f["receipt"]))
+        return out[-count:]
+
+
+def _text(value: str | bytes) -> str:
+    return value.decode() if isinstance(value, bytes) else value
