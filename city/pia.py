@@ -65,23 +65,6 @@ class Pia(BaseModel):
     def integration(self) -> str:
         return integration_id(self.department, self.type)
 
-    def content(self) -> dict[str, Any]:
-        """What the reviewer assessed (the life-cycle fields left out)."""
-        return self.model_dump(
-            mode="json",
-            include={
-                "department",
-                "type",
-                "description",
-                "purposes",
-                "fields",
-                "recipients",
-                "lawful_basis",
-                "risks",
-                "mitigations",
-            },
-        )
-
 
 def integration_id(department: str, etype: str) -> str:
     return f"{department}/{etype}"

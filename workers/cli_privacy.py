@@ -46,6 +46,8 @@ from workers.cli_policy import parse_duration as parse_span
 from workers.cli_policy import parse_time
 from workers.runtime import Runtime
 
+PAGE = 5000  # hot-tier entries read per XRANGE
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     pia = subparsers.add_parser("pia", help="privacy impact assessments (the integration gate)")
@@ -302,14 +304,14 @@ def read_hot(runtime: Runtime, etype: str, start: datetime, end: datetime) -> li
     out = []
     cursor = f"{lo}-0"
     while True:
-        batch = redis.xrange(runtime.keys.hot(etype), min=cursor, max=str(hi), count=5000)
+        batch = redis.xrange(runtime.keys.hot(etype), min=cursor, max=str(hi), count=PAGE)
         for _entry, fields in batch:
             raw = fields.get(b"e") or fields.get("e")
             event = json.loads(raw)
             when = datetime.fromisoformat(event["time"].replace("Z", "+00:00"))
             if start <= when < end:
                 out.append(event)
-        if len(batch) < 5000:
+        if len(batch) < PAGE:
             return out
         last = batch[-1][0].decode() if isinstance(batch[-1][0], bytes) else batch[-1][0]
         cursor = "(" + last

@@ -289,3 +289,21 @@ def test_compiled_views_are_cached_per_key(policy: PrivacyPolicy) -> None:
     assert a is policy.compiled("traffic.incident", "transport", "operations")
     assert policy.compiled("unknown.type", "transport", "operations") is None
     assert city().privacy is not None
+
+
+def test_without_a_consent_key_no_citizen_can_be_matched() -> None:
+    ring = keyring()
+    ring.consent = None
+    policy = PrivacyPolicy(parse_privacy(PRIVACY), ring)  # type: ignore[arg-type]
+    assert policy.subject_id(incident()) is None
+    with_key = PrivacyPolicy(parse_privacy(PRIVACY), keyring())  # type: ignore[arg-type]
+    assert with_key.subject_id(incident()) is not None
+    assert with_key.subject_id(incident(plate="")) is None
+    assert with_key.subject_id({**incident(), "type": "x.y"}) is None
+
+
+def test_notes_are_audit_rows(policy: PrivacyPolicy) -> None:
+    _, note = policy.view(incident(), "transport", allow("operations"))
+    row = note.audit()
+    assert row[:4] == [note.transform, "public_task", "n/a", "view"]
+    assert row[4][0].startswith("transport/2026-11/")
