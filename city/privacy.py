@@ -426,8 +426,10 @@ def _b64(text: str) -> bytes:
 
 
 def pseudonym(key: bytes, value: Any) -> str:
-    """Keyed pseudonym: HMAC-SHA256 of the value's text, 128 bits as 32 hex characters."""
-    return hmac.digest(key, str(value).encode(), "sha256")[:16].hex()
+    """Keyed pseudonym: HMAC-SHA256 of the normalised identifier, 128 bits as 32 hex.
+
+    Normalised (`normalise_subject`) so that ``KXT-4410`` and ``kxt 4410`` join."""
+    return hmac.digest(key, normalise_subject(value).encode(), "sha256")[:16].hex()
 
 
 def normalise_subject(value: Any) -> str:

@@ -16,6 +16,8 @@ from typing import Any
 from redis import Redis
 
 from city.consent import ConsentRecord, State, change
+from city.consent import receipt as make_receipt
+from city.privacy import ControllerConfig
 from queues.keys import Keys
 
 LOG_MAXLEN = 1_000_000
@@ -39,11 +41,14 @@ class ConsentRegistry:
         now: float | None = None,
         receipt: Any = None,
     ) -> ConsentRecord:
-        """Give or withdraw consent; `receipt(record) -> dict` builds the logged receipt."""
+        """Give or withdraw consent; returns the record. Every change logs a receipt:
+        `receipt(record) -> dict` builds it (default: the generic controller's)."""
         now = time.time() if now is None else now
         previous = self.get(subject).get(purpose)
         record = change(previous, subject, purpose, state, now, days)
-        body = receipt(record) if receipt else {}
+        body = (
+            receipt(record) if receipt else make_receipt(record, ControllerConfig(), "", [], False)
+        )
         pipe = self.redis.pipeline(transaction=True)
         pipe.hset(self.keys.consent(subject), purpose, record.to_json())
         pipe.xadd(
