@@ -31,7 +31,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import h3
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -341,6 +341,8 @@ class KeyRing:
         self.domains = {d: dict(p) for d, p in domains.items()}
         self.consent = consent
         self._ids: dict[tuple[str, str], str] = {}
+        self._signers: dict[tuple[str, str], Signer | None] = {}
+        self.source: Path | None = None  # the file it was loaded from
 
     @classmethod
     def from_json(cls, doc: Mapping[str, Any], where: str = "<keys>") -> KeyRing:
@@ -356,20 +358,32 @@ class KeyRing:
             raise ValueError(f"{where}: malformed keys file ({exc})") from None
         return cls(domains, consent)
 
-    @classmethod
-    def load(cls, config: KeysConfig, base_dir: Path | None = None) -> KeyRing:
-        """From `config.file` (relative to `base_dir`), else the file named by `config.env`."""
+    @staticmethod
+    def path(config: KeysConfig, base_dir: Path | None = None) -> Path | None:
+        """The secrets file: `config.file` (relative to `base_dir`), else `$config.env`."""
         name = config.file or os.environ.get(config.env)
         if not name:
-            return cls({})
+            return None
         path = Path(name)
         if not path.is_absolute() and base_dir is not None and config.file:
             path = base_dir / path
+        return path
+
+    @classmethod
+    def load(cls, config: KeysConfig, base_dir: Path | None = None) -> KeyRing:
+        """The keys of the secrets file (none when no file is configured)."""
+        path = cls.path(config, base_dir)
+        return cls({}) if path is None else cls.load_file(path)
+
+    @classmethod
+    def load_file(cls, path: Path) -> KeyRing:
         try:
             doc = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError) as exc:
             raise ValueError(f"{path}: cannot read privacy keys ({exc})") from None
-        return cls.from_json(doc, str(path))
+        ring = cls.from_json(doc, str(path))
+        ring.source = path
+        return ring
 
     def key(self, domain: str, period: str) -> bytes:
         try:
@@ -383,6 +397,17 @@ class KeyRing:
             digest = hashlib.sha256(self.key(domain, period)).hexdigest()[:8]
             found = self._ids[(domain, period)] = f"{domain}/{period}/{digest}"
         return found
+
+    def signer(self, domain: str, period: str) -> Signer | None:
+        """The prepared HMAC for (domain, period); None when there is no such key."""
+        found = self._signers.get((domain, period), _UNSET)
+        if found is _UNSET:
+            try:
+                found = Signer(self.key(domain, period), self.key_id(domain, period))
+            except KeyError_:
+                found = None
+            self._signers[(domain, period)] = found
+        return found  # type: ignore[return-value]
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -406,6 +431,7 @@ class KeyRing:
                 if period not in self.domains.setdefault(domain, {}):
                     self.domains[domain][period] = os.urandom(32)
                     created.append(self.key_id(domain, period))
+                    self._signers.pop((domain, period), None)
         return created
 
     def drop_period(self, period: str) -> int:
@@ -415,6 +441,7 @@ class KeyRing:
             if periods.pop(period, None) is not None:
                 count += 1
         self._ids = {k: v for k, v in self._ids.items() if k[1] != period}
+        self._signers = {k: v for k, v in self._signers.items() if k[1] != period}
         return count
 
 
@@ -425,16 +452,48 @@ def _b64(text: str) -> bytes:
     return key
 
 
+_UNSET: Any = object()
+_STRIP = str.maketrans("", "", " \t\r\n-")
+
+
+def normalise_subject(value: Any) -> str:
+    """One spelling per citizen identifier: no spaces or hyphens, upper case."""
+    return str(value).translate(_STRIP).upper()
+
+
+class Signer:
+    """HMAC-SHA256 under one key, with the padded key states hashed once (RFC 2104).
+
+    Copying the two prepared SHA-256 states costs a fraction of `hmac.digest`, which
+    re-derives them on every call; the output is the same HMAC.
+    """
+
+    __slots__ = ("_inner", "_outer", "kid")
+
+    def __init__(self, key: bytes, kid: str = ""):
+        if len(key) > 64:
+            key = hashlib.sha256(key).digest()
+        block = key.ljust(64, b"\0")
+        self._inner = hashlib.sha256(bytes(b ^ 0x36 for b in block))
+        self._outer = hashlib.sha256(bytes(b ^ 0x5C for b in block))
+        self.kid = kid
+
+    def digest(self, message: bytes) -> bytes:
+        inner = self._inner.copy()
+        inner.update(message)
+        outer = self._outer.copy()
+        outer.update(inner.digest())
+        return outer.digest()
+
+    def pseudonym(self, value: Any) -> str:
+        return self.digest(normalise_subject(value).encode())[:16].hex()
+
+
 def pseudonym(key: bytes, value: Any) -> str:
     """Keyed pseudonym: HMAC-SHA256 of the normalised identifier, 128 bits as 32 hex.
 
     Normalised (`normalise_subject`) so that ``KXT-4410`` and ``kxt 4410`` join."""
     return hmac.digest(key, normalise_subject(value).encode(), "sha256")[:16].hex()
-
-
-def normalise_subject(value: Any) -> str:
-    """One spelling per citizen identifier: no spaces or hyphens, upper case."""
-    return re.sub(r"[\s\-]", "", str(value)).upper()
 
 
 def consent_id(key: bytes, kind: str, value: Any) -> str:
@@ -482,15 +541,46 @@ def generalise_location(event: Mapping[str, Any], resolution: int) -> str | None
     return None if point is None else h3.latlng_to_cell(point[0], point[1], resolution)
 
 
+_BUCKETS: dict[tuple[str, int], str] = {}
+
+
+CACHE_MAX = 200_000  # entries per memo (cell centres, time buckets) before it is cleared
+_CENTRES: dict[str, tuple[float, float]] = {}
+
+
+def cell_centre(cell: str) -> dict[str, float]:
+    """The centre of an H3 cell as a location point (cached: few cells, many events)."""
+    found = _CENTRES.get(cell)
+    if found is None:
+        if len(_CENTRES) > CACHE_MAX:
+            _CENTRES.clear()
+        lat, lon = h3.cell_to_latlng(cell)
+        found = _CENTRES[cell] = (round(lat, 6), round(lon, 6))
+    return {"lat": found[0], "lon": found[1]}
+
+
 def bucket_time(time_text: str, seconds: int) -> str:
-    """Floor an RFC 3339 time to a bucket of `seconds` (UTC, ``Z``)."""
+    """Floor an RFC 3339 time to a bucket of `seconds` (UTC, ``Z``).
+
+    Buckets of whole minutes depend only on the minute, so canonical UTC times
+    (``2026-11-25T10:07:31Z``) are looked up by their minute prefix.
+    """
+    canonical = seconds % 60 == 0 and time_text.endswith("Z") and time_text[16:17] == ":"
+    if canonical:
+        found = _BUCKETS.get((time_text[:16], seconds))
+        if found is not None:
+            return found
     when = datetime.fromisoformat(time_text.replace("Z", "+00:00"))
     epoch = int(when.timestamp()) // seconds * seconds
-    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    out = datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    if canonical:
+        if len(_BUCKETS) > CACHE_MAX:
+            _BUCKETS.clear()
+        _BUCKETS[(time_text[:16], seconds)] = out
+    return out
 
 
-@dataclass(frozen=True, slots=True)
-class Note:
+class Note(NamedTuple):
     """What shaped one delivered view (for the audit row and the recipient).
 
     `transform`: the compiled transform set's id; `keys`: pseudonym key ids used;
@@ -516,42 +606,43 @@ class CompiledView:
     basis: str
     without_consent: str
     ops: dict[str, Op]  # data field -> op (fields absent here: dropped)
+    keep: frozenset[str]  # fields kept as they are
+    personal_keep: frozenset[str]  # ... when personal fields are stripped
+    special: tuple[tuple[str, str, Any], ...]  # (field, op, argument) for the rest
     location: Op
     time: Op
     personal: frozenset[str]  # data fields a consent strip removes
     location_personal: bool
     period: str
-    pseudonymises: bool
+    note: Note  # the note of a plain view (no consent gate, no pseudonym)
 
     def apply(
         self, event: dict[str, Any], keys: KeyRing, strip: bool = False
     ) -> tuple[dict[str, Any], tuple[str, ...]]:
-        """Transform a (policy-filtered) event; returns the view and the key ids used."""
-        out = dict(event)
+        """Transform a policy view in place (its top level is a fresh copy already, its
+        `data` is replaced, never mutated); returns it and the key ids used."""
+        out = event
         used: list[str] = []
         data = event.get("data")
         if isinstance(data, dict):
-            new: dict[str, Any] = {}
-            ops = self.ops
-            for name, value in data.items():
-                op = ops.get(name)
-                if op is None or (strip and name in self.personal):
+            keep = self.personal_keep if strip else self.keep
+            new = {k: v for k, v in data.items() if k in keep}
+            for name, kind, arg in self.special:
+                if name not in data or (strip and name in self.personal):
                     continue
-                kind = op[0]
-                if kind == "keep" or value is None:
-                    new[name] = value
+                value = data[name]
+                if value is None:
+                    new[name] = None
                 elif kind == "pseudonym":
-                    period = period_of(event["time"], self.period)
-                    try:
-                        key = keys.key(op[1], period)
-                    except KeyError_:
-                        continue  # fail closed: no key, no value (the note names the gap)
-                    new[name] = pseudonym(key, value)
-                    used.append(keys.key_id(op[1], period))
+                    signer = keys.signer(arg, period_of(event["time"], self.period))
+                    if signer is None:
+                        continue  # fail closed: no key, no value (no key id in the note)
+                    new[name] = signer.pseudonym(value)
+                    used.append(signer.kid)
                 elif kind == "redact":
                     new[name] = REDACTED
-                elif kind == "mask":
-                    new[name] = _mask(value, op[1])
+                else:  # mask
+                    new[name] = _mask(value, arg)
             out["data"] = new
         loc = self.location[0]
         if strip and self.location_personal or loc == "drop":
@@ -564,8 +655,7 @@ class CompiledView:
                 out.pop("h3cell", None)
             else:
                 out["h3cell"] = cell
-                lat, lon = h3.cell_to_latlng(cell)
-                out["location"] = {"lat": round(lat, 6), "lon": round(lon, 6)}
+                out["location"] = cell_centre(cell)
         if self.time[0] == "bucket":
             out["time"] = bucket_time(event["time"], self.time[1])
         if used:
@@ -580,10 +670,9 @@ class PrivacyPolicy:
         self.config = config
         self.keys = keys or KeyRing({})
         self.version = config.version()
-        self.defaults = {
-            cls: parse_transform(spec)
-            for cls, spec in {**DEFAULT_CLASS_TRANSFORMS, **config.class_defaults}.items()
-        }
+        specs: dict[str, Any] = dict(DEFAULT_CLASS_TRANSFORMS)
+        specs.update(config.class_defaults)
+        self.defaults = {cls: parse_transform(spec) for cls, spec in specs.items()}
         self._views: dict[tuple[str, str, str], CompiledView | None] = {}
         self._rules = {
             t: [
@@ -641,19 +730,26 @@ class PrivacyPolicy:
             [etype, index, sorted(ops.items()), location, time, self.version], default=str
         )
         digest = hashlib.sha256(body.encode()).hexdigest()[:8]
+        keep = {n for n, op in ops.items() if op[0] == "keep"}
+        personal = frozenset(n for n, c in tp.fields.items() if c in PERSONAL)
+        view_id = f"{etype}#{index if index >= 0 else 'default'}@{digest}"
+        basis = rule.lawful_basis if rule and rule.lawful_basis else tp.lawful_basis
         return CompiledView(
-            id=f"{etype}#{index if index >= 0 else 'default'}@{digest}",
-            basis=(rule.lawful_basis if rule and rule.lawful_basis else tp.lawful_basis),
+            id=view_id,
+            basis=basis,
             without_consent=(
                 rule.without_consent if rule and rule.without_consent else tp.without_consent
             ),
             ops=ops,
+            keep=frozenset(keep),
+            personal_keep=frozenset(keep - personal),
+            special=tuple((n, op[0], op[1]) for n, op in ops.items() if op[0] != "keep"),
             location=location,
             time=time,
-            personal=frozenset(n for n, c in tp.fields.items() if c in PERSONAL),
+            personal=personal,
             location_personal=tp.location in PERSONAL,
             period=self.config.pseudonym_period,
-            pseudonymises=any(op[0] == "pseudonym" for op in ops.values()),
+            note=Note(view_id, basis),
         )
 
     def consent_types(self) -> dict[str, TypePrivacy]:
@@ -703,6 +799,8 @@ class PrivacyPolicy:
                 strip = True
         out, used = compiled.apply(selected, self.keys, strip)
         out["privacy"] = compiled.id
+        if not used and not strip and state == "n/a":
+            return out, compiled.note
         return out, Note(compiled.id, compiled.basis, state, "strip" if strip else "view", used)
 
 

@@ -57,7 +57,32 @@ class PrivacyStage:
         self.subscribers = {t: dict(d) for t, d in (subscribers or {}).items()}
         self._fingerprints: dict[str, str] = {}
         self._stores: dict[int, PiaStore] = {}
-        self._verdicts: dict[tuple[int, str], tuple[str, str] | None] = {}
+        self._keys_checked = 0.0
+        self._keys_mtime = self._mtime()
+
+    KEYS_CHECK_S = 30.0
+
+    def _mtime(self) -> float | None:
+        source = self.policy.keys.source if self.policy else None
+        try:
+            return source.stat().st_mtime if source else None
+        except OSError:
+            return None
+
+    def refresh_keys(self, now: float) -> bool:
+        """Reload the keys file when it changed (checked at most every 30 s), so keys added
+        for a new period, or a period deleted, take effect without a restart."""
+        if self.policy is None or self.policy.keys.source is None:
+            return False
+        if now - self._keys_checked < self.KEYS_CHECK_S:
+            return False
+        self._keys_checked = now
+        mtime = self._mtime()
+        if mtime is None or mtime == self._keys_mtime:
+            return False
+        self.policy.keys = KeyRing.load_file(self.policy.keys.source)
+        self._keys_mtime = mtime
+        return True
 
     @property
     def enabled(self) -> bool:
@@ -119,11 +144,12 @@ class PrivacyStage:
             else:
                 held.append((event, verdict[0], verdict[1]))
         if held:
-            own = pipe is None
-            target = redis.pipeline(transaction=False) if pipe is None else pipe
-            quarantine(target, self.keys, held)
-            if own:
-                target.execute()  # type: ignore[union-attr]
+            if pipe is None:
+                own = redis.pipeline(transaction=False)
+                quarantine(own, self.keys, held)
+                own.execute()
+            else:
+                quarantine(pipe, self.keys, held)
         return admitted, held
 
     def _verdict(
@@ -158,6 +184,7 @@ class PrivacyStage:
         now = time.time() if now is None else now
         if self.policy is None:
             return Prepared(None, now)
+        self.refresh_keys(now)
         consent_types = self.policy.consent_types()
         subjects: dict[str, str] = {}
         for event in events:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, cast
 
 from redis import Redis
 
@@ -77,7 +77,10 @@ class ConsentRegistry:
     def history(self, subject: str, count: int = 1000) -> list[dict[str, Any]]:
         """The receipts logged for one citizen (newest last). Scans the log: for people."""
         out = []
-        for _id, fields in self.redis.xrange(self.keys.consent_log, count=None):
+        entries = cast(
+            list[tuple[bytes, dict[bytes, bytes]]], self.redis.xrange(self.keys.consent_log)
+        )
+        for _id, fields in entries:
             f = {_text(k): _text(v) for k, v in fields.items()}
             if f.get("subject") == subject:
                 out.append(json.loads(f["receipt"]))

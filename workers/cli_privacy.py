@@ -20,7 +20,7 @@ import sys
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import yaml
 from pydantic import ValidationError
@@ -304,17 +304,18 @@ def read_hot(runtime: Runtime, etype: str, start: datetime, end: datetime) -> li
     out = []
     cursor = f"{lo}-0"
     while True:
-        batch = redis.xrange(runtime.keys.hot(etype), min=cursor, max=str(hi), count=PAGE)
+        batch = cast(
+            list[tuple[bytes, dict[bytes, bytes]]],
+            redis.xrange(runtime.keys.hot(etype), min=cursor, max=str(hi), count=PAGE),
+        )
         for _entry, fields in batch:
-            raw = fields.get(b"e") or fields.get("e")
-            event = json.loads(raw)
+            event = json.loads(fields[b"e"])
             when = datetime.fromisoformat(event["time"].replace("Z", "+00:00"))
             if start <= when < end:
                 out.append(event)
         if len(batch) < PAGE:
             return out
-        last = batch[-1][0].decode() if isinstance(batch[-1][0], bytes) else batch[-1][0]
-        cursor = "(" + last
+        cursor = "(" + batch[-1][0].decode()
 
 
 def cmd_opendata(args: argparse.Namespace, runtime: Runtime) -> int:

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import hmac
 import json
 
 import h3
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from city.errors import ConfigError
 from city.policy import Decision
@@ -16,6 +19,7 @@ from city.privacy import (
     KeyRing,
     KeysConfig,
     PrivacyPolicy,
+    Signer,
     bucket_time,
     consent_applies,
     consent_id,
@@ -307,3 +311,27 @@ def test_notes_are_audit_rows(policy: PrivacyPolicy) -> None:
     row = note.audit()
     assert row[:4] == [note.transform, "public_task", "n/a", "view"]
     assert row[4][0].startswith("transport/2026-11/")
+
+
+@given(key=st.binary(min_size=16, max_size=200), message=st.binary(max_size=100))
+def test_the_prepared_hmac_is_hmac_sha256(key: bytes, message: bytes) -> None:
+    assert Signer(key).digest(message) == hmac.digest(key, message, "sha256")
+
+
+def test_memos_stay_bounded(monkeypatch) -> None:
+    import city.privacy as privacy
+
+    monkeypatch.setattr(privacy, "CACHE_MAX", 1)
+    for minute in range(3):
+        assert bucket_time(f"2026-11-25T10:0{minute}:30Z", 60) == f"2026-11-25T10:0{minute}:00Z"
+    for lat in (47.1, 47.2, 47.3):
+        cell = h3.latlng_to_cell(lat, -122.3, 5)
+        assert privacy.cell_centre(cell)["lat"] == round(h3.cell_to_latlng(cell)[0], 6)
+    assert len(privacy._BUCKETS) <= 2 and len(privacy._CENTRES) <= 2
+
+
+def test_a_null_personal_field_stays_null(policy: PrivacyPolicy) -> None:
+    event = incident()
+    event["data"]["plate"] = None
+    out, note = policy.view(event, "transport", allow("operations"))
+    assert out is not None and out["data"]["plate"] is None and note.keys == ()

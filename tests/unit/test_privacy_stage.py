@@ -218,3 +218,30 @@ def test_subscribers_of_lists_recipients_per_declared_type() -> None:
     assert subs["traffic.incident"]["police"] == {"investigation"}
     assert subs["utility.meter_alarm"] == {"water": {"operations"}}
     assert subscribers_of(city(privacy=None)) == {}
+
+
+def test_keys_added_to_the_file_take_effect_without_a_restart(tmp_path, redis, keys) -> None:
+    import os
+
+    from city.policy import Decision
+    from city.privacy import KeyRing
+
+    ring = keyring(periods=("2026-11",))
+    path = write_keys(tmp_path / "keys.json", ring)
+    stage = PrivacyStage.for_config(city(), keys, base_dir=tmp_path)
+    decision = Decision(allow=True, reason="policy", purpose="operations")
+    december = incident(time="2026-12-02T00:00:00Z")
+    now = time.time()
+    body = stage.prepare(redis, [december], now).view(december, "transport", decision)
+    assert body is not None and "plate" not in body["data"]  # no December key: fail closed
+    write_keys(path, keyring(periods=("2026-11", "2026-12")))
+    os.utime(path, (now + 5, now + 5))
+    assert not stage.refresh_keys(now + 1)  # checked at most every 30 s
+    body = stage.prepare(redis, [december], now + 60).view(december, "transport", decision)
+    assert body is not None and len(body["data"]["plate"]) == 32
+    assert not stage.refresh_keys(now + 120)  # unchanged file: no reload
+    path.unlink()
+    assert not stage.refresh_keys(now + 200)  # a vanished file keeps the keys in memory
+    assert isinstance(stage.policy.keys, KeyRing)  # type: ignore[union-attr]
+    plain = PrivacyStage.for_config(city(), keys, keyring=keyring())
+    assert not plain.refresh_keys(now)
