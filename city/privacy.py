@@ -171,7 +171,7 @@ class PrivacyConfig(_Strict):
     types: dict[str, TypePrivacy] = Field(default_factory=dict)
     keys: KeysConfig = Field(default_factory=KeysConfig)
     pseudonym_period: Period = "month"
-    class_defaults: dict[FieldClass, Any] = Field(default_factory=dict)
+    class_defaults: dict[str, Any] = Field(default_factory=dict)
     identifying_purposes: list[str] = Field(
         default_factory=lambda: ["investigation", "emergency-response", "public-safety"]
     )
@@ -224,6 +224,9 @@ def parse_privacy(
     problems: list[tuple[str, str]] = []
     known = set(departments) if departments is not None else None
     for cls, spec in config.class_defaults.items():
+        if cls not in DEFAULT_CLASS_TRANSFORMS:
+            problems.append((f"privacy.class_defaults.{cls}", f"no field class {cls!r}"))
+            continue
         try:
             op = parse_transform(spec)
             if op[0] in ("h3", "bucket"):

@@ -76,7 +76,7 @@ def test_config_errors_name_the_path() -> None:
     }
     bad["types"]["Bad Type"] = {"fields": {"x": "public"}, "quasi_identifiers": ["y"]}
     bad["types"]["health.emergency"] = {"fields": {"x": "public"}, "lawful_basis": "consent"}
-    bad["class_defaults"] = {"direct": {"h3": 3}, "quasi": "nope"}
+    bad["class_defaults"] = {"direct": {"h3": 3}, "quasi": "nope", "secret": "drop"}
     bad["opendata"] = {"resolution": 6, "min_resolution": 8}
     found = dict(problems(bad))
     v = "privacy.types.traffic.incident.views[0]"
@@ -93,6 +93,7 @@ def test_config_errors_name_the_path() -> None:
     assert "needs a `subject`" in found["privacy.types.health.emergency.subject"]
     assert "no h3/bucket" in found["privacy.class_defaults.direct"]
     assert "unknown transform" in found["privacy.class_defaults.quasi"]
+    assert found["privacy.class_defaults.secret"] == "no field class 'secret'"
     assert "must not exceed" in found["privacy.opendata.min_resolution"]
     assert "15m" in dict(problems({"opendata": {"bucket": "soon"}}))["privacy.opendata.bucket"]
 
