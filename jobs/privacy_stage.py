@@ -4,7 +4,7 @@ Per batch the route job calls::
 
     stage = PrivacyStage.for_config(context.config, context.keys)   # cached per config
     admitted, quarantined = stage.admit(redis, events, pipe)  # PIA gate, writes via pipe
-    prepared = stage.prepare(redis, admitted)                 # one round trip: consent
+    prepared = stage.prepare(redis, admitted)                 # one HMGET: consent
     for each (event, recipient subscription, decision) with decision.allow:
         body, note = prepared.view_note(event, dept, decision)   # body None: withheld
         row = decision.audit_row(...) + note.audit()
@@ -57,6 +57,7 @@ class PrivacyStage:
         self.subscribers = {t: dict(d) for t, d in (subscribers or {}).items()}
         self._fingerprints: dict[str, str] = {}
         self._stores: dict[int, PiaStore] = {}
+        self._consent_purposes: dict[str, tuple[str, ...]] = {}
         self._keys_checked = 0.0
         self._keys_mtime = self._mtime()
 
@@ -187,13 +188,31 @@ class PrivacyStage:
         self.refresh_keys(now)
         consent_types = self.policy.consent_types()
         subjects: dict[str, str] = {}
+        pairs: list[tuple[str, str]] = []
         for event in events:
-            if event["type"] in consent_types:
+            etype = event["type"]
+            if etype in consent_types:
                 cid = self.policy.subject_id(event)
                 if cid is not None:
                     subjects[str(event["id"])] = cid
-        records = ConsentRegistry(redis, self.keys).lookup(subjects.values()) if subjects else {}
+                    pairs.extend((cid, p) for p in self.consent_purposes(etype))
+        records = ConsentRegistry(redis, self.keys).lookup(pairs) if pairs else {}
         return Prepared(self.policy, now, frozenset(consent_types), subjects, records)
+
+    def consent_purposes(self, etype: str) -> tuple[str, ...]:
+        """Purposes some subscriber receives `etype` for on the basis of consent."""
+        found = self._consent_purposes.get(etype)
+        if found is None:
+            assert self.policy is not None
+            purposes = {
+                purpose
+                for dept, dept_purposes in self.subscribers.get(etype, {}).items()
+                for purpose in dept_purposes
+                if (view := self.policy.compiled(etype, dept, purpose)) is not None
+                and view.basis == "consent"
+            }
+            found = self._consent_purposes[etype] = tuple(sorted(purposes))
+        return found
 
 
 @dataclass

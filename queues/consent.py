@@ -1,9 +1,10 @@
 """The consent registry in Redis: one hash per citizen pseudonym, purpose -> record JSON.
 
-Giving and withdrawing are one call each (an HSET plus an XADD of the receipt to the consent
-log, in one transaction). The route job reads the consent of every citizen in a batch with
-one pipelined round trip (`lookup`), and never caches it, so a withdrawal takes effect for
-the very next event routed.
+Giving and withdrawing are one call each (the record is written to the citizen's hash and to
+a flat index keyed ``{citizen}/{purpose}``, and the receipt to the consent log, in one
+transaction). The route job reads the consent of every (citizen, purpose) pair in a batch
+with one HMGET on the index (`lookup`), and never caches it, so a withdrawal takes effect
+for the very next event routed.
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ class ConsentRegistry:
         )
         pipe = self.redis.pipeline(transaction=True)
         pipe.hset(self.keys.consent(subject), purpose, record.to_json())
+        pipe.hset(self.keys.consent_index, f"{subject}/{purpose}", record.to_json())
         pipe.xadd(
             self.keys.consent_log,
             {"subject": subject, "purpose": purpose, "state": state, "receipt": json.dumps(body)},
@@ -60,19 +62,17 @@ class ConsentRegistry:
         pipe.execute()
         return record
 
-    def lookup(self, subjects: Iterable[str]) -> dict[str, dict[str, ConsentRecord]]:
-        """Every listed citizen's consent records, in one pipelined round trip."""
-        unique = list(dict.fromkeys(subjects))
+    def lookup(self, pairs: Iterable[tuple[str, str]]) -> dict[str, dict[str, ConsentRecord]]:
+        """The consent records of (citizen, purpose) pairs: one HMGET, one round trip."""
+        unique = list(dict.fromkeys(pairs))
         if not unique:
             return {}
-        pipe = self.redis.pipeline(transaction=False)
-        for subject in unique:
-            pipe.hgetall(self.keys.consent(subject))
-        replies = pipe.execute()
-        return {
-            subject: {_text(p): ConsentRecord.from_json(v) for p, v in raw.items()}
-            for subject, raw in zip(unique, replies, strict=True)
-        }
+        replies = self.redis.hmget(self.keys.consent_index, [f"{s}/{p}" for s, p in unique])
+        out: dict[str, dict[str, ConsentRecord]] = {}
+        for (subject, purpose), raw in zip(unique, replies, strict=True):
+            if raw is not None:
+                out.setdefault(subject, {})[purpose] = ConsentRecord.from_json(raw)
+        return out
 
     def history(self, subject: str, count: int = 1000) -> list[dict[str, Any]]:
         """The receipts logged for one citizen (newest last). Scans the log: for people."""

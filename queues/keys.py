@@ -122,6 +122,11 @@ class Keys:
         return f"{self.prefix}:consent:{subject}"
 
     @property
+    def consent_index(self) -> str:
+        """Hash ``{subject}/{purpose}`` -> record JSON: a batch's lookups in one HMGET."""
+        return f"{self.prefix}:consent:index"
+
+    @property
     def consent_log(self) -> str:
         """Stream of every consent change with its receipt (proof for the citizen)."""
         return f"{self.prefix}:consent:log"

@@ -164,23 +164,18 @@ def test_consent_withdrawal_applies_to_the_very_next_event(redis, stage, keys) -
 
 def test_one_round_trip_for_a_batch_of_consent_lookups(redis, stage, keys) -> None:
     calls = []
-    original = redis.pipeline
+    original = redis.execute_command
 
     def counting(*args, **kw):
-        pipe = original(*args, **kw)
-        execute = pipe.execute
+        calls.append((args[0], len(args) - 2))
+        return original(*args, **kw)
 
-        def run(*a, **k):
-            calls.append(len(pipe.command_stack))
-            return execute(*a, **k)
-
-        pipe.execute = run
-        return pipe
-
-    redis.pipeline = counting
+    redis.execute_command = counting
     events = [incident(f"e-{i}", plate=f"P{i % 7}") for i in range(50)]
     prepared = stage.prepare(redis, events)
-    assert calls == [7]  # one pipeline, one HGETALL per distinct citizen
+    # One HMGET: 7 citizens x the consent-based purposes of this type's subscribers.
+    assert stage.consent_purposes("traffic.incident") == ("events", "trip-alerts")
+    assert calls == [("HMGET", 14)]
     assert len(prepared.subjects) == 50
     calls.clear()
     other = {**incident(), "type": "environment.air_quality", "data": {"pm25": 1.0}}
