@@ -601,6 +601,10 @@ class Note(NamedTuple):
         return [self.transform, self.basis, self.consent, self.action, list(self.keys)]
 
 
+_NONE = Note(transform="none", basis="n/a")
+_OWN = Note(transform="own-data", basis="n/a")
+
+
 @dataclass(frozen=True, slots=True, eq=False)
 class CompiledView:
     """The transforms for one (event type, recipient, purpose), built once."""
@@ -789,9 +793,11 @@ class PrivacyPolicy:
         lawful basis is consent. Returns (None, note) when the rule withholds the event.
         """
         selected = policy_view(event, decision)
+        if decision.reason == "own-data":  # the producer already holds its data
+            return selected, _OWN
         compiled = self.compiled(event["type"], dept, decision.purpose)
         if compiled is None:
-            return selected, Note(transform="none", basis="n/a")
+            return selected, _NONE
         state = "n/a"
         strip = False
         if consent_applies(compiled.basis, decision.break_glass):

@@ -41,7 +41,8 @@ _PASS = Note(transform="none", basis="n/a")
 class PrivacyStage:
     """Everything the privacy stage compiles once per (config, key prefix)."""
 
-    _cache: dict[tuple[int, str], PrivacyStage] = {}
+    # (id(config), prefix) -> (config, stage): the config is held so its id is not reused.
+    _cache: dict[tuple[int, str], tuple[CityConfig, PrivacyStage]] = {}
 
     def __init__(
         self,
@@ -99,13 +100,16 @@ class PrivacyStage:
     ) -> PrivacyStage:
         """The stage for a city config (cached per config object and prefix)."""
         cache_key = (id(city), keys.prefix)
-        found = cls._cache.get(cache_key)
-        if found is None or keyring is not None:
-            config = parse_privacy(city.privacy, "<config>", city.department_ids)
-            if config is not None and keyring is None:
-                keyring = KeyRing.load(config.keys, base_dir)
-            found = cls(config, keys, subscribers_of(city), keyring)
-            cls._cache[cache_key] = found
+        cached = cls._cache.get(cache_key)
+        if cached is not None and cached[0] is city and keyring is None:
+            return cached[1]
+        config = parse_privacy(city.privacy, "<config>", city.department_ids)
+        if config is not None and keyring is None:
+            keyring = KeyRing.load(config.keys, base_dir)
+        found = cls(config, keys, subscribers_of(city), keyring)
+        if len(cls._cache) >= 16:  # old config versions: let them go
+            cls._cache.clear()
+        cls._cache[cache_key] = (city, found)
         return found
 
     def fingerprint(self, etype: str) -> str:

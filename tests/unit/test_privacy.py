@@ -150,6 +150,12 @@ def test_types_without_declaration_pass_unchanged(policy: PrivacyPolicy) -> None
     assert out == {**event, "purpose": "investigation"} and note.transform == "none"
 
 
+def test_the_producer_gets_its_own_events_unchanged(policy: PrivacyPolicy) -> None:
+    decision = Decision(allow=True, reason="own-data", purpose="operations")
+    out, note = policy.view(incident(), "cameras", decision)
+    assert out == {**incident(), "purpose": "operations"} and note.transform == "own-data"
+
+
 def test_privacy_never_readds_what_the_policy_removed(policy: PrivacyPolicy) -> None:
     decision = allow("investigation", fields=frozenset({"kind", "severity"}))
     out, _ = policy.view(incident(), "police", decision)

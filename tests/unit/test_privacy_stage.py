@@ -77,6 +77,9 @@ def test_for_config_is_cached_and_loads_keys_from_the_config(tmp_path, keys: Key
     write_keys(tmp_path / "keys.json")
     stage = PrivacyStage.for_config(config, keys, base_dir=tmp_path)
     assert PrivacyStage.for_config(config, keys) is stage
+    for _ in range(20):  # many config versions: the cache stays small
+        PrivacyStage.for_config(city(), keys, keyring=keyring())
+    assert len(PrivacyStage._cache) <= 16
     assert stage.policy is not None and stage.policy.keys.consent == keyring().consent
 
 
