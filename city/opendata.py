@@ -90,13 +90,9 @@ def aggregate(
         for (cell, bucket), count in pending.items():
             if count >= k:
                 rows.append({"cell": cell, "resolution": res, "bucket": bucket, "count": count})
-            elif count > 0 and res > min_resolution:
-                short[(h3.cell_to_parent(cell, res - 1), bucket)] += count
-            elif count > 0:
-                short[(cell, bucket)] += count
-        if res == min_resolution:
-            pending = short
-            break
+            elif count > 0:  # too few: into the parent (what is left at the end: suppressed)
+                up = cell if res == min_resolution else h3.cell_to_parent(cell, res - 1)
+                short[(up, bucket)] += count
         pending = short
     suppressed = len(pending)
     rows.sort(key=lambda r: (r["bucket"], r["resolution"], r["cell"]))

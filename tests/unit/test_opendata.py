@@ -11,6 +11,8 @@ import random
 import h3
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from city import opendata
 from city.privacy import parse_privacy
@@ -103,3 +105,24 @@ def test_records_fall_back_to_the_coarsest_level(tp) -> None:
     out = opendata.records(few, tp, k=10, resolution=9, min_resolution=8, bucket_s=3600)
     assert out["rows"] == [] and out["meta"]["suppressed_rows"] == 6
     assert out["meta"]["bucket_seconds"] == 7 * 86400 and out["meta"]["resolution"] == 8
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    points=st.lists(
+        st.tuples(st.floats(47.60, 47.62), st.floats(-122.36, -122.34), st.integers(0, 5)),
+        max_size=60,
+    ),
+    k=st.integers(2, 12),
+)
+def test_aggregate_invariants(points, k) -> None:
+    events = [
+        incident(f"e-{i}", lat=lat, lon=lon, time=f"2026-11-25T1{hour}:00:00Z")
+        for i, (lat, lon, hour) in enumerate(points)
+    ]
+    rows = opendata.aggregate(events, k=k, resolution=9, min_resolution=7)["rows"]
+    assert all(r["count"] >= k for r in rows)
+    assert sum(r["count"] for r in rows) <= len(events)
+    # With k=1 nothing is suppressed: every event is counted exactly once.
+    everything = opendata.aggregate(events, k=1, resolution=9, min_resolution=7)["rows"]
+    assert sum(r["count"] for r in everything) == len(events)
