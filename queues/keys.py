@@ -141,3 +141,38 @@ class Keys:
     def juris_data(self, layer: str, version: int) -> str:
         """The version's GeoJSON, zlib-compressed."""
         return f"{self.juris_data_prefix(layer)}{version}"
+
+    # Privacy: consent registry, PIA store, quarantine, alerts (queues/consent.py, queues/pia.py).
+    def consent(self, subject: str) -> str:
+        """Hash purpose -> consent record JSON of one citizen (by consent pseudonym)."""
+        return f"{self.prefix}:consent:{subject}"
+
+    @property
+    def consent_index(self) -> str:
+        """Hash ``{subject}/{purpose}`` -> record JSON: a batch's lookups in one HMGET."""
+        return f"{self.prefix}:consent:index"
+
+    @property
+    def consent_log(self) -> str:
+        """Stream of every consent change with its receipt (proof for the citizen)."""
+        return f"{self.prefix}:consent:log"
+
+    @property
+    def pia(self) -> str:
+        """Hash ``dept/type`` -> privacy impact assessment JSON."""
+        return f"{self.prefix}:pia"
+
+    @property
+    def pia_version(self) -> str:
+        """Counter bumped on every PIA change; routers reload PIAs only when it moves."""
+        return f"{self.prefix}:pia:version"
+
+    @property
+    def quarantine(self) -> str:
+        """Events held back by the PIA gate, with the reason (never routed)."""
+        return f"{self.prefix}:quarantine"
+
+    @property
+    def alerts(self) -> str:
+        """Operational alerts for people (PIA gate hits, ...): field ``kind`` + details."""
+        return f"{self.prefix}:alerts"
