@@ -124,14 +124,25 @@ def delivery_body(
     """A per-batch delivery record body.
 
     `rows` are `Decision.audit_row(event_id, dept, sub_id)`: event, recipient, subscription,
-    allowed (1/0), reason, policy, grant, purpose.
+    allowed (1/0), reason, policy, grant, purpose, then the privacy note of the view sent
+    (transform, lawful basis, consent state, action, key ids; null without a privacy section).
     """
     return {
         "batch": batch,
         "policy_version": policy_version,
         "grant_version": grant_version,
         "jurisdiction_version": jurisdiction_version,
-        "columns": ["event", "dept", "sub", "allow", "reason", "policy", "grant", "purpose"],
+        "columns": [
+            "event",
+            "dept",
+            "sub",
+            "allow",
+            "reason",
+            "policy",
+            "grant",
+            "purpose",
+            "privacy",
+        ],  # fmt: skip
         "rows": [list(r) for r in rows],
     }
 

@@ -18,6 +18,7 @@ from city.errors import ConfigError
 from city.events import EVENT_TYPE, Priority
 from city.jurisdictions import GeoConfig, parse_geo
 from city.policy import SharingConfig, SubscriptionSpec, parse_sharing
+from city.privacy import parse_privacy
 
 __all__ = ["CityConfig", "ConfigError", "load_city", "parse_city"]
 
@@ -135,6 +136,7 @@ def parse_city(data: Any, source: str | Path = "<config>") -> CityConfig:
         raise ConfigError(source, problems)
     parse_sharing(data.get("sharing"), source, config.department_ids)
     parse_geo(data.get("geo"), config, str(source))
+    parse_privacy(data.get("privacy"), source, config.department_ids)
     return config
 
 

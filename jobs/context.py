@@ -16,9 +16,10 @@ from pathlib import Path
 from redis import Redis
 
 from city.config import CityConfig, load_city
-from city.policy import Authorizer, GrantSet
 from city.jurisdictions import Jurisdictions
+from city.policy import Authorizer, GrantSet
 from city.routing import Delivery, Routed, Router
+from jobs.privacy_stage import PrivacyStage
 from queues.audit import AuditLog
 from queues.grants import GrantStore
 from queues.inbox import Deliverer
@@ -32,6 +33,7 @@ class RouteContext:
     router: Router
     keys: Keys
     redis_url: str = "redis://127.0.0.1:6379/0"
+    base_dir: Path | None = None  # the city YAML's folder (privacy key files resolve there)
     _deliverers: dict[int, Deliverer] = field(default_factory=dict)
     _audits: dict[int, AuditLog] = field(default_factory=dict)
     _via_cache: dict[tuple[object, ...], str] = field(default_factory=dict)
@@ -49,6 +51,7 @@ class RouteContext:
             router=Router.from_config(config, base_dir),
             keys=keys,
             redis_url=redis_url or os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"),
+            base_dir=base_dir,
         )
 
     def audit(self, redis: Redis) -> AuditLog:
@@ -104,6 +107,11 @@ class RouteContext:
             found = json.dumps(explained, separators=(",", ":"))
             self._via_cache[signature] = found
         return found
+
+    @property
+    def privacy(self) -> PrivacyStage:
+        """The privacy stage for this config (views, consent, PIA gate; a no-op without one)."""
+        return PrivacyStage.for_config(self.config, self.keys, self.base_dir)
 
     def redis(self) -> Redis:
         return Redis.from_url(self.redis_url)

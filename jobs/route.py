@@ -26,6 +26,7 @@ from city.audit import delivery_body
 from city.policy import view
 from city.routing import Routed
 from jobs.context import RouteContext, get_context, where_key
+from jobs.privacy_stage import Prepared
 from queues.inbox import EventDelivery, Output
 from queues.metrics import record_latencies
 from queues.streams import dead_letter
@@ -48,7 +49,20 @@ def deliver_items(
     authorizer, grant_version = context.authorizer(redis)
     world = context.world(redis)  # after the batch was read: see queues/jurisdictions.py
     now = time.time()
+    counters: Counter[str] = Counter()
+    keys = context.keys
+    stage = context.privacy
+    if stage.enabled:
+        # The PIA gate: an integration without an approved assessment is never routed.
+        gate = redis.pipeline(transaction=False)
+        admitted, held = stage.admit(redis, [item["e"] for item in items], gate, now)
+        if held:
+            gate.execute()
+            counters["quarantined"] += len(held)
+            admitted_ids = {id(event) for event in admitted}
+            items = [item for item in items if id(item["e"]) in admitted_ids]
     events = [item["e"] for item in items]
+    prepared = stage.prepare(redis, events, now)
     outcomes: list[Routed | Exception]
     try:
         outcomes = list(router.route_batch(events, authorizer, now, world))
@@ -59,7 +73,6 @@ def deliver_items(
                 outcomes.append(router.route_batch([event], authorizer, now, world)[0])
             except Exception as exc:  # noqa: BLE001 - the reason is kept in the dead letter
                 outcomes.append(exc)
-    keys = context.keys
     batch: list[EventDelivery] = []
     routed: list[tuple[dict[str, Any], Routed, dict[str, Any]]] = []
     failed: list[tuple[dict[str, Any], Exception]] = []
@@ -68,11 +81,10 @@ def deliver_items(
         if isinstance(outcome, Exception):
             failed.append((item, outcome))
             continue
-        delivery = _outputs(context, item["e"], outcome, item.get("ing", ""))
+        delivery = _outputs(context, prepared, item["e"], outcome, item.get("ing", ""))
         batch.append(delivery)
         delivery_of[id(item["e"])] = delivery
         routed.append((item["e"], outcome, item))
-    counters: Counter[str] = Counter()
     if batch:
         flags, now_s = context.deliverer(redis).deliver(batch)
     else:
@@ -93,11 +105,17 @@ def deliver_items(
         types.add(event["type"])
         if not outcome.deliveries:
             counters["unrouted"] += 1
+        withheld = delivery_of[id(event)].withheld
         for d in outcome.deliveries:
+            if (d.dept, d.purpose) in withheld:
+                counters["withheld"] += 1
+                continue
             counters[f"delivered:{d.dept}"] += 1
             counters["deliveries"] += 1
+        notes = delivery_of[id(event)].notes
         for dept, sub_id, decision in outcome.decisions:
-            audit_rows.append(decision.audit_row(event["id"], dept, sub_id))
+            note = notes.get((dept, decision.purpose)) if decision.allow else None
+            audit_rows.append([*decision.audit_row(event["id"], dept, sub_id), note])
             if not decision.allow:
                 counters["denied"] += 1
         ing = str(item.get("ing", ""))
@@ -124,6 +142,8 @@ def deliver_items(
             "unrouted",
             "denied",
             "derived",
+            "withheld",
+            "quarantined",
         ):
             pipe.hincrby(keys.stats, name, value)
     if types:
@@ -166,7 +186,7 @@ def _derived_outputs(context: RouteContext, event: dict[str, Any]) -> list[Outpu
 
 
 def _outputs(
-    context: RouteContext, event: dict[str, Any], routed: Routed, ing: str
+    context: RouteContext, prepared: Prepared, event: dict[str, Any], routed: Routed, ing: str
 ) -> EventDelivery:
     keys = context.keys
     priority = event.get("priority", "routine")
@@ -176,16 +196,24 @@ def _outputs(
     views: dict[tuple[object, ...], str] = {}  # recipients with the same entitlement share a view
     for d in deliveries:
         decision = d.decision
-        entitlement = (
-            decision.fields,
-            decision.redact,
-            d.purpose,
-            decision.break_glass,
-            decision.grant,
-        )
-        body = views.get(entitlement)
-        if body is None:
-            body = views[entitlement] = orjson.dumps(view(event, decision)).decode()
+        if prepared.policy is None:  # no privacy section: the policy's field selection is the view
+            entitlement = (
+                decision.fields,
+                decision.redact,
+                d.purpose,
+                decision.break_glass,
+                decision.grant,
+            )
+            body = views.get(entitlement)
+            if body is None:
+                body = views[entitlement] = orjson.dumps(view(event, decision)).decode()
+        else:
+            shown, note = prepared.view_note(event, d.dept, decision)
+            delivery.notes[(d.dept, d.purpose)] = note.audit()
+            if shown is None:  # withheld (no consent, per the privacy rule)
+                delivery.withheld.add((d.dept, d.purpose))
+                continue
+            body = orjson.dumps(shown).decode()
         delivery.outputs.append(
             Output(
                 keys.inbox(d.dept),
@@ -200,7 +228,9 @@ def _outputs(
     derived = _derived_outputs(context, event)
     delivery.outputs.extend(derived)
     delivery.derived = sum(1 for out in derived if out.key != keys.deadletter)
-    recipients = ",".join(d.dept for d in deliveries)
+    recipients = ",".join(
+        d.dept for d in deliveries if (d.dept, d.purpose) not in delivery.withheld
+    )
     full = orjson.dumps(event).decode()
     delivery.outputs.append(
         Output(keys.hot(event["type"]), [("e", full), ("to", recipients), ("ing", ing)])

@@ -61,6 +61,8 @@ class EventDelivery:
     seen_key: str
     outputs: list[Output] = field(default_factory=list)
     derived: int = 0  # how many outputs are derived events (for the counters)
+    withheld: set[tuple[str, str]] = field(default_factory=set)  # (dept, purpose) not sent
+    notes: dict[tuple[str, str], Any] = field(default_factory=dict)  # privacy notes for audit
 
 
 class Deliverer:

@@ -9,11 +9,11 @@ import sys
 
 import pytest
 
+from jobs.context import RouteContext
 from tests.conftest import ROOT, SEATTLE
 from workers.cli import main
 from workers.ingest import IngestWorker
 from workers.worker import build_worker
-from jobs.context import RouteContext
 
 
 @pytest.fixture

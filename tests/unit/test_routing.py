@@ -7,8 +7,8 @@ import shapely
 from shapely.geometry import Point, shape
 
 from city.config import parse_city
-from city.policy import PolicyRule, SharingConfig
 from city.geo import Zone
+from city.policy import PolicyRule, SharingConfig
 from city.routing import Router, load_zones
 
 TYPES = [
