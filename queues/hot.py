@@ -47,10 +47,15 @@ def hot_append(
     recipients: Sequence[str] | str,
     ingest_id: str,
     event_type: str,
+    entry_id: str = "*",
 ) -> None:
-    """Queue the hot-tier write for one routed event on a pipeline (the caller executes it)."""
+    """Queue the hot-tier write for one routed event on a pipeline (the caller executes it).
+
+    `entry_id` stays ``*`` in production (the id is the routing time); tests and backfills
+    pass explicit ids to place events at a chosen routing time.
+    """
     to = recipients if isinstance(recipients, str) else ",".join(recipients)
-    pipe.xadd(keys.hot(event_type), {"e": event_wire_json, "to": to, "ing": ingest_id})
+    pipe.xadd(keys.hot(event_type), {"e": event_wire_json, "to": to, "ing": ingest_id}, id=entry_id)
     pipe.sadd(keys.hot_types, event_type)
 
 
