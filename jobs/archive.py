@@ -266,7 +266,9 @@ class Archiver:
             # Not readable without a restore: trust S3's own checksum and the row count we wrote.
             stored = head.get("Metadata", {}).get("rows")
             if head.get("ChecksumSHA256") != checksum or stored != str(rows):
-                raise VerificationError(f"s3://{self.bucket}/{key}: stored checksum/rows do not match")
+                raise VerificationError(
+                    f"s3://{self.bucket}/{key}: stored checksum/rows do not match"
+                )
             return
         body = self.s3.get_object(Bucket=self.bucket, Key=key)["Body"].read()
         if lake.sha256_b64(body) != checksum:

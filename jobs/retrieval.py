@@ -74,9 +74,10 @@ class ArchiveObject:
 class History:
     """Read the archive: `table(query)` -> Arrow table, `events(query)` -> iterator of dicts."""
 
-    def __init__(self, s3: Any, bucket: str):
+    def __init__(self, s3: Any, bucket: str, page_size: int = 1000):
         self.s3 = s3
         self.bucket = bucket
+        self.page_size = page_size
 
     def objects(self, query: Query) -> list[ArchiveObject]:
         """The archive objects whose partitions can hold matching events."""
@@ -85,7 +86,11 @@ class History:
         found: list[ArchiveObject] = []
         for rc in self._classes():
             prefix = lake.partition_prefix(lake.EVENTS, rc, query.event_type)
-            kwargs: dict[str, Any] = {"Bucket": self.bucket, "Prefix": prefix}
+            kwargs: dict[str, Any] = {
+                "Bucket": self.bucket,
+                "Prefix": prefix,
+                "MaxKeys": self.page_size,
+            }
             if first is not None:
                 kwargs["StartAfter"] = f"{prefix}dt={first.isoformat()}"
             done = False

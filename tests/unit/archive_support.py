@@ -60,8 +60,8 @@ def add_hot(
     return events
 
 
-def s3_setup() -> tuple[lake.S3Settings, Any]:
-    settings = lake.S3Settings()
+def s3_setup(bucket: str = "cityrelay-archive") -> tuple[lake.S3Settings, Any]:
+    settings = lake.S3Settings(bucket=bucket)
     s3 = settings.client()
     lake.ensure_buckets(s3, settings)
     return settings, s3
