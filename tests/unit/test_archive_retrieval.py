@@ -106,9 +106,10 @@ def test_listing_pages_and_stray_files(aws):
     settings, s3 = s3_setup("pages-archive")
     build_archive(s3, settings, days=5)
     s3.put_object(Bucket=settings.bucket, Key="events/rc=dispatch-records/type=safety.dispatch/README", Body=b"x")
+    s3.put_object(Bucket=settings.bucket, Key="events/rc=old-class/type=safety.dispatch/README", Body=b"x")
     history = History(s3, settings.bucket, page_size=2)
     assert history.table(Query("safety.dispatch")).num_rows == 5 * 24
-    assert len(history._classes()) == 2
+    assert history._classes() == ["dispatch-records", "old-class", "traffic-studies"]
 
 
 def test_archived_objects_must_be_restored_first(aws):
