@@ -30,6 +30,7 @@ from typing import Any
 
 import h3
 import pyarrow as pa
+import pyarrow.compute as pc
 import yaml
 from botocore.exceptions import ClientError
 from redis import Redis
@@ -205,29 +206,58 @@ class Archiver:
         keys = []
         for day, part in lake.split_by_day(table):
             key = lake.object_key(lake.EVENTS, series.id, event_type, day, start_ms)
-            self.put_verified(key, lake.parquet_bytes(part), part.num_rows, series, day, now)
+            body = lake.parquet_bytes(part)
+            existing = self._existing_checksum(key)
+            if existing is not None and existing != lake.sha256_b64(body):
+                # Same key, other rows (a backfill into an archived window): merge, never replace.
+                part = self._merge_existing(key, part)
+                body = lake.parquet_bytes(part)
+            self.put_verified(key, body, part.num_rows, series, day, now, existing)
             keys.append(key)
         return keys
+
+    def _merge_existing(self, key: str, part: pa.Table) -> pa.Table:
+        body = self.s3.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+        try:
+            old = lake.read_parquet(body).cast(lake.EVENT_SCHEMA)
+        except pa.ArrowInvalid:
+            # Not a Parquet file: an upload that failed verification (its rows were never
+            # trimmed from Redis). Replace it; versioning keeps the bad bytes for inspection.
+            return part
+        new = part.filter(
+            pc.invert(pc.is_in(part.column("entry_id"), value_set=old.column("entry_id")))
+        )
+        merged = pa.concat_tables([old, new])
+        return merged.sort_by([("routed", "ascending"), ("entry_id", "ascending")])
 
     def _write_aggregates(
         self, event_type: str, series: Series, entries: list[HotEntry], start_ms: int, now: datetime
     ) -> list[str]:
         table = aggregate_counts(lake.encode_events(entries), series.aggregate_resolution)
         keys = []
-        days = pa.compute.cast(table.column("hour"), pa.date32())
-        for day in sorted(pa.compute.unique(days).to_pylist()):
-            part = table.filter(pa.compute.equal(days, pa.scalar(day, pa.date32())))
+        days = pc.cast(table.column("hour"), pa.date32())
+        for day in sorted(pc.unique(days).to_pylist()):
+            part = table.filter(pc.equal(days, pa.scalar(day, pa.date32())))
             key = lake.object_key(lake.AGGREGATES, series.id, event_type, day, start_ms)
             self.put_verified(key, lake.parquet_bytes(part), part.num_rows, series, day, now)
             keys.append(key)
         return keys
 
     def put_verified(
-        self, key: str, body: bytes, rows: int, series: Series, day: date, now: datetime
+        self,
+        key: str,
+        body: bytes,
+        rows: int,
+        series: Series,
+        day: date,
+        now: datetime,
+        existing: str | None = "unknown",
     ) -> None:
         """Upload (unless the identical object is already there), then read back and check."""
         checksum = lake.sha256_b64(body)
-        if self._existing_checksum(key) != checksum:
+        if existing == "unknown":
+            existing = self._existing_checksum(key)
+        if existing != checksum:
             age = now - datetime.combine(day, time(0), tzinfo=UTC)
             storage_class = series.storage_class_at(age)
             kwargs: dict[str, Any] = {
@@ -288,9 +318,7 @@ def _in_range(entry_id: str, first: str, last: str) -> bool:
 def aggregate_counts(events: pa.Table, resolution: int) -> pa.Table:
     """Hourly event counts per H3 cell: the only thing an ``aggregate`` series keeps."""
     counts: Counter[tuple[int, str | None]] = Counter()
-    hours = (
-        pa.compute.floor_temporal(events.column("time"), unit="hour").cast(pa.int64()).to_pylist()
-    )
+    hours = pc.floor_temporal(events.column("time"), unit="hour").cast(pa.int64()).to_pylist()
     lats = events.column("lat").to_pylist()
     lons = events.column("lon").to_pylist()
     cells = events.column("h3cell").to_pylist()

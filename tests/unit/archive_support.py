@@ -54,7 +54,9 @@ def add_hot(
         when = start + i * step
         event = make_event(event_type, when, i, **attrs)
         ms = int(when.timestamp() * 1000)
-        hot_append(pipe, keys, json.dumps(event).encode(), recipients, f"{ms}-0", event_type, f"{ms}-{i}")
+        hot_append(
+            pipe, keys, json.dumps(event).encode(), recipients, f"{ms}-0", event_type, f"{ms}-{i}"
+        )
         events.append(event)
     pipe.execute()
     return events

@@ -14,9 +14,12 @@ from jobs.archive import Archiver, VerificationError, aggregate_counts, lifecycl
 from jobs.retrieval import History, Query
 from queues import hot
 from queues.keys import Keys
-from tests.unit.archive_support import T0, add_hot, all_rows, aws, s3_setup, schedule  # noqa: F401
+from tests.unit import archive_support
+from tests.unit.archive_support import T0, add_hot, all_rows, s3_setup, schedule
 
 DAY = timedelta(days=1)
+
+aws = archive_support.aws  # the moto S3 fixture
 
 
 @pytest.fixture
@@ -32,19 +35,33 @@ def test_round_trip_archive_trim_retrieve_equals_input(aws, redis):
     settings, s3 = s3_setup()
     keys = Keys("t")
     sent = add_hot(redis, keys, "safety.dispatch", T0, 3 * 24 * 6, step=timedelta(minutes=10))
-    sent += add_hot(redis, keys, "traffic.incident", T0, 50, location={
-        "type": "LineString", "coordinates": [[-122.33, 47.6], [-122.32, 47.61]]}, ext1="x")
+    sent += add_hot(
+        redis,
+        keys,
+        "traffic.incident",
+        T0,
+        50,
+        location={"type": "LineString", "coordinates": [[-122.33, 47.6], [-122.32, 47.61]]},
+        ext1="x",
+    )
     report = archiver(redis, s3, settings, T0 + 5 * DAY).run()
     assert report.rows == len(sent)
     assert report.trimmed == len(sent)
     assert redis.xlen(keys.hot("safety.dispatch")) == 0
     assert redis.xlen(keys.hot("traffic.incident")) == 0
     # One object per type, window and event date, under rc=<series>/type=/dt=.
-    objects = [o["Key"] for o in s3.list_objects_v2(Bucket=settings.bucket, Prefix="events/")["Contents"]]
-    assert "events/rc=dispatch-records/type=safety.dispatch/dt=2026-03-10/part-20260310T000000Z.parquet" in objects
+    objects = [
+        o["Key"] for o in s3.list_objects_v2(Bucket=settings.bucket, Prefix="events/")["Contents"]
+    ]
+    assert (
+        "events/rc=dispatch-records/type=safety.dispatch/dt=2026-03-10/part-20260310T000000Z.parquet"
+        in objects
+    )
     assert len(objects) == 4
     history = History(s3, settings.bucket)
-    got = list(history.events(Query("safety.dispatch"))) + list(history.events(Query("traffic.incident")))
+    got = list(history.events(Query("safety.dispatch"))) + list(
+        history.events(Query("traffic.incident"))
+    )
     assert got == sent
 
 
@@ -59,7 +76,9 @@ def test_only_windows_past_the_hot_window_are_archived(aws, redis):
     assert hot.oldest_ms(redis, keys, "safety.dispatch") == int((T0 + DAY).timestamp() * 1000)
 
 
-def test_crash_between_upload_and_trim_loses_nothing_and_duplicates_nothing(aws, redis, monkeypatch):
+def test_crash_between_upload_and_trim_loses_nothing_and_duplicates_nothing(
+    aws, redis, monkeypatch
+):
     settings, s3 = s3_setup()
     keys = Keys("t")
     sent = add_hot(redis, keys, "safety.dispatch", T0, 200, step=timedelta(minutes=5))
@@ -124,8 +143,15 @@ def test_drop_keeps_nothing_and_aggregate_keeps_only_hourly_counts_per_cell(aws,
     keys = Keys("t")
     add_hot(redis, keys, "iot.heartbeat", T0, 120)
     add_hot(redis, keys, "environment.air_quality", T0, 120, step=timedelta(minutes=1))
-    add_hot(redis, keys, "environment.air_quality", T0 + timedelta(hours=2), 3,
-            location=None, h3cell="8928308280fffff")
+    add_hot(
+        redis,
+        keys,
+        "environment.air_quality",
+        T0 + timedelta(hours=2),
+        3,
+        location=None,
+        h3cell="8928308280fffff",
+    )
     report = archiver(redis, s3, settings, T0 + 3 * DAY).run()
     assert redis.xlen(keys.hot("iot.heartbeat")) == 0
     assert redis.xlen(keys.hot("environment.air_quality")) == 0
@@ -134,10 +160,16 @@ def test_drop_keeps_nothing_and_aggregate_keeps_only_hourly_counts_per_cell(aws,
         "aggregates/rc=air-quality-counts/type=environment.air_quality/dt=2026-03-10/"
         "part-20260310T000000Z.parquet"
     ]
-    table = lake.read_parquet(s3.get_object(Bucket=settings.bucket, Key=listed[0]["Key"])["Body"].read())
+    table = lake.read_parquet(
+        s3.get_object(Bucket=settings.bucket, Key=listed[0]["Key"])["Body"].read()
+    )
     assert table.column_names == ["type", "hour", "h3cell", "count"]  # no ids, no payloads
     assert sum(table.column("count").to_pylist()) == 123
-    assert set(table.column("hour").to_pylist()) == {T0, T0 + timedelta(hours=1), T0 + timedelta(hours=2)}
+    assert set(table.column("hour").to_pylist()) == {
+        T0,
+        T0 + timedelta(hours=1),
+        T0 + timedelta(hours=2),
+    }
     assert "8828308281fffff" in table.column("h3cell").to_pylist()  # parent at resolution 8
     assert {w.action: w.rows for w in report.windows} == {"drop": 0, "aggregate": 123}
 
@@ -195,15 +227,23 @@ def test_storage_class_follows_the_age_of_the_events(aws, redis):
     add_hot(redis, keys, "traffic.incident", T0, 3)
     # A backlog archived 100 days late lands directly in the class for its age.
     archiver(redis, s3, settings, T0 + 100 * DAY).run()
-    classes = {o["Key"].split("/")[1]: o.get("StorageClass", "STANDARD")
-               for o in s3.list_objects_v2(Bucket=settings.bucket, Prefix="events/")["Contents"]}
+    classes = {
+        o["Key"].split("/")[1]: o.get("StorageClass", "STANDARD")
+        for o in s3.list_objects_v2(Bucket=settings.bucket, Prefix="events/")["Contents"]
+    }
     assert classes == {"rc=dispatch-records": "GLACIER_IR", "rc=traffic-studies": "STANDARD_IA"}
 
 
 def test_restore_class_objects_are_verified_from_metadata(aws, redis):
     settings, s3 = s3_setup()
     keys = Keys("t")
-    sched = schedule(**{"traffic-studies": {"storage": [{"class": "STANDARD"}, {"after": "30d", "class": "GLACIER"}]}})
+    sched = schedule(
+        **{
+            "traffic-studies": {
+                "storage": [{"class": "STANDARD"}, {"after": "30d", "class": "GLACIER"}]
+            }
+        }
+    )
     add_hot(redis, keys, "traffic.incident", T0, 4)
     report = archiver(redis, s3, settings, T0 + 60 * DAY, sched).run()
     assert report.trimmed == 4
@@ -232,7 +272,8 @@ def test_a_corrupted_upload_is_caught_and_the_hot_tier_kept(aws, redis, monkeypa
     assert redis.xlen(keys.hot("traffic.incident")) == 20
     monkeypatch.undo()
     assert job.run().trimmed == 20  # the rerun replaces the bad object
-    key = "events/rc=traffic-studies/type=traffic.incident/dt=2026-03-10/part-20260310T000000Z.parquet"
+    partition = "events/rc=traffic-studies/type=traffic.incident/dt=2026-03-10/"
+    key = partition + "part-20260310T000000Z.parquet"
     body = s3.get_object(Bucket=settings.bucket, Key=key)["Body"].read()
     assert lake.parquet_rows(body) == 20
     with pytest.raises(VerificationError, match="row count"):
@@ -246,14 +287,22 @@ def test_unscheduled_types_stay_hot_and_are_reported(aws, redis):
     report = archiver(redis, s3, settings, T0 + 30 * DAY).run()
     assert report.unscheduled == ["water.main_break"]
     assert redis.xlen(keys.hot("water.main_break")) == 7
-    assert report.summary() == {"windows": 0, "skipped": 0, "rows": 0, "trimmed": 0, "objects": 0,
-                                "unscheduled": ["water.main_break"]}
+    assert report.summary() == {
+        "windows": 0,
+        "skipped": 0,
+        "rows": 0,
+        "trimmed": 0,
+        "objects": 0,
+        "unscheduled": ["water.main_break"],
+    }
 
 
 def test_late_events_go_to_the_partition_of_their_event_date(aws, redis):
     settings, s3 = s3_setup()
     keys = Keys("t")
-    late = json.loads(json.dumps(add_hot(fakeredis.FakeRedis(), keys, "traffic.incident", T0 - DAY, 1)[0]))
+    late = json.loads(
+        json.dumps(add_hot(fakeredis.FakeRedis(), keys, "traffic.incident", T0 - DAY, 1)[0])
+    )
     ms = int((T0 + timedelta(hours=1)).timestamp() * 1000)
     hot.hot_append(redis, keys, json.dumps(late), "spd", "", "traffic.incident", f"{ms}-0")
     report = archiver(redis, s3, settings, T0 + 3 * DAY).run()
@@ -277,7 +326,26 @@ def test_lifecycle_has_one_rule_per_retention_class_prefix():
         {"Days": 30, "StorageClass": "STANDARD_IA"},
         {"Days": 90, "StorageClass": "GLACIER_IR"},
     ]
-    assert rules["rc-air-quality-counts"]["Filter"] == {"Prefix": "aggregates/rc=air-quality-counts/"}
+    assert rules["rc-air-quality-counts"]["Filter"] == {
+        "Prefix": "aggregates/rc=air-quality-counts/"
+    }
     assert "Transitions" not in rules["rc-vehicle-telemetry"]
     assert all(r["NoncurrentVersionExpiration"] == {"NoncurrentDays": 7} for r in rules.values())
     assert all("Expiration" not in r for r in rules.values())  # disposition deletes, not S3
+
+
+def test_backfill_into_an_archived_window_merges_instead_of_replacing(aws, redis):
+    settings, s3 = s3_setup()
+    keys = Keys("t")
+    first = add_hot(redis, keys, "traffic.incident", T0, 5, step=timedelta(hours=1))
+    archiver(redis, s3, settings, T0 + 3 * DAY).run()
+    # Redis refuses ids below a stream's last id; only a recreated stream (restored from an
+    # older snapshot, or deleted by hand) can hold entries for an archived window again.
+    redis.delete(keys.hot("traffic.incident"))
+    late = add_hot(
+        redis, keys, "traffic.incident", T0 + timedelta(minutes=30), 3, step=timedelta(hours=1)
+    )
+    report = archiver(redis, s3, settings, T0 + 3 * DAY).run()
+    assert report.rows == 3
+    ids = all_rows(s3, settings.bucket, "events/")
+    assert sorted(ids) == sorted(e["id"] for e in first + late)

@@ -10,15 +10,17 @@ import pytest
 from botocore.exceptions import ClientError
 
 from city.retention import Hold
-from jobs import lake
 from jobs.archive import Archiver
 from jobs.disposition import Disposer, HoldStore, Ledger, parse_day
 from jobs.retrieval import History, Query
 from queues.keys import Keys
-from tests.unit.archive_support import T0, add_hot, all_rows, aws, s3_setup, schedule  # noqa: F401
+from tests.unit import archive_support
+from tests.unit.archive_support import T0, add_hot, all_rows, s3_setup, schedule
 
 DAY = timedelta(days=1)
 PLACED = datetime(2026, 4, 1, tzinfo=UTC)
+
+aws = archive_support.aws  # the moto S3 fixture
 
 
 def archive(s3, settings, sched, *types_counts, days=3):
@@ -53,7 +55,9 @@ def test_destroy_after_retention_with_a_chained_record(aws):
         "events/rc=vehicle-telemetry/type=transit.vehicle_position/dt=2026-03-10/part-20260310T000000Z.parquet"
     ]
     # Gone, every version; the other days and the 3-year dispatch records stay.
-    versions = s3.list_object_versions(Bucket=settings.bucket, Prefix=record["keys"][0]).get("Versions", [])
+    versions = s3.list_object_versions(Bucket=settings.bucket, Prefix=record["keys"][0]).get(
+        "Versions", []
+    )
     assert versions == []
     assert len(keys_under(s3, settings.bucket, "events/rc=vehicle-telemetry/")) == 2
     assert len(keys_under(s3, settings.bucket, "events/rc=dispatch-records/")) == 3
@@ -80,8 +84,11 @@ def test_a_tampered_ledger_fails_verification(aws):
     entry["seq"] = 5
     entry["prev_hash"] = "f" * 64
     # A new version can be written beside the locked one (the old one stays): verification sees it.
-    s3.put_object(Bucket=settings.ledger_bucket, Key="disposition/000000000001.json",
-                  Body=json.dumps(entry).encode())
+    s3.put_object(
+        Bucket=settings.ledger_bucket,
+        Key="disposition/000000000001.json",
+        Body=json.dumps(entry).encode(),
+    )
     problems = ledger.verify()
     assert len(problems) == 3
 
@@ -91,10 +98,29 @@ def test_a_legal_hold_blocks_disposition_until_removed(aws):
     sched = schedule()
     archive(s3, settings, sched, ("transit.vehicle_position", 5))
     holds = HoldStore(s3, settings.bucket)
-    holds.add(Hold(id="case-42", kind="litigation", reason="Doe v. City", placed_by="city attorney",
-                   placed_at=PLACED, series="vehicle-telemetry", start=date(2026, 3, 11), end=date(2026, 3, 11)))
-    holds.add(Hold(id="prr-7", kind="public_records", reason="PRR 2026-7", placed_by="clerk",
-                   placed_at=PLACED + DAY, types=["transit.*"], start=date(2026, 3, 12)))
+    holds.add(
+        Hold(
+            id="case-42",
+            kind="litigation",
+            reason="Doe v. City",
+            placed_by="city attorney",
+            placed_at=PLACED,
+            series="vehicle-telemetry",
+            start=date(2026, 3, 11),
+            end=date(2026, 3, 11),
+        )
+    )
+    holds.add(
+        Hold(
+            id="prr-7",
+            kind="public_records",
+            reason="PRR 2026-7",
+            placed_by="clerk",
+            placed_at=PLACED + DAY,
+            types=["transit.*"],
+            start=date(2026, 3, 12),
+        )
+    )
     assert [h.id for h in holds.list()] == ["case-42", "prr-7"]
     disposer = Disposer(s3, settings, schedule())
     report = disposer.run(T0 + 60 * DAY)
@@ -126,17 +152,24 @@ def test_locked_records_cannot_be_deleted_before_retention_ends(aws):
 def test_anonymise_removes_personal_fields_and_keeps_the_rest(aws):
     settings, s3 = s3_setup()
     sched = schedule(**{"traffic-studies": {"retain": "30d"}})
+    redis = fakeredis.FakeRedis()
+    add_hot(redis, Keys("t"), "traffic.incident", T0 + timedelta(hours=23), 1, data=None)
+    Archiver(redis, Keys("t"), s3, settings.bucket, sched, now=lambda: T0 + 5 * DAY).run()
     sent = archive(s3, settings, sched, ("traffic.incident", 4))["traffic.incident"]
     disposer = Disposer(s3, settings, sched)
     report = disposer.run(T0 + 60 * DAY)
     assert report.records[0]["action"] == "anonymise"
-    assert report.records[0]["count"] == 12
+    assert report.records[0]["count"] == 13
     kept = list(History(s3, settings.bucket).events(Query("traffic.incident")))
-    assert len(kept) == 12
+    assert len(kept) == 13
+    assert "data" not in kept[4]  # the event without a payload stays without one
+    del kept[4]
     assert all("plate" not in e["data"] for e in kept)
     assert [e["data"]["n"] for e in kept] == [e["data"]["n"] for e in sent]
     # The originals (every version) are gone; a second run does not anonymise again.
-    versions = s3.list_object_versions(Bucket=settings.bucket, Prefix="events/rc=traffic-studies/")["Versions"]
+    versions = s3.list_object_versions(Bucket=settings.bucket, Prefix="events/rc=traffic-studies/")[
+        "Versions"
+    ]
     assert len(versions) == 3
     assert disposer.run(T0 + 61 * DAY).records == []
 
@@ -144,8 +177,17 @@ def test_anonymise_removes_personal_fields_and_keeps_the_rest(aws):
 def test_transfer_copies_to_the_archives_then_deletes(aws):
     settings, s3 = s3_setup()
     s3.create_bucket(Bucket="state-archives")
-    sched = schedule(**{"utility-billing": {"end_of_hot": "archive", "disposition": "transfer", "transfer_to": "s3://state-archives/seattle",
-                                            "retain": "1y", "trigger": "event"}})
+    sched = schedule(
+        **{
+            "utility-billing": {
+                "end_of_hot": "archive",
+                "disposition": "transfer",
+                "transfer_to": "s3://state-archives/seattle",
+                "retain": "1y",
+                "trigger": "event",
+            }
+        }
+    )
     sent = archive(s3, settings, sched, ("utility.meter_alarm", 2), days=1)["utility.meter_alarm"]
     report = Disposer(s3, settings, sched).run(T0 + 400 * DAY)
     assert report.records[0]["transfer_to"] == "s3://state-archives/seattle"
@@ -158,10 +200,19 @@ def test_transfer_copies_to_the_archives_then_deletes(aws):
 def test_transfer_to_a_bucket_root_and_aggregates_are_disposed_too(aws):
     settings, s3 = s3_setup()
     s3.create_bucket(Bucket="state-archives")
-    sched = schedule(**{"air-quality-counts": {"retain": "1y", "disposition": "transfer",
-                                               "transfer_to": "s3://state-archives"}})
+    sched = schedule(
+        **{
+            "air-quality-counts": {
+                "retain": "1y",
+                "disposition": "transfer",
+                "transfer_to": "s3://state-archives",
+            }
+        }
+    )
     archive(s3, settings, sched, ("environment.air_quality", 24), days=1)
-    s3.put_object(Bucket=settings.bucket, Key="aggregates/rc=air-quality-counts/notes.txt", Body=b"x")
+    s3.put_object(
+        Bucket=settings.bucket, Key="aggregates/rc=air-quality-counts/notes.txt", Body=b"x"
+    )
     report = Disposer(s3, settings, sched).run(T0 + 400 * DAY)
     assert report.records[0]["keys"][0].startswith("aggregates/rc=air-quality-counts/")
     assert len(keys_under(s3, "state-archives", "aggregates/")) == 1

@@ -29,9 +29,12 @@ from jobs.retrieval import (
     write_jsonl,
 )
 from queues.keys import Keys
-from tests.unit.archive_support import T0, RequestCounter, add_hot, aws, s3_setup, schedule  # noqa: F401
+from tests.unit import archive_support
+from tests.unit.archive_support import T0, RequestCounter, add_hot, s3_setup, schedule
 
 DAY = timedelta(days=1)
+
+aws = archive_support.aws  # the moto S3 fixture
 
 
 def build_archive(s3, settings, days=20):
@@ -39,8 +42,16 @@ def build_archive(s3, settings, days=20):
     redis = fakeredis.FakeRedis()
     keys = Keys("t")
     dispatch = add_hot(redis, keys, "safety.dispatch", T0, days * 24, step=timedelta(hours=1))
-    traffic = add_hot(redis, keys, "traffic.incident", T0, days * 4, step=timedelta(hours=6),
-                      department="sdot", recipients=("police",))
+    traffic = add_hot(
+        redis,
+        keys,
+        "traffic.incident",
+        T0,
+        days * 4,
+        step=timedelta(hours=6),
+        department="sdot",
+        recipients=("police",),
+    )
     Archiver(redis, keys, s3, settings.bucket, schedule(), now=lambda: T0 + (days + 3) * DAY).run()
     return dispatch, traffic
 
@@ -105,8 +116,14 @@ def test_no_match_gives_an_empty_table(archive):
 def test_listing_pages_and_stray_files(aws):
     settings, s3 = s3_setup("pages-archive")
     build_archive(s3, settings, days=5)
-    s3.put_object(Bucket=settings.bucket, Key="events/rc=dispatch-records/type=safety.dispatch/README", Body=b"x")
-    s3.put_object(Bucket=settings.bucket, Key="events/rc=old-class/type=safety.dispatch/README", Body=b"x")
+    s3.put_object(
+        Bucket=settings.bucket,
+        Key="events/rc=dispatch-records/type=safety.dispatch/README",
+        Body=b"x",
+    )
+    s3.put_object(
+        Bucket=settings.bucket, Key="events/rc=old-class/type=safety.dispatch/README", Body=b"x"
+    )
     history = History(s3, settings.bucket, page_size=2)
     assert history.table(Query("safety.dispatch")).num_rows == 5 * 24
     assert history._classes() == ["dispatch-records", "old-class", "traffic-studies"]
@@ -116,17 +133,27 @@ def test_archived_objects_must_be_restored_first(aws):
     settings, s3 = s3_setup("restore-archive")
     build_archive(s3, settings, days=3)
     # moto never runs lifecycle rules: simulate the transition with a copy.
-    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=settings.bucket, Prefix="events/rc=traffic")["Contents"]]
+    keys = [
+        o["Key"]
+        for o in s3.list_objects_v2(Bucket=settings.bucket, Prefix="events/rc=traffic")["Contents"]
+    ]
     for key in keys[:2]:
-        s3.copy_object(Bucket=settings.bucket, Key=key, CopySource={"Bucket": settings.bucket, "Key": key},
-                       StorageClass="DEEP_ARCHIVE", MetadataDirective="COPY")
+        s3.copy_object(
+            Bucket=settings.bucket,
+            Key=key,
+            CopySource={"Bucket": settings.bucket, "Key": key},
+            StorageClass="DEEP_ARCHIVE",
+            MetadataDirective="COPY",
+        )
     history = History(s3, settings.bucket)
     query = Query("traffic.incident")
     with pytest.raises(RestoreRequired) as info:
         history.table(query)
     assert info.value.keys == keys[:2]
     assert "cityrelay history --restore" in str(info.value)
-    assert history.table(Query("traffic.incident", T0 + 2 * DAY)).num_rows == 4  # not archived: fine
+    assert (
+        history.table(Query("traffic.incident", T0 + 2 * DAY)).num_rows == 4
+    )  # not archived: fine
     assert history.request_restore(query) == keys[:2]
     assert history.table(query).num_rows == 12  # moto restores at once
 
@@ -134,13 +161,27 @@ def test_archived_objects_must_be_restored_first(aws):
 def test_restore_in_progress_is_not_requested_twice(aws, monkeypatch):
     settings, s3 = s3_setup("ongoing-archive")
     build_archive(s3, settings, days=7)
-    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=settings.bucket, Prefix="events/rc=traffic")["Contents"]]
+    keys = [
+        o["Key"]
+        for o in s3.list_objects_v2(Bucket=settings.bucket, Prefix="events/rc=traffic")["Contents"]
+    ]
     for key in keys:
-        s3.copy_object(Bucket=settings.bucket, Key=key, CopySource={"Bucket": settings.bucket, "Key": key},
-                       StorageClass="GLACIER")
+        s3.copy_object(
+            Bucket=settings.bucket,
+            Key=key,
+            CopySource={"Bucket": settings.bucket, "Key": key},
+            StorageClass="GLACIER",
+        )
     real_head = s3.head_object
-    monkeypatch.setattr(s3, "head_object", lambda **kw: {**real_head(**kw), "Restore": 'ongoing-request="true"'}
-                        if kw["Key"] == keys[0] else real_head(**kw))
+    monkeypatch.setattr(
+        s3,
+        "head_object",
+        lambda **kw: (
+            {**real_head(**kw), "Restore": 'ongoing-request="true"'}
+            if kw["Key"] == keys[0]
+            else real_head(**kw)
+        ),
+    )
     history = History(s3, settings.bucket)
     assert history.request_restore(Query("traffic.incident")) == keys[1:]
     with pytest.raises(RestoreRequired, match="in progress for 1") as info:
@@ -162,10 +203,19 @@ def test_archive_is_a_standard_hive_parquet_lake_for_pyarrow_dataset(monkeypatch
         s3 = settings.client()
         lake.ensure_buckets(s3, settings)
         dispatch, traffic = build_archive(s3, settings, days=3)
-        fs = pafs.S3FileSystem(access_key="testing", secret_key="testing", region="us-east-1",
-                               endpoint_override=f"127.0.0.1:{port}", scheme="http")
-        dataset = ds.dataset(f"{settings.bucket}/events", filesystem=fs, format="parquet", partitioning="hive")
-        table = dataset.to_table(filter=(ds.field("type") == "safety.dispatch") & (ds.field("dt") == "2026-03-11"))
+        fs = pafs.S3FileSystem(
+            access_key="testing",
+            secret_key="testing",
+            region="us-east-1",
+            endpoint_override=f"127.0.0.1:{port}",
+            scheme="http",
+        )
+        dataset = ds.dataset(
+            f"{settings.bucket}/events", filesystem=fs, format="parquet", partitioning="hive"
+        )
+        table = dataset.to_table(
+            filter=(ds.field("type") == "safety.dispatch") & (ds.field("dt") == "2026-03-11")
+        )
         assert table.num_rows == 24
         assert set(table.column("rc").to_pylist()) == {"dispatch-records"}
         assert dataset.count_rows() == len(dispatch) + len(traffic)
@@ -176,12 +226,19 @@ def test_archive_is_a_standard_hive_parquet_lake_for_pyarrow_dataset(monkeypatch
 def test_output_formats_and_argument_parsing():
     events = [
         {"id": "a", "type": "x.y", "location": {"lat": 1.0, "lon": 2.0}},
-        {"id": "b", "type": "x.y", "location": {"type": "LineString", "coordinates": [[0, 0], [1, 1]]}},
+        {
+            "id": "b",
+            "type": "x.y",
+            "location": {"type": "LineString", "coordinates": [[0, 0], [1, 1]]},
+        },
         {"id": "c", "type": "x.y"},
     ]
     fc = to_geojson(iter(events))
     assert [f["geometry"] for f in fc["features"]] == [
-        {"type": "Point", "coordinates": [2.0, 1.0]}, events[1]["location"], None]
+        {"type": "Point", "coordinates": [2.0, 1.0]},
+        events[1]["location"],
+        None,
+    ]
     out = io.StringIO()
     assert write_jsonl(iter(events), out) == 3
     assert [json.loads(line) for line in out.getvalue().splitlines()] == events
@@ -190,15 +247,23 @@ def test_output_formats_and_argument_parsing():
     assert parse_near("47.6,-122.3,250") == (47.6, -122.3, 250.0)
     with pytest.raises(ValueError, match="lat,lon,metres"):
         parse_near("47.6,-122.3")
-    assert month_bounds(date(2024, 12, 5)) == (datetime(2024, 12, 1, tzinfo=UTC), datetime(2025, 1, 1, tzinfo=UTC))
-    assert haversine_m(pa.array([0.0]), pa.array([0.0]), 0.0, 1.0)[0] == pytest.approx(111_195, rel=1e-3)
+    assert month_bounds(date(2024, 12, 5)) == (
+        datetime(2024, 12, 1, tzinfo=UTC),
+        datetime(2025, 1, 1, tzinfo=UTC),
+    )
+    assert haversine_m(pa.array([0.0]), pa.array([0.0]), 0.0, 1.0)[0] == pytest.approx(
+        111_195, rel=1e-3
+    )
 
 
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
         ({"start": datetime(2024, 1, 1)}, "timezone"),
-        ({"start": datetime(2024, 1, 2, tzinfo=UTC), "end": datetime(2024, 1, 1, tzinfo=UTC)}, "after start"),
+        (
+            {"start": datetime(2024, 1, 2, tzinfo=UTC), "end": datetime(2024, 1, 1, tzinfo=UTC)},
+            "after start",
+        ),
         ({"near": (95.0, 0.0, 10.0)}, "positive radius"),
         ({"near": (45.0, 0.0, 0.0)}, "positive radius"),
     ],

@@ -17,7 +17,13 @@ from city.retention import (
 
 
 def series(**fields):
-    base = {"id": "s", "types": ["traffic.incident"], "hot": "1d", "end_of_hot": "archive", "retain": "1y"}
+    base = {
+        "id": "s",
+        "types": ["traffic.incident"],
+        "hot": "1d",
+        "end_of_hot": "archive",
+        "retain": "1y",
+    }
     base.update(fields)
     return base
 
@@ -30,10 +36,18 @@ def errors_for(**fields) -> str:
 
 def test_example_schedule_has_realistic_municipal_defaults():
     schedule = parse_retention(EXAMPLE_RETENTION)
-    by_type = {t: schedule.series_for(t) for t in (
-        "transit.vehicle_position", "safety.dispatch", "traffic.incident",
-        "utility.meter_alarm", "health.emergency", "environment.air_quality", "iot.heartbeat",
-    )}
+    by_type = {
+        t: schedule.series_for(t)
+        for t in (
+            "transit.vehicle_position",
+            "safety.dispatch",
+            "traffic.incident",
+            "utility.meter_alarm",
+            "health.emergency",
+            "environment.air_quality",
+            "iot.heartbeat",
+        )
+    }
     assert str(by_type["transit.vehicle_position"].retain) == "30d"
     assert str(by_type["safety.dispatch"].retain) == "3y"
     assert str(by_type["traffic.incident"].retain) == "10y"
@@ -48,11 +62,15 @@ def test_example_schedule_has_realistic_municipal_defaults():
 
 
 def test_exact_type_beats_prefix_beats_wildcard():
-    schedule = parse_retention({"series": [
-        series(id="all", types=["*"]),
-        series(id="traffic", types=["traffic.*"]),
-        series(id="incident", types=["traffic.incident"]),
-    ]})
+    schedule = parse_retention(
+        {
+            "series": [
+                series(id="all", types=["*"]),
+                series(id="traffic", types=["traffic.*"]),
+                series(id="incident", types=["traffic.incident"]),
+            ]
+        }
+    )
     assert schedule.series_for("traffic.incident").id == "incident"
     assert schedule.series_for("traffic.closure").id == "traffic"
     assert schedule.series_for("water.main_break").id == "all"
@@ -70,11 +88,30 @@ def test_exact_type_beats_prefix_beats_wildcard():
         ({"id": "Bad Id"}, "series ids"),
         ({"types": ["Traffic"]}, "neither an event type"),
         ({"storage": [{"after": "1d", "class": "STANDARD"}]}, "storage must start"),
-        ({"storage": [{"class": "STANDARD"}, {"after": "10d", "class": "STANDARD_IA"}]}, "no earlier than 30"),
-        ({"storage": [{"class": "STANDARD"}, {"after": "40d", "class": "STANDARD_IA"},
-                      {"after": "50d", "class": "GLACIER_IR"}]}, "30 days in STANDARD_IA"),
-        ({"storage": [{"class": "STANDARD"}, {"after": "90d", "class": "GLACIER_IR"},
-                      {"after": "60d", "class": "GLACIER"}]}, "increasing"),
+        (
+            {"storage": [{"class": "STANDARD"}, {"after": "10d", "class": "STANDARD_IA"}]},
+            "no earlier than 30",
+        ),
+        (
+            {
+                "storage": [
+                    {"class": "STANDARD"},
+                    {"after": "40d", "class": "STANDARD_IA"},
+                    {"after": "50d", "class": "GLACIER_IR"},
+                ]
+            },
+            "30 days in STANDARD_IA",
+        ),
+        (
+            {
+                "storage": [
+                    {"class": "STANDARD"},
+                    {"after": "90d", "class": "GLACIER_IR"},
+                    {"after": "60d", "class": "GLACIER"},
+                ]
+            },
+            "increasing",
+        ),
         ({"storage": [{"class": "TAPE"}]}, "storage[0].class"),
         ({"disposition": "transfer"}, "transfer_to"),
         ({"disposition": "anonymise"}, "anonymise_fields"),
@@ -105,7 +142,9 @@ def test_durations_parse_and_add_calendar_years():
     assert Duration.parse("1y").seconds == 366 * 86400
     leap = datetime(2024, 2, 29, tzinfo=UTC)
     assert Duration.parse("1y").add_to(leap) == datetime(2025, 3, 1, tzinfo=UTC)
-    assert Duration.parse("7y").add_to(datetime(2020, 6, 1, tzinfo=UTC)) == datetime(2027, 6, 1, tzinfo=UTC)
+    assert Duration.parse("7y").add_to(datetime(2020, 6, 1, tzinfo=UTC)) == datetime(
+        2027, 6, 1, tzinfo=UTC
+    )
     assert Duration.parse("90m").add_to(leap) == leap + timedelta(minutes=90)
 
 
@@ -130,15 +169,35 @@ def test_storage_class_by_age_and_hot_cutoff():
 
 def test_holds_cover_series_types_and_date_ranges():
     placed = datetime(2026, 1, 1, tzinfo=UTC)
-    lawsuit = Hold(id="case-42", kind="litigation", reason="Doe v. City", placed_by="legal",
-                   placed_at=placed, series="dispatch-records", start=date(2025, 1, 1), end=date(2025, 12, 31))
-    request = Hold(id="pdr-7", kind="public_records", reason="PRR 2026-7", placed_by="clerk",
-                   placed_at=placed, types=["traffic.*"])
+    lawsuit = Hold(
+        id="case-42",
+        kind="litigation",
+        reason="Doe v. City",
+        placed_by="legal",
+        placed_at=placed,
+        series="dispatch-records",
+        start=date(2025, 1, 1),
+        end=date(2025, 12, 31),
+    )
+    request = Hold(
+        id="pdr-7",
+        kind="public_records",
+        reason="PRR 2026-7",
+        placed_by="clerk",
+        placed_at=placed,
+        types=["traffic.*"],
+    )
     holds = [lawsuit, request]
-    assert blocking_holds(holds, "dispatch-records", "safety.dispatch", date(2025, 6, 1)) == [lawsuit]
+    assert blocking_holds(holds, "dispatch-records", "safety.dispatch", date(2025, 6, 1)) == [
+        lawsuit
+    ]
     assert blocking_holds(holds, "dispatch-records", "safety.dispatch", date(2024, 12, 31)) == []
     assert blocking_holds(holds, "dispatch-records", "safety.dispatch", date(2026, 1, 1)) == []
-    assert blocking_holds(holds, "traffic-studies", "traffic.incident", date(2020, 1, 1)) == [request]
-    assert blocking_holds(holds, "traffic-studies", "transit.vehicle_position", date(2020, 1, 1)) == []
+    assert blocking_holds(holds, "traffic-studies", "traffic.incident", date(2020, 1, 1)) == [
+        request
+    ]
+    assert (
+        blocking_holds(holds, "traffic-studies", "transit.vehicle_position", date(2020, 1, 1)) == []
+    )
     with pytest.raises(ValueError):
         Hold(id="bad id!", kind="litigation", reason="x", placed_by="y", placed_at=placed)
