@@ -120,6 +120,7 @@ class History:
             "Bucket": self.bucket,
             "Prefix": f"{lake.EVENTS}/rc=",
             "Delimiter": "/",
+            "MaxKeys": self.page_size,
         }
         while True:
             page = self.s3.list_objects_v2(**kwargs)

@@ -41,8 +41,7 @@ class JsonCronJob(CronJob):
     """A cron job enqueued with the JSON serializer (RQ's own CronJob uses the default, pickle)."""
 
     def enqueue(self, connection: Redis) -> Job:
-        if not self.func:
-            raise ValueError("CronJob has no function to enqueue")
+        assert self.func is not None  # registered with a function, never restored from Redis
         queue = Queue(self.queue_name, connection=connection, serializer=JSONSerializer)
         with connection.pipeline() as pipeline:
             job = queue.enqueue(

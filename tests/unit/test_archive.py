@@ -349,3 +349,63 @@ def test_backfill_into_an_archived_window_merges_instead_of_replacing(aws, redis
     assert report.rows == 3
     ids = all_rows(s3, settings.bucket, "events/")
     assert sorted(ids) == sorted(e["id"] for e in first + late)
+
+
+def test_an_emptied_window_and_an_s3_error_leave_the_hot_tier_alone(aws, redis, monkeypatch):
+    settings, s3 = s3_setup()
+    keys = Keys("t")
+    job = archiver(redis, s3, settings, T0 + 3 * DAY)
+    series = schedule().series_for("traffic.incident")
+    # Another run emptied the window between listing and locking: nothing to do.
+    empty = job.archive_window("traffic.incident", series, int(T0.timestamp() * 1000), T0 + 3 * DAY)
+    assert (empty.rows, empty.keys, empty.trimmed) == (0, [], 0)
+    add_hot(
+        redis,
+        keys,
+        "traffic.incident",
+        T0,
+        3,
+        location={"type": "Point", "coordinates": [-122.3, 47.6]},
+    )
+
+    def forbidden(**kwargs):
+        raise ClientError({"Error": {"Code": "403", "Message": "Forbidden"}}, "HeadObject")
+
+    monkeypatch.setattr(s3, "head_object", forbidden)
+    with pytest.raises(ClientError):
+        job.run()
+    assert redis.xlen(keys.hot("traffic.incident")) == 3
+    monkeypatch.undo()
+    job.run()
+    table = History(s3, settings.bucket).table(Query("traffic.incident"))
+    assert table.column("lat").to_pylist() == [47.6] * 3  # a GeoJSON Point is indexed too
+
+
+def test_buckets_outside_us_east_1(aws):
+    settings = lake.S3Settings(bucket="eu-archive", region="eu-west-1")
+    s3 = settings.client()
+    lake.ensure_buckets(s3, settings)
+    lake.ensure_buckets(s3, settings)  # idempotent
+    assert s3.get_bucket_location(Bucket="eu-archive")["LocationConstraint"] == "eu-west-1"
+    assert (
+        s3.get_object_lock_configuration(Bucket="eu-archive-ledger")["ObjectLockConfiguration"][
+            "ObjectLockEnabled"
+        ]
+        == "Enabled"
+    )
+
+
+def test_settings_come_from_the_environment(monkeypatch):
+    monkeypatch.setenv("CITYRELAY_S3_BUCKET", "town-archive")
+    monkeypatch.delenv("CITYRELAY_S3_ENDPOINT", raising=False)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:5000")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-west-2")
+    monkeypatch.setenv("CITYRELAY_S3_LEDGER_BUCKET", "town-ledger")
+    settings = lake.S3Settings.from_env()
+    assert (settings.bucket, settings.endpoint_url, settings.region) == (
+        "town-archive",
+        "http://127.0.0.1:5000",
+        "us-west-2",
+    )
+    assert settings.ledger_bucket == "town-ledger"
+    assert lake.parse_key("events/rc=a/type=b.c/README") is None
