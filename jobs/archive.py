@@ -38,7 +38,7 @@ from redis import Redis
 from city.retention import RESTORE_CLASSES, RetentionSchedule, Series, parse_retention
 from jobs import lake
 from queues import hot
-from queues.hot import HotEntry
+from queues.hot import HotBatch
 from queues.keys import Keys
 
 LOCK_TIMEOUT_S = 900
@@ -160,17 +160,13 @@ class Archiver:
         self, event_type: str, series: Series, start_ms: int, now: datetime, result: WindowResult
     ) -> None:
         end_ms = start_ms + series.window.seconds * 1000
-        entries = list(hot.read_window(self.redis, self.keys, event_type, start_ms, end_ms))
+        entries = hot.read_batch(self.redis, self.keys, event_type, start_ms, end_ms)
         done_key = self.keys.archive_done(event_type, start_ms)
         done = self.redis.get(done_key)
         if done is not None:
             # A previous run verified the objects and crashed while trimming: finish the trim.
             marker = json.loads(done)
-            ids = [
-                e.entry_id
-                for e in entries
-                if _in_range(e.entry_id, marker["first"], marker["last"])
-            ]
+            ids = [i for i in entries.ids if _in_range(i.decode(), marker["first"], marker["last"])]
             result.keys, result.rows, result.skipped = marker["keys"], 0, ""
             result.trimmed = hot.trim_ids(self.redis, self.keys, event_type, ids)
             self.redis.delete(done_key)
@@ -186,21 +182,21 @@ class Archiver:
         marker = {
             "keys": keys,
             "rows": len(entries),
-            "first": entries[0].entry_id,
-            "last": entries[-1].entry_id,
+            "first": entries.ids[0].decode(),
+            "last": entries.ids[-1].decode(),
         }
         self.redis.set(done_key, json.dumps(marker), ex=DONE_TTL_S)
         result.keys, result.rows = keys, len(entries) if keys else 0
-        result.trimmed = self._trim(event_type, [e.entry_id for e in entries])
+        result.trimmed = self._trim(event_type, entries.ids)
         self.redis.delete(done_key)
 
-    def _trim(self, event_type: str, ids: list[str]) -> int:
+    def _trim(self, event_type: str, ids: list[bytes]) -> int:
         return hot.trim_ids(self.redis, self.keys, event_type, ids)
 
     # -- writing -----------------------------------------------------------------------------
 
     def _write_events(
-        self, event_type: str, series: Series, entries: list[HotEntry], start_ms: int, now: datetime
+        self, event_type: str, series: Series, entries: HotBatch, start_ms: int, now: datetime
     ) -> list[str]:
         table = lake.encode_events(entries)
         keys = []
@@ -231,7 +227,7 @@ class Archiver:
         return merged.sort_by([("routed", "ascending"), ("entry_id", "ascending")])
 
     def _write_aggregates(
-        self, event_type: str, series: Series, entries: list[HotEntry], start_ms: int, now: datetime
+        self, event_type: str, series: Series, entries: HotBatch, start_ms: int, now: datetime
     ) -> list[str]:
         table = aggregate_counts(lake.encode_events(entries), series.aggregate_resolution)
         keys = []
@@ -414,4 +410,3 @@ def archive_job(prefix: str) -> dict[str, Any]:
         job_redis(), Keys(prefix), settings.client(), settings.bucket, load_schedule()
     )
     return archiver.run().summary()
-

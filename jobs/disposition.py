@@ -189,18 +189,16 @@ class Disposer:
 
     def _anonymise(self, series: Series, key: str, body: bytes) -> None:
         table = lake.read_parquet(body)
-        if "data" in table.column_names:
+        if "event_json" in table.column_names:  # aggregates hold no payloads
             drop = set(series.anonymise_fields)
             cleaned = []
-            for text in table.column("data").to_pylist():
-                if text is None:
-                    cleaned.append(None)
-                    continue
-                data = {k: v for k, v in json.loads(text).items() if k not in drop}
-                cleaned.append(json.dumps(data, separators=(",", ":")))
-            table = table.set_column(
-                table.column_names.index("data"), "data", pa.array(cleaned, pa.string())
-            )
+            for text in table.column("event_json").to_pylist():
+                event = json.loads(text)
+                if isinstance(event.get("data"), dict):
+                    event["data"] = {k: v for k, v in event["data"].items() if k not in drop}
+                cleaned.append(json.dumps(event, separators=(",", ":")))
+            index = table.column_names.index("event_json")
+            table = table.set_column(index, "event_json", pa.array(cleaned, pa.string()))
         new = lake.parquet_bytes(table)
         old_versions = self._versions(key)
         self.s3.put_object(

@@ -3,7 +3,9 @@
 Objects (the first partition key is the retention class, so S3 lifecycle rules filter by prefix):
 
 - ``events/rc=<series>/type=<event type>/dt=<event date>/part-<window start>.parquet``:
-  full events, one row each: typed envelope columns + ``data`` (the payload) as JSON.
+  full events, one row each: typed envelope columns (id, source, type, time, priority,
+  department, h3cell, lat/lon, recipients, routing time...) + ``event_json``, the event as
+  routed (payload included) as JSON text.
 - ``aggregates/rc=<series>/type=<event type>/dt=<date>/part-<window start>.parquet``:
   hourly counts per H3 cell for ``aggregate`` series.
 
@@ -17,39 +19,26 @@ from __future__ import annotations
 import base64
 import hashlib
 import io
-import json
 import os
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
 
 import boto3
+import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.json as pajson
 import pyarrow.parquet as pq
 
-from queues.hot import HotEntry
+from queues.hot import HotBatch
 
 EVENTS = "events"
 AGGREGATES = "aggregates"
 HOLDS_PREFIX = "control/holds/"
-ENVELOPE = (
-    "id",
-    "source",
-    "specversion",
-    "type",
-    "time",
-    "subject",
-    "datacontenttype",
-    "dataschema",
-    "data",
-    "priority",
-    "location",
-    "department",
-    "h3cell",
-)
+# Envelope attributes stored as typed (string) columns; `time` is a timestamp column.
 _STRING_FIELDS = ("id", "source", "specversion", "type", "subject", "datacontenttype", "dataschema")
 _STRING_FIELDS += ("priority", "department", "h3cell")
 
@@ -68,14 +57,26 @@ EVENT_SCHEMA = pa.schema(
         ("h3cell", pa.string()),
         ("lat", pa.float64()),
         ("lon", pa.float64()),
-        ("location", pa.string()),
-        ("data", pa.string()),
-        ("ext", pa.string()),
         ("recipients", pa.list_(pa.string())),
         ("routed", pa.timestamp("ms", tz="UTC")),
         ("entry_id", pa.string()),
         ("ingest_id", pa.string()),
+        ("event_json", pa.string()),
     ]
+)
+# What the C++ JSON reader extracts from each event; everything else stays in `event_json`.
+_ENVELOPE_JSON = pa.schema(
+    [(name, pa.string()) for name in _STRING_FIELDS]
+    + [
+        ("time", pa.string()),
+        (
+            "location",
+            pa.struct([("lat", pa.float64()), ("lon", pa.float64()), ("type", pa.string())]),
+        ),
+    ]
+)
+_JSON_PARSE = pajson.ParseOptions(
+    explicit_schema=_ENVELOPE_JSON, unexpected_field_behavior="ignore"
 )
 AGGREGATE_SCHEMA = pa.schema(
     [
@@ -165,46 +166,57 @@ def parse_key(key: str) -> KeyParts | None:
     )
 
 
-def encode_events(entries: Sequence[HotEntry]) -> pa.Table:
-    """Hot entries -> one Arrow table in `EVENT_SCHEMA` (one JSON parse per event)."""
-    cols: dict[str, list[Any]] = {name: [] for name in EVENT_SCHEMA.names}
-    loads, dumps = json.loads, json.dumps
-    known = set(ENVELOPE)
-    for entry in entries:
-        event = loads(entry.event)
-        for name in _STRING_FIELDS:
-            cols[name].append(event.get(name))
-        cols["time"].append(event.get("time"))
-        data = event.get("data")
-        cols["data"].append(None if data is None else dumps(data, separators=(",", ":")))
-        loc = event.get("location")
-        lat = lon = None
-        if loc is None:
-            cols["location"].append(None)
-        else:
-            cols["location"].append(dumps(loc, separators=(",", ":")))
-            if "lat" in loc:
-                lat, lon = loc["lat"], loc["lon"]
-            elif loc.get("type") == "Point":
-                lon, lat = loc["coordinates"][:2]
-        cols["lat"].append(lat)
-        cols["lon"].append(lon)
-        extra = {k: v for k, v in event.items() if k not in known}
-        cols["ext"].append(dumps(extra, separators=(",", ":")) if extra else None)
-        cols["recipients"].append(entry.recipients.split(",") if entry.recipients else [])
-        cols["routed"].append(int(entry.entry_id.split("-", 1)[0]))
-        cols["entry_id"].append(entry.entry_id)
-        cols["ingest_id"].append(entry.ingest_id)
-    arrays = []
-    for field in EVENT_SCHEMA:
-        values = cols[field.name]
-        if field.name == "time":
-            arrays.append(pa.array(values, pa.string()).cast(field.type))
-        elif field.name == "routed":
-            arrays.append(pa.array(values, pa.int64()).cast(field.type))
-        else:
-            arrays.append(pa.array(values, field.type))
+def encode_events(batch: HotBatch) -> pa.Table:
+    """A window of hot entries -> one Arrow table in `EVENT_SCHEMA`.
+
+    The typed envelope columns come from Arrow's C++ JSON reader over all events at once (no
+    per-event Python parsing: this is the archive's hot loop); ``event_json`` keeps each event
+    exactly as routed (payload included), so the round trip is exact and no field is lost.
+    """
+    bodies = [_one_line(body) for body in batch.events]
+    envelope = pajson.read_json(
+        io.BytesIO(b"\n".join(bodies)),
+        read_options=pajson.ReadOptions(block_size=4 << 20),  # blocks parse in parallel
+        parse_options=_JSON_PARSE,
+    )
+    if envelope.num_rows != len(batch):
+        raise ValueError(f"{len(batch)} hot entries parsed as {envelope.num_rows} events")
+    location = envelope.column("location").combine_chunks()
+    lat, lon = location.field("lat"), location.field("lon")
+    geojson_points = pc.fill_null(pc.equal(location.field("type"), "Point"), False)
+    if pc.any(geojson_points).as_py():  # GeoJSON points carry [lon, lat]: read those few rows
+        lat_list, lon_list = lat.to_pylist(), lon.to_pylist()
+        for i in pc.indices_nonzero(geojson_points).to_pylist():
+            lon_list[i], lat_list[i] = orjson.loads(bodies[i])["location"]["coordinates"][:2]
+        lat, lon = pa.array(lat_list, pa.float64()), pa.array(lon_list, pa.float64())
+    ids = _text(batch.ids)
+    tos = _text(batch.recipients)
+    recipients = pc.split_pattern(tos, ",")
+    if pc.any(pc.equal(tos, "")).as_py():  # unrouted events: no recipients, not [""]
+        recipients = pa.array([[] if not r else r.decode().split(",") for r in batch.recipients])
+    cols: dict[str, Any] = {name: envelope.column(name) for name in _STRING_FIELDS}
+    cols.update(
+        time=envelope.column("time"),
+        lat=lat,
+        lon=lon,
+        recipients=recipients,
+        routed=pc.list_element(pc.split_pattern(ids, "-", max_splits=1), 0).cast(pa.int64()),
+        entry_id=ids,
+        ingest_id=_text(batch.ingest_ids),
+        event_json=_text(bodies),
+    )
+    arrays = [cols[f.name].cast(f.type) for f in EVENT_SCHEMA]
     return pa.Table.from_arrays(arrays, schema=EVENT_SCHEMA)
+
+
+def _text(values: list[bytes]) -> pa.Array:
+    """UTF-8 bytes -> an Arrow string array (validated in C++, no Python decode)."""
+    return pa.array(values, pa.binary()).cast(pa.string())
+
+
+def _one_line(body: bytes) -> bytes:
+    """Events are line-delimited for the reader: re-serialise the rare pretty-printed one."""
+    return orjson.dumps(orjson.loads(body)) if b"\n" in body else body
 
 
 def event_dates(table: pa.Table) -> pa.Array:
@@ -221,28 +233,11 @@ def split_by_day(table: pa.Table) -> list[tuple[date, pa.Table]]:
     return out
 
 
-def _format_time(value: datetime) -> str:
-    text = value.astimezone(UTC).replace(tzinfo=None).isoformat()
-    return text + "Z"
-
-
 def table_to_wire(table: pa.Table) -> Iterator[dict[str, Any]]:
-    """Rows back to the wire JSON dicts they were archived from (round-trip exact)."""
-    loads = json.loads
-    for row in table.to_pylist():
-        event: dict[str, Any] = {}
-        for name in ENVELOPE:
-            value = row.get(name)
-            if value is None:
-                continue
-            if name == "time":
-                value = _format_time(value)
-            elif name in ("data", "location"):
-                value = loads(value)
-            event[name] = value
-        if row.get("ext"):
-            event.update(loads(row["ext"]))
-        yield event
+    """Rows back to the wire JSON dicts they were archived from (exact: the stored JSON)."""
+    loads = orjson.loads
+    for text in table.column("event_json").to_pylist():
+        yield loads(text)
 
 
 def parquet_bytes(table: pa.Table) -> bytes:

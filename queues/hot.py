@@ -12,8 +12,8 @@ of silently losing events.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from redis import Redis
@@ -26,7 +26,7 @@ DEL_CHUNK = 2_000
 DEFAULT_ALARM_BYTES = 512 * 1024 * 1024
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class HotEntry:
     """One hot-tier entry as stored."""
 
@@ -68,20 +68,65 @@ def hot_types(redis: Redis, keys: Keys) -> list[str]:
     return sorted(t.decode() if isinstance(t, bytes) else t for t in redis.smembers(keys.hot_types))
 
 
-def read_window(
+@dataclass
+class HotBatch:
+    """A window's entries column by column, as Redis returned them (bytes, not decoded):
+    the archive hands these lists straight to Arrow, with no per-entry Python objects."""
+
+    ids: list[bytes] = field(default_factory=list)
+    events: list[bytes] = field(default_factory=list)
+    recipients: list[bytes] = field(default_factory=list)
+    ingest_ids: list[bytes] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def entries(self) -> list[HotEntry]:
+        return [
+            HotEntry(i.decode(), e, r.decode(), g.decode())
+            for i, e, r, g in zip(
+                self.ids, self.events, self.recipients, self.ingest_ids, strict=True
+            )
+        ]
+
+    @classmethod
+    def of(cls, entries: Sequence[HotEntry]) -> HotBatch:
+        return cls(
+            [e.entry_id.encode() for e in entries],
+            [e.event for e in entries],
+            [e.recipients.encode() for e in entries],
+            [e.ingest_id.encode() for e in entries],
+        )
+
+
+def read_batch(
     redis: Redis, keys: Keys, event_type: str, start_ms: int, end_ms: int, chunk: int = READ_CHUNK
-) -> Iterator[HotEntry]:
+) -> HotBatch:
     """Entries routed in ``[start_ms, end_ms)``, oldest first, read in chunks of `chunk`."""
     key = keys.hot(event_type)
     low: str = str(start_ms)
     high = f"{end_ms - 1}-18446744073709551615"
+    batch = HotBatch()
     while True:
         rows: list[tuple[Any, dict[Any, Any]]] = redis.xrange(key, low, high, count=chunk)
-        for entry_id, fields in rows:
-            yield _entry(entry_id, fields)
+        try:  # a bytes client and well-formed entries: plain list comprehensions
+            batch.events.extend([f[b"e"] for _, f in rows])
+            batch.recipients.extend([f[b"to"] for _, f in rows])
+            batch.ingest_ids.extend([f[b"ing"] for _, f in rows])
+            batch.ids.extend([i for i, _ in rows])
+        except KeyError:
+            for entry_id, fields in rows:
+                _entry(entry_id, fields)  # raises, naming the entry and the missing field
         if len(rows) < chunk:
-            return
+            return batch
         low = "(" + _text(rows[-1][0])
+
+
+def read_window(
+    redis: Redis, keys: Keys, event_type: str, start_ms: int, end_ms: int, chunk: int = READ_CHUNK
+) -> list[HotEntry]:
+    """Like `read_batch`, as `HotEntry` objects (for replay and small reads)."""
+    return read_batch(redis, keys, event_type, start_ms, end_ms, chunk).entries()
 
 
 def oldest_ms(redis: Redis, keys: Keys, event_type: str) -> int | None:
@@ -90,7 +135,7 @@ def oldest_ms(redis: Redis, keys: Keys, event_type: str) -> int | None:
     return entry_ms(rows[0][0]) if rows else None
 
 
-def trim_ids(redis: Redis, keys: Keys, event_type: str, entry_ids: Sequence[str]) -> int:
+def trim_ids(redis: Redis, keys: Keys, event_type: str, entry_ids: Sequence[str | bytes]) -> int:
     """Delete exactly these entries (XDEL, pipelined in chunks); returns how many were deleted.
 
     Exact ids, not XTRIM MINID: an older window that another run has not archived yet must not
