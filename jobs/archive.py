@@ -23,6 +23,7 @@ import json
 import os
 from collections import Counter
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time
 from pathlib import Path
@@ -160,9 +161,10 @@ class Archiver:
         self, event_type: str, series: Series, start_ms: int, now: datetime, result: WindowResult
     ) -> None:
         end_ms = start_ms + series.window.seconds * 1000
-        entries = hot.read_batch(self.redis, self.keys, event_type, start_ms, end_ms)
         done_key = self.keys.archive_done(event_type, start_ms)
         done = self.redis.get(done_key)
+        encode = done is None and series.end_of_hot != "drop"
+        entries, table = self._read(event_type, start_ms, end_ms, encode)
         if done is not None:
             # A previous run verified the objects and crashed while trimming: finish the trim.
             marker = json.loads(done)
@@ -173,12 +175,12 @@ class Archiver:
             return
         if not entries:
             return
-        if series.end_of_hot == "drop":
+        if table is None:  # drop
             keys: list[str] = []
         elif series.end_of_hot == "aggregate":
-            keys = self._write_aggregates(event_type, series, entries, start_ms, now)
+            keys = self._write_aggregates(event_type, series, table, start_ms, now)
         else:
-            keys = self._write_events(event_type, series, entries, start_ms, now)
+            keys = self._write_events(event_type, series, table, start_ms, now)
         marker = {
             "keys": keys,
             "rows": len(entries),
@@ -190,15 +192,29 @@ class Archiver:
         result.trimmed = self._trim(event_type, entries.ids)
         self.redis.delete(done_key)
 
+    def _read(
+        self, event_type: str, start_ms: int, end_ms: int, encode: bool
+    ) -> tuple[HotBatch, pa.Table | None]:
+        """Read the window; encode each chunk on a helper thread while the next is read
+        (Arrow's JSON reader releases the GIL), so reading and encoding overlap."""
+        batch = HotBatch()
+        futures = []
+        with ThreadPoolExecutor(1) as pool:
+            for chunk in hot.iter_batches(self.redis, self.keys, event_type, start_ms, end_ms):
+                batch.extend(chunk)
+                if encode:
+                    futures.append(pool.submit(lake.encode_events, chunk))
+            tables = [f.result() for f in futures]
+        return batch, pa.concat_tables(tables) if tables else None
+
     def _trim(self, event_type: str, ids: list[bytes]) -> int:
         return hot.trim_ids(self.redis, self.keys, event_type, ids)
 
     # -- writing -----------------------------------------------------------------------------
 
     def _write_events(
-        self, event_type: str, series: Series, entries: HotBatch, start_ms: int, now: datetime
+        self, event_type: str, series: Series, table: pa.Table, start_ms: int, now: datetime
     ) -> list[str]:
-        table = lake.encode_events(entries)
         keys = []
         for day, part in lake.split_by_day(table):
             key = lake.object_key(lake.EVENTS, series.id, event_type, day, start_ms)
@@ -227,9 +243,9 @@ class Archiver:
         return merged.sort_by([("routed", "ascending"), ("entry_id", "ascending")])
 
     def _write_aggregates(
-        self, event_type: str, series: Series, entries: HotBatch, start_ms: int, now: datetime
+        self, event_type: str, series: Series, events: pa.Table, start_ms: int, now: datetime
     ) -> list[str]:
-        table = aggregate_counts(lake.encode_events(entries), series.aggregate_resolution)
+        table = aggregate_counts(events, series.aggregate_resolution)
         keys = []
         days = pc.cast(table.column("hour"), pa.date32())
         for day in sorted(pc.unique(days).to_pylist()):

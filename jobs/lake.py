@@ -227,8 +227,11 @@ def event_dates(table: pa.Table) -> pa.Array:
 def split_by_day(table: pa.Table) -> list[tuple[date, pa.Table]]:
     """Rows grouped by event date, in date order (a window usually holds one date)."""
     days = event_dates(table)
+    unique = sorted(pc.unique(days).to_pylist())
+    if len(unique) == 1:  # the usual case: no copy
+        return [(unique[0], table)]
     out = []
-    for day in sorted(pc.unique(days).to_pylist()):
+    for day in unique:
         out.append((day, table.filter(pc.equal(days, pa.scalar(day, pa.date32())))))
     return out
 

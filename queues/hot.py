@@ -12,7 +12,7 @@ of silently losing events.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,7 +21,7 @@ from redis.client import Pipeline
 
 from queues.keys import Keys
 
-READ_CHUNK = 10_000
+READ_CHUNK = 25_000
 DEL_CHUNK = 2_000
 DEFAULT_ALARM_BYTES = 512 * 1024 * 1024
 
@@ -81,6 +81,12 @@ class HotBatch:
     def __len__(self) -> int:
         return len(self.ids)
 
+    def extend(self, other: HotBatch) -> None:
+        self.ids.extend(other.ids)
+        self.events.extend(other.events)
+        self.recipients.extend(other.recipients)
+        self.ingest_ids.extend(other.ingest_ids)
+
     def entries(self) -> list[HotEntry]:
         return [
             HotEntry(i.decode(), e, r.decode(), g.decode())
@@ -99,27 +105,49 @@ class HotBatch:
         )
 
 
-def read_batch(
+def iter_batches(
     redis: Redis, keys: Keys, event_type: str, start_ms: int, end_ms: int, chunk: int = READ_CHUNK
-) -> HotBatch:
-    """Entries routed in ``[start_ms, end_ms)``, oldest first, read in chunks of `chunk`."""
+) -> Iterator[HotBatch]:
+    """Entries routed in ``[start_ms, end_ms)``, oldest first, one `HotBatch` per `chunk`.
+
+    XRANGE replies are taken raw (a client on the same pool, without redis-py's per-entry
+    dict building): the fields are in the order `hot_append` wrote them.
+    """
     key = keys.hot(event_type)
     low: str = str(start_ms)
     high = f"{end_ms - 1}-18446744073709551615"
-    batch = HotBatch()
+    raw = type(redis)(connection_pool=redis.connection_pool)
+    raw.set_response_callback("XRANGE", lambda response, **_: response)
     while True:
-        rows: list[tuple[Any, dict[Any, Any]]] = redis.xrange(key, low, high, count=chunk)
-        try:  # a bytes client and well-formed entries: plain list comprehensions
-            batch.events.extend([f[b"e"] for _, f in rows])
-            batch.recipients.extend([f[b"to"] for _, f in rows])
-            batch.ingest_ids.extend([f[b"ing"] for _, f in rows])
+        batch = HotBatch()
+        rows: list[list[Any]] = raw.execute_command("XRANGE", key, low, high, "COUNT", chunk)
+        if all(len(f) == 6 and f[0] == b"e" and f[2] == b"to" and f[4] == b"ing" for _, f in rows):
+            batch.events.extend([f[1] for _, f in rows])
+            batch.recipients.extend([f[3] for _, f in rows])
+            batch.ingest_ids.extend([f[5] for _, f in rows])
             batch.ids.extend([i for i, _ in rows])
-        except KeyError:
+        else:  # another layout (or a decoding client): go entry by entry, with clear errors
             for entry_id, fields in rows:
-                _entry(entry_id, fields)  # raises, naming the entry and the missing field
+                entry = _entry(entry_id, dict(zip(fields[::2], fields[1::2], strict=True)))
+                batch.ids.append(entry.entry_id.encode())
+                batch.events.append(entry.event)
+                batch.recipients.append(entry.recipients.encode())
+                batch.ingest_ids.append(entry.ingest_id.encode())
+        if rows:
+            yield batch
         if len(rows) < chunk:
-            return batch
+            return
         low = "(" + _text(rows[-1][0])
+
+
+def read_batch(
+    redis: Redis, keys: Keys, event_type: str, start_ms: int, end_ms: int, chunk: int = READ_CHUNK
+) -> HotBatch:
+    """All entries routed in ``[start_ms, end_ms)`` as one `HotBatch`."""
+    batch = HotBatch()
+    for part in iter_batches(redis, keys, event_type, start_ms, end_ms, chunk):
+        batch.extend(part)
+    return batch
 
 
 def read_window(
