@@ -127,7 +127,7 @@ class Series(BaseModel):
     end_of_hot: EndOfHot
     aggregate_resolution: int = Field(default=8, ge=0, le=15, description="H3 resolution")
     storage: list[StorageTier] = Field(
-        default_factory=lambda: [StorageTier(storage_class="STANDARD")]
+        default_factory=lambda: [StorageTier.model_validate({"class": "STANDARD"})]
     )
     retain: Duration | Literal["permanent"] = Field(
         default="permanent", description="total retention, counted from the trigger"

@@ -226,6 +226,8 @@ class Archiver:
                 body = lake.parquet_bytes(part)
             self.put_verified(key, body, part.num_rows, series, day, now, existing)
             keys.append(key)
+        index = lake.index_key(event_type, series.id)
+        self.s3.put_object(Bucket=self.bucket, Key=index, Body=b"")
         return keys
 
     def _merge_existing(self, key: str, part: pa.Table) -> pa.Table:

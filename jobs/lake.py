@@ -8,6 +8,8 @@ Objects (the first partition key is the retention class, so S3 lifecycle rules f
   routed (payload included) as JSON text.
 - ``aggregates/rc=<series>/type=<event type>/dt=<date>/part-<window start>.parquet``:
   hourly counts per H3 cell for ``aggregate`` series.
+- ``index/type=<event type>/rc=<series>``: empty markers, so retrieval finds the classes that
+  hold a type with one small LIST.
 
 Keys are a pure function of (series, type, event date, window), so a crashed archive run that
 is repeated overwrites its own objects instead of adding duplicates. Any Parquet reader
@@ -38,9 +40,10 @@ from queues.hot import HotBatch
 EVENTS = "events"
 AGGREGATES = "aggregates"
 HOLDS_PREFIX = "control/holds/"
+INDEX_PREFIX = "index/"
 # Envelope attributes stored as typed (string) columns; `time` is a timestamp column.
-_STRING_FIELDS = ("id", "source", "specversion", "type", "subject", "datacontenttype", "dataschema")
-_STRING_FIELDS += ("priority", "department", "h3cell")
+_STRING_FIELDS: tuple[str, ...] = ("id", "source", "specversion", "type", "subject")
+_STRING_FIELDS += ("datacontenttype", "dataschema", "priority", "department", "h3cell")
 
 EVENT_SCHEMA = pa.schema(
     [
@@ -139,6 +142,11 @@ def window_name(window_start_ms: int) -> str:
 def partition_prefix(kind: str, rc: str, event_type: str, day: date | None = None) -> str:
     base = f"{kind}/rc={rc}/type={event_type}/"
     return base if day is None else f"{base}dt={day.isoformat()}/"
+
+
+def index_key(event_type: str, rc: str) -> str:
+    """An empty marker: "events of this type are archived under this retention class"."""
+    return f"{INDEX_PREFIX}type={event_type}/rc={rc}"
 
 
 def object_key(kind: str, rc: str, event_type: str, day: date, window_start_ms: int) -> str:

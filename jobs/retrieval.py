@@ -80,41 +80,54 @@ class History:
         self.page_size = page_size
 
     def objects(self, query: Query) -> list[ArchiveObject]:
-        """The archive objects whose partitions can hold matching events."""
+        """The archive objects whose partitions can hold matching events.
+
+        One small LIST of the type's index finds the retention classes that hold it; then
+        each is listed (in parallel) from the first wanted date (`StartAfter`) until the
+        last, so years of other dates cost nothing.
+        """
+        classes = self._indexed_classes(query.event_type) or self._classes()
+        if not classes:
+            return []
+        with ThreadPoolExecutor(min(PARALLEL_GETS, len(classes))) as pool:
+            found = pool.map(lambda rc: self._list_class(rc, query), classes)
+            return [obj for objs in found for obj in objs]
+
+    def _list_class(self, rc: str, query: Query) -> list[ArchiveObject]:
         first = query.start.date() if query.start else None
         last = (query.end - timedelta(microseconds=1)).date() if query.end else None
         found: list[ArchiveObject] = []
-        for rc in self._classes():
-            prefix = lake.partition_prefix(lake.EVENTS, rc, query.event_type)
-            kwargs: dict[str, Any] = {
-                "Bucket": self.bucket,
-                "Prefix": prefix,
-                "MaxKeys": self.page_size,
-            }
-            if first is not None:
-                kwargs["StartAfter"] = f"{prefix}dt={first.isoformat()}"
-            done = False
-            while not done:
-                page = self.s3.list_objects_v2(**kwargs)
-                for item in page.get("Contents", []):
-                    parts = lake.parse_key(item["Key"])
-                    if parts is None:
-                        continue
-                    if last is not None and parts.day > last:
-                        done = True
-                        break
-                    found.append(
-                        ArchiveObject(
-                            item["Key"], item.get("StorageClass", "STANDARD"), item["Size"]
-                        )
-                    )
-                if not page.get("IsTruncated"):
-                    break
-                kwargs["ContinuationToken"] = page["NextContinuationToken"]
-        return found
+        prefix = lake.partition_prefix(lake.EVENTS, rc, query.event_type)
+        kwargs: dict[str, Any] = {
+            "Bucket": self.bucket,
+            "Prefix": prefix,
+            "MaxKeys": self.page_size,
+        }
+        if first is not None:
+            kwargs["StartAfter"] = f"{prefix}dt={first.isoformat()}"
+        while True:
+            page = self.s3.list_objects_v2(**kwargs)
+            for item in page.get("Contents", []):
+                parts = lake.parse_key(item["Key"])
+                if parts is None:
+                    continue
+                if last is not None and parts.day > last:
+                    return found
+                found.append(
+                    ArchiveObject(item["Key"], item.get("StorageClass", "STANDARD"), item["Size"])
+                )
+            if not page.get("IsTruncated"):
+                return found
+            kwargs["ContinuationToken"] = page["NextContinuationToken"]
+
+    def _indexed_classes(self, event_type: str) -> list[str]:
+        prefix = f"{lake.INDEX_PREFIX}type={event_type}/rc="
+        paginator = self.s3.get_paginator("list_objects_v2")
+        pages = paginator.paginate(Bucket=self.bucket, Prefix=prefix)
+        return [item["Key"][len(prefix) :] for page in pages for item in page.get("Contents", [])]
 
     def _classes(self) -> list[str]:
-        """Retention classes present in the archive (one LIST with a delimiter)."""
+        """Every retention class in the archive (for objects written without an index)."""
         classes: list[str] = []
         kwargs: dict[str, Any] = {
             "Bucket": self.bucket,

@@ -77,7 +77,7 @@ class LeasedCronScheduler(CronScheduler):
         if self.connection.set(key, self.token, nx=True, ex=LEASE_S):
             return True
         held = self.connection.get(key)
-        if held is not None and held.decode() == self.token:
+        if _text(held) == self.token:
             self.connection.expire(key, LEASE_S)
             return True
         return False
@@ -100,8 +100,12 @@ class LeasedCronScheduler(CronScheduler):
 
     def release_lease(self) -> None:
         held = self.connection.get(self.keys.scheduler_lease)
-        if held is not None and held.decode() == self.token:
+        if _text(held) == self.token:
             self.connection.delete(self.keys.scheduler_lease)
+
+
+def _text(value: Any) -> str | None:
+    return value.decode() if isinstance(value, bytes) else value
 
 
 def build_scheduler(

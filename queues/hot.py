@@ -59,8 +59,9 @@ def hot_append(
     pipe.sadd(keys.hot_types, event_type)
 
 
-def entry_ms(entry_id: str | bytes) -> int:
-    text = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+def entry_ms(entry_id: Any) -> int:
+    """Milliseconds part of a stream entry id (str or bytes)."""
+    text = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
     return int(text.split("-", 1)[0])
 
 

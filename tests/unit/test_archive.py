@@ -13,6 +13,7 @@ from jobs import lake
 from jobs.archive import Archiver, VerificationError, aggregate_counts, lifecycle_configuration
 from jobs.retrieval import History, Query
 from queues import hot
+from queues.hot import HotBatch, HotEntry
 from queues.keys import Keys
 from tests.unit import archive_support
 from tests.unit.archive_support import T0, add_hot, all_rows, s3_setup, schedule
@@ -300,15 +301,30 @@ def test_unscheduled_types_stay_hot_and_are_reported(aws, redis):
 def test_late_events_go_to_the_partition_of_their_event_date(aws, redis):
     settings, s3 = s3_setup()
     keys = Keys("t")
-    late = json.loads(
-        json.dumps(add_hot(fakeredis.FakeRedis(), keys, "traffic.incident", T0 - DAY, 1)[0])
-    )
+    late = add_hot(fakeredis.FakeRedis(), keys, "traffic.incident", T0 - DAY, 1)[0]
+    # Routed on the 10th: one event of that day, one that happened on the 9th (no recipients).
+    on_time = add_hot(redis, keys, "traffic.incident", T0, 1)
     ms = int((T0 + timedelta(hours=1)).timestamp() * 1000)
-    hot.hot_append(redis, keys, json.dumps(late), "spd", "", "traffic.incident", f"{ms}-0")
+    hot.hot_append(redis, keys, json.dumps(late), "", "", "traffic.incident", f"{ms}-0")
     report = archiver(redis, s3, settings, T0 + 3 * DAY).run()
+    partition = "events/rc=traffic-studies/type=traffic.incident/dt="
     assert report.windows[0].keys == [
-        "events/rc=traffic-studies/type=traffic.incident/dt=2026-03-09/part-20260310T000000Z.parquet"
+        partition + "2026-03-09/part-20260310T000000Z.parquet",
+        partition + "2026-03-10/part-20260310T000000Z.parquet",
     ]
+    history = History(s3, settings.bucket)
+    table = history.table(Query("traffic.incident"))
+    assert table.column("recipients").to_pylist() == [[], ["fire", "spd"]]
+    assert list(history.events(Query("traffic.incident"))) == [late, *on_time]
+
+
+def test_an_entry_that_is_not_one_event_is_refused():
+    batch = HotBatch.of([HotEntry("1-0", b'{"id":"x"} {"id":"y"}', "spd", "1-0")])
+    with pytest.raises(ValueError, match="1 hot entries parsed as 2 events"):
+        lake.encode_events(batch)
+    body = b'{"id": "x",\n "time": "2026-03-10T00:00:00Z"}'  # pretty-printed: re-serialised
+    pretty = HotBatch.of([HotEntry("1-0", body, "spd", "")])
+    assert lake.encode_events(pretty).column("id").to_pylist() == ["x"]
 
 
 def test_archive_uses_the_redis_clock_by_default(aws, redis):

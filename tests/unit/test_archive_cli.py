@@ -234,6 +234,10 @@ def test_hot_tier_window_reading_and_trimming(city):
     )
     assert hot.entry_ms(b"5-1") == 5
     assert hot.oldest_ms(redis, keys, "x.y") is None
+    # Another field order (written by hand, not by hot_append) is read field by field.
+    redis.xadd(keys.hot("other.order"), {"ing": "9-0", "to": "parks", "e": "{}"}, id="5-0")
+    (entry,) = hot.read_window(redis, keys, "other.order", 0, 2**62)
+    assert (entry.entry_id, entry.recipients, entry.ingest_id) == ("5-0", "parks", "9-0")
     redis.xadd(keys.hot("bad.entry"), {"e": "{}"})
     with pytest.raises(ValueError, match="no 'to' field"):
         list(hot.read_window(redis, keys, "bad.entry", 0, 2**62))

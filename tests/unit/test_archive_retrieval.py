@@ -77,8 +77,8 @@ def test_one_week_reads_only_that_weeks_partitions(archive):
     table = History(s3, settings.bucket).table(Query("safety.dispatch", start, end))
     assert table.num_rows == 7 * 24
     assert table.column("id").to_pylist() == [e["id"] for e in dispatch[10 * 24 : 17 * 24]]
-    # 1 LIST of retention classes, 1 LIST per class for the type's dates, 7 GETs (one per day).
-    assert counter.calls == {"ListObjectsV2": 1 + 2, "GetObject": 7}
+    # 1 LIST of the type's index, 1 LIST of its class from the first date, 7 GETs (one per day).
+    assert counter.calls == {"ListObjectsV2": 2, "GetObject": 7}
 
 
 def test_time_bounds_are_event_times_start_inclusive_end_exclusive(archive):
@@ -126,7 +126,13 @@ def test_listing_pages_and_stray_files(aws):
     )
     history = History(s3, settings.bucket, page_size=2)
     assert history.table(Query("safety.dispatch")).num_rows == 5 * 24
+    # Objects archived without index markers are still found, by listing every class.
+    for item in s3.list_objects_v2(Bucket=settings.bucket, Prefix="index/")["Contents"]:
+        s3.delete_object(Bucket=settings.bucket, Key=item["Key"])
     assert history._classes() == ["dispatch-records", "old-class", "traffic-studies"]
+    assert history.table(Query("safety.dispatch")).num_rows == 5 * 24
+    assert history.objects(Query("water.main_break")) == []
+    assert History(s3, "cityrelay-archive-ledger").objects(Query("safety.dispatch")) == []
 
 
 def test_archived_objects_must_be_restored_first(aws):
