@@ -425,3 +425,18 @@ def test_settings_come_from_the_environment(monkeypatch):
     )
     assert settings.ledger_bucket == "town-ledger"
     assert lake.parse_key("events/rc=a/type=b.c/README") is None
+
+
+def test_a_window_lock_that_expired_mid_run_is_reported_not_fatal(aws, redis, monkeypatch):
+    settings, s3 = s3_setup()
+    keys = Keys("t")
+    add_hot(redis, keys, "traffic.incident", T0, 4)
+    real_trim = Archiver._trim
+
+    def trim_after_lock_expiry(self, event_type, ids):
+        redis.delete(keys.archive_lock(event_type, int(T0.timestamp() * 1000)))
+        return real_trim(self, event_type, ids)
+
+    monkeypatch.setattr(Archiver, "_trim", trim_after_lock_expiry)
+    (window,) = archiver(redis, s3, settings, T0 + 3 * DAY).run().windows
+    assert window.trimmed == 4 and window.note == "window lock expired before release"
