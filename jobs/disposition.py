@@ -12,6 +12,7 @@ Holds live next to the archive (``control/holds/<id>.json``), so they survive an
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 from dataclasses import dataclass, field
@@ -22,7 +23,7 @@ import pyarrow as pa
 from botocore.exceptions import ClientError
 from redis import Redis
 
-from city.retention import Hold, RetentionSchedule, Series, blocking_holds
+from city.retention import RESTORE_CLASSES, Hold, RetentionSchedule, Series, blocking_holds
 from jobs import lake
 from queues.keys import Keys
 
@@ -30,6 +31,7 @@ GENESIS = "0" * 64
 LEDGER_PREFIX = "disposition/"
 LEDGER_LOCK_YEARS = 100
 DISPOSED_MARK = "disposition"
+RESTORE_FIRST = "stored in GLACIER/DEEP_ARCHIVE: restore it first (cityrelay history --restore)"
 
 
 class HoldStore:
@@ -123,14 +125,21 @@ class Disposer:
                     continue
                 groups.setdefault(parts.event_type, []).append((parts, key))
             for event_type, items in sorted(groups.items()):
-                if dry_run:
-                    report.records.append(
-                        self._record(series, event_type, items, [0] * len(items), "")
-                    )
+                ready, counts, digest, archived = self._prepare(series, items)
+                report.held.extend(
+                    {"key": k, "holds": [], "reason": RESTORE_FIRST} for k in archived
+                )
+                if not ready:
                     continue
-                counts, digest = self._dispose(series, items)
-                record = self._record(series, event_type, items, counts, digest)
+                record = self._record(
+                    series, event_type, [(p, k) for p, k, _ in ready], counts, digest
+                )
+                if dry_run:
+                    report.records.append(record)
+                    continue
+                # The record is written first: nothing is ever disposed of without one.
                 report.records.append(self.ledger.append(record, now))
+                self._act(series, ready)
         return report
 
     def _record(
@@ -158,22 +167,50 @@ class Disposer:
         head = self.s3.head_object(Bucket=self.bucket, Key=key)
         return head.get("Metadata", {}).get(DISPOSED_MARK) == "anonymised"
 
-    def _dispose(
+    def _prepare(
         self, series: Series, items: list[tuple[lake.KeyParts, str]]
-    ) -> tuple[list[int], str]:
+    ) -> tuple[list[tuple[lake.KeyParts, str, bytes | None]], list[int], str, list[str]]:
+        """Read what will be disposed of: row counts and a hash over (key, SHA-256 of bytes).
+
+        Objects in GLACIER / DEEP_ARCHIVE are not readable: to destroy them S3's stored
+        checksum and our row-count metadata suffice; anonymising or transferring them needs a
+        restore first, so they are left for a later run and reported.
+        """
         digest = hashlib.sha256()
-        counts = []
-        for _, key in items:
-            body = self.s3.get_object(Bucket=self.bucket, Key=key)["Body"].read()
-            digest.update(key.encode() + b"\0" + hashlib.sha256(body).digest())
-            counts.append(lake.parquet_rows(body))
+        ready: list[tuple[lake.KeyParts, str, bytes | None]] = []
+        counts: list[int] = []
+        archived: list[str] = []
+        for parts, key in items:
+            head = self.s3.head_object(Bucket=self.bucket, Key=key, ChecksumMode="ENABLED")
+            body: bytes | None = None
+            if head.get("StorageClass", "STANDARD") in RESTORE_CLASSES:
+                if series.disposition != "destroy" and 'ongoing-request="false"' not in head.get(
+                    "Restore", ""
+                ):
+                    archived.append(key)
+                    continue
+                sha = base64.b64decode(head.get("ChecksumSHA256", ""))
+                rows = int(head.get("Metadata", {}).get("rows", 0))
+                if series.disposition != "destroy":
+                    body = self.s3.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+            else:
+                body = self.s3.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+                sha, rows = hashlib.sha256(body).digest(), lake.parquet_rows(body)
+            digest.update(key.encode() + b"\0" + sha)
+            counts.append(rows)
+            ready.append((parts, key, body))
+        return ready, counts, digest.hexdigest(), archived
+
+    def _act(self, series: Series, ready: list[tuple[lake.KeyParts, str, bytes | None]]) -> None:
+        for _, key, body in ready:
             if series.disposition == "transfer":
+                assert body is not None
                 self._transfer(series, key, body)
             if series.disposition == "anonymise":
+                assert body is not None
                 self._anonymise(series, key, body)
             else:
                 self._delete_all_versions(key)
-        return counts, digest.hexdigest()
 
     def _transfer(self, series: Series, key: str, body: bytes) -> None:
         target = (series.transfer_to or "")[len("s3://") :]

@@ -11,7 +11,7 @@ from botocore.exceptions import ClientError
 
 from city.retention import Hold
 from jobs.archive import Archiver
-from jobs.disposition import Disposer, HoldStore, Ledger, parse_day
+from jobs.disposition import RESTORE_FIRST, Disposer, HoldStore, Ledger, parse_day
 from jobs.retrieval import History, Query
 from queues.keys import Keys
 from tests.unit import archive_support
@@ -236,3 +236,29 @@ def test_a_ledger_bucket_without_object_lock_is_refused(aws):
         ledger.append({"series": "x"}, PLACED)
     assert parse_day("2026-01-02") == date(2026, 1, 2)
     assert parse_day(None) is None
+
+
+def test_archived_storage_classes_destroy_from_metadata_but_anonymise_after_restore(aws):
+    settings, s3 = s3_setup()
+    sched = schedule(**{"traffic-studies": {"retain": "30d"}})
+    archive(s3, settings, sched, ("transit.vehicle_position", 3), ("traffic.incident", 2), days=1)
+    bucket = settings.bucket
+    vehicle = keys_under(s3, bucket, "events/rc=vehicle-telemetry/")[0]
+    traffic = keys_under(s3, bucket, "events/rc=traffic-studies/")[0]
+    for key, storage_class in ((vehicle, "DEEP_ARCHIVE"), (traffic, "GLACIER")):
+        # moto never runs lifecycle rules: simulate the transitions.
+        s3.copy_object(
+            Bucket=bucket,
+            Key=key,
+            CopySource={"Bucket": bucket, "Key": key},
+            StorageClass=storage_class,
+            MetadataDirective="COPY",
+        )
+    disposer = Disposer(s3, settings, sched)
+    report = disposer.run(T0 + 60 * DAY)
+    assert [(r["series"], r["count"]) for r in report.records] == [("vehicle-telemetry", 3)]
+    assert keys_under(s3, bucket, "events/rc=vehicle-telemetry/") == []
+    assert report.held == [{"key": traffic, "holds": [], "reason": RESTORE_FIRST}]
+    s3.restore_object(Bucket=bucket, Key=traffic, RestoreRequest={"Days": 1})
+    report = disposer.run(T0 + 60 * DAY)
+    assert [(r["action"], r["count"]) for r in report.records] == [("anonymise", 2)]
