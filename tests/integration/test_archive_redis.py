@@ -45,6 +45,8 @@ def test_auto_ids_are_routing_time_and_round_trip_through_s3(aws, real):
     assert abs(entry.routed_ms / 1000 - seconds) < 5  # the entry id is the routing time
     assert json.loads(entry.event) == event and entry.ingest_id == "1-0"
     assert hot.hot_types(redis, keys) == ["safety.dispatch"]
+    # Raw window reads use their own client: the caller's replies are parsed as usual.
+    assert isinstance(redis.xrange(keys.hot("safety.dispatch"))[0][1], dict)
     # Not due yet by the Redis clock (hot = 1 day): nothing moves.
     assert Archiver(redis, keys, s3, settings.bucket, schedule()).run().rows == 0
     assert redis.xlen(keys.hot("safety.dispatch")) == 1
