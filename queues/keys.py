@@ -176,3 +176,22 @@ class Keys:
     def alerts(self) -> str:
         """Operational alerts for people (PIA gate hits, ...): field ``kind`` + details."""
         return f"{self.prefix}:alerts"
+
+    # Archive (hot tier -> S3).
+    def archive_lock(self, event_type: str, window_start_ms: int) -> str:
+        """Lock held while one archive window of one type is written, so double runs never race."""
+        return f"{self.prefix}:archive:lock:{event_type}:{window_start_ms}"
+
+    def archive_done(self, event_type: str, window_start_ms: int) -> str:
+        """Marker that a window's objects are verified in S3 (JSON: keys, rows, id range)."""
+        return f"{self.prefix}:archive:done:{event_type}:{window_start_ms}"
+
+    @property
+    def disposition_lock(self) -> str:
+        """Lock held by the disposition job, so the hash-chained log has one writer."""
+        return f"{self.prefix}:archive:disposition:lock"
+
+    @property
+    def scheduler_lease(self) -> str:
+        """Lease of the one running cron scheduler (a second one waits as a standby)."""
+        return f"{self.prefix}:scheduler:lease"
