@@ -19,6 +19,7 @@ from city.events import EVENT_TYPE, Priority
 from city.jurisdictions import GeoConfig, parse_geo
 from city.policy import SharingConfig, SubscriptionSpec, parse_sharing
 from city.privacy import parse_privacy
+from city.retention import parse_retention
 
 __all__ = ["CityConfig", "ConfigError", "load_city", "parse_city"]
 
@@ -137,6 +138,8 @@ def parse_city(data: Any, source: str | Path = "<config>") -> CityConfig:
     parse_sharing(data.get("sharing"), source, config.department_ids)
     parse_geo(data.get("geo"), config, str(source))
     parse_privacy(data.get("privacy"), source, config.department_ids)
+    if data.get("retention") is not None:
+        parse_retention(data["retention"], str(source))
     return config
 
 

@@ -121,7 +121,7 @@ class GeoConfig(_Strict):
 
 def parse_geo(data: Any, city: CityConfig | None = None, source: str = "<config>") -> GeoConfig:
     """Validate the ``geo`` section; with `city`, also check layer and department references."""
-    from city.config import ConfigError
+    from city.errors import ConfigError
 
     try:
         geo = GeoConfig.model_validate(data or {})

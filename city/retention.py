@@ -24,7 +24,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from city.config import ConfigError
+from city.errors import ConfigError
 from city.events import EVENT_TYPE
 
 SERIES_ID = re.compile(r"^[a-z][a-z0-9-]{0,39}$")

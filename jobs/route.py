@@ -232,6 +232,7 @@ def _outputs(
         d.dept for d in deliveries if (d.dept, d.purpose) not in delivery.withheld
     )
     full = orjson.dumps(event).decode()
+    # The hot tier, in the format queues/hot.py reads and the archive moves to S3.
     delivery.outputs.append(
         Output(keys.hot(event["type"]), [("e", full), ("to", recipients), ("ing", ing)])
     )
