@@ -159,8 +159,11 @@ class EmbeddedS3:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> EmbeddedS3:
+        import logging
+
         from moto.server import ThreadedMotoServer
 
+        logging.getLogger("werkzeug").setLevel(logging.ERROR)  # no line per S3 request
         server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
         server.start()
         self._server = server

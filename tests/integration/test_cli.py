@@ -114,4 +114,5 @@ def test_demo_runs_end_to_end_on_the_embedded_stand_ins(tmp_path):
     ):
         assert section in out
     assert "-> emergency-management" in out
+    assert "read back from the Parquet lake" in out
     assert "WARNING" not in out
