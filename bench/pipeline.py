@@ -1,13 +1,17 @@
 """End-to-end pipeline benchmark on real Redis: throughput and latency per priority.
 
-Starts the real processes (ingest, one emergency worker, N routine workers) as the Procfile does,
-publishes a realistic routine mix as fast as the pipeline absorbs it (closed loop, bounded
-backlog) plus one emergency every 20 ms, and measures:
-- routine_events_per_s: events routed end to end (first producer XADD to last inbox XADD);
-- latency p50/p99/max per priority (ingest XADD -> inbox XADD, Redis clock);
-- the same workload through a naive design (one RQ job per event), as a ratio.
+Starts the real processes (ingest per lane, one emergency worker, N routine workers) as the
+Procfile does, on a realistic routine mix, in three phases with fresh processes each:
+1. throughput: published as fast as the pipeline absorbs it (closed loop, bounded backlog):
+   routine_events_per_s, end to end (first producer XADD to last inbox XADD);
+2. latency: routine load at a steady rate below capacity (default 60% of phase 1) plus one
+   emergency every 20 ms: emergency p50/p99/max and routine p50/p99 (ingest XADD -> inbox
+   XADD, Redis clock). Latency is only meaningful below saturation: at overload every queue
+   grows without bound, whatever the design;
+3. naive: the same workload with one RQ job per event, as a ratio to phase 1.
 
-    python bench/pipeline.py [--seconds 30] [--routine-workers 2] [--naive-seconds 10]
+    python bench/pipeline.py [--seconds 30] [--latency-seconds 20] [--latency-load 5000]
+                             [--routine-workers 2] [--naive-seconds 10]
 
 Prints progress lines, then one JSON object as the last line.
 """
@@ -131,8 +135,15 @@ def pct(values: list[float], q: float) -> float | None:
 
 
 def run(
-    redis_url: str, seconds: float, batch: int, routine_workers: int, with_emergencies: bool
+    redis_url: str,
+    seconds: float,
+    batch: int,
+    routine_workers: int,
+    with_emergencies: bool,
+    rate: float | None = None,
 ) -> dict:
+    """One phase with fresh processes. `rate` None: closed loop (as fast as the pipeline
+    absorbs, backlog bounded); else routine events/s published at that steady rate."""
     prefix = f"bench{uuid.uuid4().hex[:8]}"
     keys = Keys(prefix)
     redis = Redis.from_url(redis_url)
@@ -145,14 +156,23 @@ def run(
         pool = [routine_event(rng, n) for n in range(20_000)]
         published = emergencies = 0
         max_backlog = 20_000
-        chunk = 250
+        chunk = 250 if rate is None else max(1, int(rate / 200))  # steady: 200 chunks/s
         t_start = time.time()
         next_emergency = t_start
         while time.time() - t_start < seconds:
-            delivered = int(redis.hget(keys.stats, "delivered") or 0)
-            if published + emergencies - delivered > max_backlog:
-                time.sleep(0.002)
+            if rate is not None:
+                due = (time.time() - t_start) * rate
+                if published >= due:
+                    time.sleep(0.001)
+                    publish = False
+                else:
+                    publish = True
             else:
+                delivered = int(redis.hget(keys.stats, "delivered") or 0)
+                publish = published + emergencies - delivered <= max_backlog
+                if not publish:
+                    time.sleep(0.002)
+            if publish:
                 pipe = redis.pipeline(transaction=False)
                 for i in range(chunk):
                     n = published + i
@@ -199,6 +219,7 @@ def run(
             "publish_seconds": round(t_publish_end - t_start, 2),
             "elapsed_s": round(elapsed, 2),
             "events_per_s": round(routed / elapsed, 1),
+            "offered_per_s": rate,
             "deliveries": sum(v for k, v in stats.items() if k.startswith("delivered:")),
             "emergency_p50_ms": pct(emergency_lat, 0.5),
             "emergency_p99_ms": pct(emergency_lat, 0.99),
@@ -228,28 +249,42 @@ def _exit_on_sigterm() -> None:
 def main() -> None:
     _exit_on_sigterm()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=30)
+    parser.add_argument("--seconds", type=float, default=30, help="throughput phase length")
+    parser.add_argument("--latency-seconds", type=float, default=20)
+    parser.add_argument(
+        "--latency-load",
+        type=float,
+        help="routine events/s during the latency phase (default: 60%% of measured throughput)",
+    )
     parser.add_argument("--naive-seconds", type=float, default=10)
     parser.add_argument("--routine-workers", type=int, default=2)
     parser.add_argument("--batch", type=int, default=500)
     args = parser.parse_args()
     redis_url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
-    batched = run(redis_url, args.seconds, args.batch, args.routine_workers, with_emergencies=True)
-    print(json.dumps({"batched": batched}), flush=True)
-    naive = run(redis_url, args.naive_seconds, 1, args.routine_workers, with_emergencies=False)
+    # 1. Throughput: as fast as the pipeline absorbs (no emergencies).
+    throughput = run(redis_url, args.seconds, args.batch, args.routine_workers, False)
+    print(json.dumps({"throughput": throughput}), flush=True)
+    # 2. Latency: routine load at a steady rate below capacity, one emergency every 20 ms.
+    load = args.latency_load or round(0.6 * throughput["events_per_s"], -2)
+    latency = run(redis_url, args.latency_seconds, args.batch, args.routine_workers, True, load)
+    print(json.dumps({"latency": latency}), flush=True)
+    # 3. The naive design: one RQ job per event.
+    naive = run(redis_url, args.naive_seconds, 1, args.routine_workers, False)
     print(json.dumps({"naive": naive}), flush=True)
     summary = {
-        "routine_events_per_s": batched["events_per_s"],
-        "emergency_p50_ms": batched["emergency_p50_ms"],
-        "emergency_p99_ms": batched["emergency_p99_ms"],
-        "emergency_max_ms": batched["emergency_max_ms"],
-        "routine_p50_ms": batched["routine_p50_ms"],
-        "routine_p99_ms": batched["routine_p99_ms"],
+        "routine_events_per_s": throughput["events_per_s"],
+        "emergency_p50_ms": latency["emergency_p50_ms"],
+        "emergency_p99_ms": latency["emergency_p99_ms"],
+        "emergency_max_ms": latency["emergency_max_ms"],
+        "latency_phase_routine_per_s": latency["events_per_s"],
+        "routine_p50_ms": latency["routine_p50_ms"],
+        "routine_p99_ms": latency["routine_p99_ms"],
         "naive_events_per_s": naive["events_per_s"],
-        "batched_vs_naive": round(batched["events_per_s"] / naive["events_per_s"], 1),
-        "emergencies": batched["emergencies"],
+        "batched_vs_naive": round(throughput["events_per_s"] / naive["events_per_s"], 1),
+        "emergencies": latency["emergencies"],
         "seconds": args.seconds,
         "routine_workers": args.routine_workers,
+        "load_average": os.getloadavg()[0],
         "redis": redis_url,
     }
     print(json.dumps(summary))

@@ -27,7 +27,7 @@ from city.policy import view
 from city.routing import Routed
 from jobs.context import RouteContext, get_context, where_key
 from jobs.privacy_stage import Prepared
-from queues.inbox import EventDelivery, Output
+from queues.inbox import AuditFrame, EventDelivery, Output
 from queues.metrics import record_latencies
 from queues.streams import dead_letter
 
@@ -77,26 +77,41 @@ def deliver_items(
     routed: list[tuple[dict[str, Any], Routed, dict[str, Any]]] = []
     failed: list[tuple[dict[str, Any], Exception]] = []
     delivery_of: dict[int, EventDelivery] = {}
+    versions_used: set[str] = set()
     for item, outcome in zip(items, outcomes, strict=True):
         if isinstance(outcome, Exception):
             failed.append((item, outcome))
             continue
-        delivery = _outputs(context, prepared, item["e"], outcome, item.get("ing", ""))
+        event = item["e"]
+        delivery = _outputs(context, prepared, event, outcome, item.get("ing", ""))
+        rows = [
+            [
+                *decision.audit_row(event["id"], dept, sub_id),
+                delivery.notes.get((dept, decision.purpose)) if decision.allow else None,
+            ]
+            for dept, sub_id, decision in outcome.decisions
+        ]
+        delivery.audit_rows = orjson.dumps(rows).decode()[1:-1]
+        if outcome.where is not None:
+            versions_used.add(",".join(f"{k}:{v}" for k, v in sorted(outcome.versions.items())))
         batch.append(delivery)
-        delivery_of[id(item["e"])] = delivery
-        routed.append((item["e"], outcome, item))
+        delivery_of[id(event)] = delivery
+        routed.append((event, outcome, item))
     if batch:
-        flags, now_s = context.deliverer(redis).deliver(batch)
+        # Every decision of the events delivered now is recorded in the same atomic step.
+        frame = _audit_frame(
+            context,
+            batch_id or str(items[0].get("ing", "")),
+            grant_version,
+            ";".join(sorted(versions_used)) or "none",
+        )
+        flags, now_s = context.deliverer(redis).deliver(batch, frame)
     else:
         flags, now_s = [], now
     pipe = redis.pipeline(transaction=False)
     latencies: dict[str, list[float]] = {}
     types: set[str] = set()
-    audit_rows: list[list[Any]] = []
-    versions_used: set[str] = set()
     for (event, outcome, item), fresh in zip(routed, flags, strict=True):
-        if outcome.where is not None:
-            versions_used.add(",".join(f"{k}:{v}" for k, v in sorted(outcome.versions.items())))
         if not fresh:
             counters["duplicates"] += 1
             continue
@@ -112,12 +127,7 @@ def deliver_items(
                 continue
             counters[f"delivered:{d.dept}"] += 1
             counters["deliveries"] += 1
-        notes = delivery_of[id(event)].notes
-        for dept, sub_id, decision in outcome.decisions:
-            note = notes.get((dept, decision.purpose)) if decision.allow else None
-            audit_rows.append([*decision.audit_row(event["id"], dept, sub_id), note])
-            if not decision.allow:
-                counters["denied"] += 1
+        counters["denied"] += sum(1 for _, _, decision in outcome.decisions if not decision.allow)
         ing = str(item.get("ing", ""))
         if ing:
             millis = int(ing.split("-", 1)[0])
@@ -149,20 +159,19 @@ def deliver_items(
     if types:
         pipe.sadd(keys.hot_types, *types)
     record_latencies(pipe, keys, latencies)
-    pending = None
-    if audit_rows:
-        body = delivery_body(
-            batch_id or str(items[0].get("ing", "")),
-            audit_rows,
-            router.policies.version,
-            grant_version,
-            ";".join(sorted(versions_used)) or "none",
-        )
-        pending = context.audit(redis).queue(pipe, [("delivery", body, "router")])
-    results = pipe.execute()
-    if pending is not None:
-        context.audit(redis).confirm(pending, results[-1])
+    pipe.execute()
+    context.audit(redis).drain_inbox()  # chain the recorded decisions (one worker at a time)
     return dict(counters)
+
+
+def _audit_frame(
+    context: RouteContext, batch_id: str, grant_version: Any, versions: str
+) -> AuditFrame:
+    """The delivery record body around the rows the delivery script fills in."""
+    body = delivery_body(batch_id, [], context.router.policies.version, grant_version, versions)
+    text = orjson.dumps(body).decode()
+    head, tail = text.split('"rows":[]', 1)
+    return AuditFrame(context.keys.audit_inbox, head + '"rows":[', "]" + tail)
 
 
 def _derived_outputs(context: RouteContext, event: dict[str, Any]) -> list[Output]:

@@ -1,15 +1,19 @@
 """The audit chain in Redis: a stream of hash-chained records plus a head key.
 
-Several route workers append concurrently, and each record must carry the hash of the one
-before, so appends are compare-and-append: the client chains its records after the head it
-last saw and a Lua script adds them only if the head is still that one (else it returns the
-current head and the client re-chains and retries). The script call can ride in the route
-job's pipeline (`queue` + `confirm`), so a batch's audit costs no extra round trip unless
-another worker appended in between.
+Each record must carry the hash of the one before, so appends are compare-and-append: the
+client chains its records after the head it last saw and a Lua script adds them only if the
+head is still that one (else it returns the current head and the client re-chains and retries).
+
+Delivery decisions do not append directly. The route job's atomic delivery script writes them
+to an audit inbox (``{p}:audit:in``) together with the deliveries themselves, so no delivery can
+happen without its record, whatever crashes. `drain_inbox` then chains inbox entries into the
+audit stream and removes them in one script; a short lock lets one worker chain at a time, so
+busy workers never race each other for the head.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -31,7 +35,20 @@ redis.call('SET', KEYS[2], ARGV[2])
 return {1, ARGV[2]}
 """
 
+# As _APPEND, and the consumed audit inbox entries (ARGV after the records) go in the same step.
+_APPEND_CONSUME = """
+local cur = redis.call('GET', KEYS[2])
+if not cur then cur = '' end
+if cur ~= ARGV[1] then return {0, cur} end
+local n = tonumber(ARGV[3])
+for i = 4, 3 + n do redis.call('XADD', KEYS[1], '*', 'rec', ARGV[i]) end
+for i = 4 + n, #ARGV do redis.call('XDEL', KEYS[3], ARGV[i]) end
+redis.call('SET', KEYS[2], ARGV[2])
+return {1, ARGV[2]}
+"""
+
 MAX_RETRIES = 50
+DRAIN_LOCK_MS = 10_000
 
 
 class AuditConflict(RuntimeError):
@@ -51,6 +68,7 @@ class AuditLog:
         self.redis = redis
         self.keys = keys
         self._script = redis.register_script(_APPEND)
+        self._consume = redis.register_script(_APPEND_CONSUME)
         self._head: Head | None = None  # last head seen; None: unknown
 
     def _expected(self, head: Head) -> str:
@@ -104,6 +122,57 @@ class AuditLog:
             return pending.records
         self._head = Head.decode(current)
         return self.append_many(pending.items)
+
+    def drain_inbox(self, limit: int = 200, actor: str = "router") -> int:
+        """Chain pending audit inbox entries (delivery decisions) into the audit stream.
+
+        Returns how many were chained; 0 when another process holds the drain lock (it will
+        chain them) or nothing waits. Safe to call after every batch.
+        """
+        lock = self.keys.audit_inbox + ":lock"
+        if not self.redis.set(lock, actor, nx=True, px=DRAIN_LOCK_MS):
+            return 0
+        try:
+            total = 0
+            while True:
+                entries = self.redis.xrange(self.keys.audit_inbox, count=limit)
+                if not entries:
+                    return total
+                ids = [entry_id for entry_id, _ in entries]
+                items: list[Item] = [
+                    (_text(f.get(b"kind", b"delivery")), json.loads(f[b"body"]), actor)
+                    for _, f in entries
+                ]
+                self._append_consuming(items, ids)
+                total += len(items)
+                if len(entries) < limit:
+                    return total
+        finally:
+            self.redis.delete(lock)
+
+    def _append_consuming(self, items: list[Item], inbox_ids: list[Any]) -> None:
+        head = self._head if self._head is not None else self.head()
+        for _ in range(MAX_RETRIES):
+            records, new_head = chain(head, items)
+            ok, current = self._consume(
+                keys=[self.keys.audit, self.keys.audit_head, self.keys.audit_inbox],
+                args=[
+                    self._expected(head),
+                    new_head.encode(),
+                    len(records),
+                    *(r.to_json() for r in records),
+                    *inbox_ids,
+                ],
+            )
+            if ok:
+                self._head = new_head
+                return
+            head = Head.decode(current)
+        raise AuditConflict(f"audit head kept moving after {MAX_RETRIES} attempts")
+
+    def pending_inbox(self) -> int:
+        """Delivery records written but not chained yet."""
+        return int(self.redis.xlen(self.keys.audit_inbox))
 
     def record_policy(
         self, version: str, body: dict[str, Any], actor: str = "config"

@@ -21,22 +21,32 @@ from redis.exceptions import ResponseError
 from queues.keys import Keys
 
 # KEYS: the seen marker of each event, then every output stream.
-# ARGV: ttl, then one JSON document per event: [[key index, [field, value, ...]], ...].
-# One argument per event keeps the client's encoding work small; cjson decodes it in C.
+# ARGV: ttl, audit inbox key index (0: none), audit body head, audit body tail, then one JSON
+# document per event: [[[key index, [field, value, ...]], ...], "audit rows fragment"].
+# One argument per event keeps the client's encoding work small; cjson decodes it in C. The
+# audit rows of the events delivered now (not the duplicates) become one audit inbox entry.
 DELIVER_LUA = """
 local ttl = tonumber(ARGV[1])
+local audit_key = tonumber(ARGV[2])
 local flags = {}
-for i = 2, #ARGV do
-  local seen = KEYS[i - 1]
+local rows = {}
+for i = 5, #ARGV do
+  local seen = KEYS[i - 4]
   if redis.call('GET', seen) ~= 'delivered' then
-    for _, out in ipairs(cjson.decode(ARGV[i])) do
+    local spec = cjson.decode(ARGV[i])
+    for _, out in ipairs(spec[1]) do
       redis.call('XADD', KEYS[out[1]], '*', unpack(out[2]))
     end
+    if spec[2] ~= '' then rows[#rows + 1] = spec[2] end
     redis.call('SET', seen, 'delivered', 'EX', ttl)
-    flags[i - 1] = 1
+    flags[i - 4] = 1
   else
-    flags[i - 1] = 0
+    flags[i - 4] = 0
   end
+end
+if audit_key > 0 and #rows > 0 then
+  local body = ARGV[3] .. table.concat(rows, ',') .. ARGV[4]
+  redis.call('XADD', KEYS[audit_key], '*', 'kind', 'delivery', 'body', body)
 end
 local t = redis.call('TIME')
 return {flags, t[1], t[2]}
@@ -63,6 +73,16 @@ class EventDelivery:
     derived: int = 0  # how many outputs are derived events (for the counters)
     withheld: set[tuple[str, str]] = field(default_factory=set)  # (dept, purpose) not sent
     notes: dict[tuple[str, str], Any] = field(default_factory=dict)  # privacy notes for audit
+    audit_rows: str = ""  # JSON rows (without the brackets) recorded if delivered now
+
+
+@dataclass(frozen=True)
+class AuditFrame:
+    """Where delivery audit rows go and the JSON body around them (see `Deliverer.deliver`)."""
+
+    key: str
+    head: str
+    tail: str
 
 
 class Deliverer:
@@ -73,8 +93,13 @@ class Deliverer:
         self.ttl = dedupe_ttl_s
         self._script = redis.register_script(DELIVER_LUA)
 
-    def deliver(self, batch: Sequence[EventDelivery]) -> tuple[list[bool], float]:
+    def deliver(
+        self, batch: Sequence[EventDelivery], audit: AuditFrame | None = None
+    ) -> tuple[list[bool], float]:
         """Returns (delivered now? per event, Redis time in seconds at delivery).
+
+        With `audit`, the audit rows of the events delivered now are written to the audit
+        inbox in the same script as the deliveries (see queues/audit.py).
 
         Large batches run as several scripts of at most `CHUNK` events, each its own round
         trip: a script blocks Redis while it runs, and an emergency must not wait behind a
@@ -83,14 +108,20 @@ class Deliverer:
         flags: list[bool] = []
         now = 0.0
         for start in range(0, len(batch), CHUNK):
-            chunk_flags, now = self._deliver(batch[start : start + CHUNK])
+            chunk_flags, now = self._deliver(batch[start : start + CHUNK], audit)
             flags.extend(chunk_flags)
         return flags, now
 
-    def _deliver(self, batch: Sequence[EventDelivery]) -> tuple[list[bool], float]:
+    def _deliver(
+        self, batch: Sequence[EventDelivery], audit: AuditFrame | None
+    ) -> tuple[list[bool], float]:
         keys: list[str] = [d.seen_key for d in batch]
         key_index: dict[str, int] = {}
-        args: list[Any] = [self.ttl]
+        if audit is not None:
+            keys.append(audit.key)
+            args: list[Any] = [self.ttl, len(keys), audit.head, audit.tail]
+        else:
+            args = [self.ttl, 0, "", ""]
         for delivery in batch:
             outputs = []
             for out in delivery.outputs:
@@ -103,7 +134,7 @@ class Deliverer:
                     flat.append(name)
                     flat.append(value if isinstance(value, str) else value.decode())
                 outputs.append((index, flat))
-            args.append(orjson.dumps(outputs))
+            args.append(orjson.dumps([outputs, delivery.audit_rows]))
         flags, secs, micros = self._script(keys=keys, args=args)
         return [bool(f) for f in flags], int(secs) + int(micros) / 1e6
 

@@ -99,6 +99,11 @@ class Keys:
         return f"{self.prefix}:audit"
 
     @property
+    def audit_inbox(self) -> str:
+        """Delivery decisions written atomically with the deliveries, waiting to be chained."""
+        return f"{self.prefix}:audit:in"
+
+    @property
     def audit_head(self) -> str:
         """``seq:sha256`` of the last audit record: anchors the chain's end."""
         return f"{self.prefix}:audit:head"

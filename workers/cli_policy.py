@@ -272,6 +272,7 @@ def cmd_policy_explain(args: argparse.Namespace, runtime: Runtime) -> int:
 
 def cmd_audit_verify(args: argparse.Namespace, runtime: Runtime) -> int:
     log = AuditLog(runtime.redis(), runtime.keys)
+    log.drain_inbox(actor="cli")  # chain what the route jobs recorded but did not chain yet
     result = log.verify()
     for problem in result.problems:
         print(f"PROBLEM {problem}")
@@ -283,7 +284,9 @@ def cmd_audit_verify(args: argparse.Namespace, runtime: Runtime) -> int:
 
 
 def cmd_audit_trace(args: argparse.Namespace, runtime: Runtime) -> int:
-    rows = AuditLog(runtime.redis(), runtime.keys).trace(args.event_id)
+    log = AuditLog(runtime.redis(), runtime.keys)
+    log.drain_inbox(actor="cli")
+    rows = log.trace(args.event_id)
     for row in rows:
         verdict = "delivered" if row.get("allow") else f"refused ({row.get('reason')})"
         print(

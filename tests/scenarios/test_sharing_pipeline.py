@@ -108,3 +108,23 @@ def test_mass_casualty_derives_dispatch_and_escort_routed_like_any_event(harness
     harness.run()
     harness.run()
     assert len(Inbox(redis, "transit", keys).history(10)) == 1
+
+
+def test_decisions_are_recorded_with_the_delivery_and_chained_later_if_need_be(
+    harness, redis, keys
+):
+    log = AuditLog(redis, keys)
+    redis.set(keys.audit_inbox + ":lock", "another-worker", px=60_000)  # someone else chains
+    Producer(redis, "sdot", keys).publish(
+        Event.new(
+            "traffic.incident", source_for("sdot"), {"kind": "hazard", "severity": 1}, location=WEST
+        )
+    )
+    harness.run()
+    assert log.pending_inbox() == 1  # recorded atomically with the deliveries...
+    assert not [r for r in log.records() if r.kind == "delivery"]  # ...not chained yet
+    redis.delete(keys.audit_inbox + ":lock")  # the other chainer died; its lock expired
+    assert log.drain_inbox() == 1
+    assert log.pending_inbox() == 0 and log.verify().ok
+    (record,) = [r for r in log.records() if r.kind == "delivery"]
+    assert {row[1] for row in record.body["rows"]} >= {"spd-west", "sdot"}
