@@ -51,7 +51,8 @@ def routine_event(rng: random.Random, n: int) -> tuple[str, bytes]:
     kind = rng.random()
     if kind < 0.5:
         dept, etype, data = "transit", "transit.vehicle_position", {
-            "vehicle_id": f"bus-{n % 900}", "route": str(n % 120), "speed_kmh": 31.5, "heading": 90.0,
+            "vehicle_id": f"bus-{n % 900}", "route": str(n % 120),
+            "speed_kmh": 31.5, "heading": 90.0,
         }  # fmt: skip
     elif kind < 0.7:
         dept, etype, data = "sdot", "traffic.incident", {"kind": "congestion", "severity": 2}

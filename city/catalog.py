@@ -104,7 +104,8 @@ class EventCatalog:
         if spec is None:
             raise InvalidEvent(
                 "unknown_type",
-                f"event type {event.type!r} is not registered (add it under event_types: in the city config)",
+                f"event type {event.type!r} is not registered "
+                "(add it under event_types: in the city config)",
             )
         try:
             payload = spec.payload.model_validate(event.data if event.data is not None else {})

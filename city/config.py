@@ -179,10 +179,10 @@ def _cross_check(config: CityConfig) -> list[tuple[str, str]]:
             if sub.id in seen_subs:
                 problems.append((f"{swhere}.id", f"duplicate subscription id {sub.id!r}"))
             seen_subs.add(sub.id)
-            for k, ref in enumerate(sub.area or []):
-                if ref.layer not in config.layers:
+            for k, area in enumerate(sub.area or []):
+                if area.layer not in config.layers:
                     problems.append(
-                        (f"{swhere}.area[{k}].layer", f"no layer named {ref.layer!r} in layers:")
+                        (f"{swhere}.area[{k}].layer", f"no layer named {area.layer!r} in layers:")
                     )
             if sub.scope == "jurisdiction" and not dept.jurisdiction:
                 problems.append(

@@ -25,7 +25,7 @@ from shapely.errors import ShapelyError
 from shapely.geometry import shape
 from shapely.validation import explain_validity
 
-SPEC_VERSION = "1.0"
+SPEC_VERSION: Literal["1.0"] = "1.0"
 EXTENSION_NAME = re.compile(r"^[a-z0-9]{1,20}$")
 EVENT_TYPE = re.compile(r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$")
 MAX_EVENT_BYTES = 64 * 1024

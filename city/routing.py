@@ -249,7 +249,7 @@ class Router:
     ) -> list[tuple[CompiledSubscription, list[str]]]:
         """Subscriptions of this type whose scope admits the place, with the zones that did."""
         keys = [(z.layer, z.name) for z in where.zones] if where is not None else []
-        out = []
+        out: list[tuple[CompiledSubscription, list[str]]] = []
         for sub in self.subscriptions.for_type(event_type):
             if sub.zones is None:
                 out.append((sub, []))

@@ -132,13 +132,13 @@ def deliver_items(
         if ing:
             millis = int(ing.split("-", 1)[0])
             latencies.setdefault(event.get("priority", "routine"), []).append(now_s * 1000 - millis)
-    for item, exc in failed:
+    for item, error in failed:
         event = item["e"]
         dead_letter(
             pipe,
             keys,
             reason="unroutable",
-            message=f"{type(exc).__name__}: {exc}",
+            message=f"{type(error).__name__}: {error}",
             stage="route",
             dept=str(event.get("department", "")),
             entry_id=str(item.get("ing", "")),

@@ -1,4 +1,4 @@
-"""Department inboxes: atomic, idempotent delivery on the router side; read/ack on the department side.
+"""Department inboxes: atomic, idempotent delivery (router side); read and ack (department side).
 
 Delivery runs one Lua script per routed batch. For each event it checks the event's dedupe
 marker and, unless the event was already delivered, appends every recipient's view to its inbox,

@@ -107,11 +107,18 @@ def cmd_publish(args: argparse.Namespace, runtime: Runtime) -> int:
 
 
 def _publish_file(producer: Producer, path: str) -> int:
-    stream = sys.stdin if path == "-" else Path(path).open(encoding="utf-8")
-    total = None if path == "-" else sum(1 for _ in Path(path).open(encoding="utf-8"))
+    if path == "-":
+        return _publish_lines(producer, sys.stdin, path, None)
+    with Path(path).open(encoding="utf-8") as counting:
+        total = sum(1 for _ in counting)
+    with Path(path).open(encoding="utf-8") as stream:
+        return _publish_lines(producer, stream, path, total)
+
+
+def _publish_lines(producer: Producer, stream: Any, path: str, total: int | None) -> int:
     sent = bad = 0
     chunk: list[dict[str, Any]] = []
-    with stream, tqdm(total=total, unit="ev", desc="publish", file=sys.stderr) as bar:
+    with tqdm(total=total, unit="ev", desc="publish", file=sys.stderr) as bar:
         for lineno, line in enumerate(stream, 1):
             if not line.strip():
                 continue

@@ -72,8 +72,10 @@ class CityTraffic:
         if r < 0.45:
             return "transit", Event.new(
                 "transit.vehicle_position", source_for("transit"),
-                {"vehicle_id": f"bus-{n % 350}", "route": str(self.rng.choice([7, 8, 40, 44, 49, 62])),
-                 "speed_kmh": round(self.rng.uniform(0, 55), 1), "heading": self.rng.choice([0.0, 90.0, 180.0, 270.0])},
+                {"vehicle_id": f"bus-{n % 350}",
+                 "route": str(self.rng.choice([7, 8, 40, 44, 49, 62])),
+                 "speed_kmh": round(self.rng.uniform(0, 55), 1),
+                 "heading": self.rng.choice([0.0, 90.0, 180.0, 270.0])},
                 location=loc,
             )  # fmt: skip
         if r < 0.60:
@@ -102,7 +104,8 @@ class CityTraffic:
         if r < 0.99:
             return "fire", Event.new(
                 "safety.dispatch", source_for("fire"),
-                {"incident_number": f"F{n:07d}", "nature": self.rng.choice(["aid response", "fire alarm", "rescue"]),
+                {"incident_number": f"F{n:07d}",
+                 "nature": self.rng.choice(["aid response", "fire alarm", "rescue"]),
                  "units": [f"E{self.rng.randint(2, 40)}"]},
                 location=loc,
             )  # fmt: skip

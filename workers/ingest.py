@@ -164,7 +164,7 @@ class IngestWorker:
             by_queue.setdefault(queue, []).append((entry, wire))
         prefix = self.keys.prefix
         for queue_name, items in by_queue.items():
-            queue = self.queues[queue_name]
+            rq_queue = self.queues[queue_name]
             if queue_name == EMERGENCY:
                 batches = [[item] for item in items]
                 timeout, retry = EMERGENCY_TIMEOUT_S, Retry(max=5, interval=[0, 1, 2, 5, 10])
@@ -186,7 +186,7 @@ class IngestWorker:
                 )
                 for batch in batches
             ]
-            queue.enqueue_many(datas, pipeline=pipe)
+            rq_queue.enqueue_many(datas, pipeline=pipe)
             counters[f"jobs:{queue_name}"] += len(datas)
 
     # -- the loop -----------------------------------------------------------------------------

@@ -97,7 +97,7 @@ def _handler_class() -> type:
                 except redis.exceptions.ResponseError as error:
                     return error
 
-            client.read_response = read_response
+            client.read_response = read_response  # type: ignore[method-assign]
             client._cityrelay_wrapped = True
 
     return Handler

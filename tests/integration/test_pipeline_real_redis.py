@@ -1,4 +1,4 @@
-"""The pipeline behaviour tests, run again on a real Redis server (real Lua, real consumer groups)."""
+"""The pipeline behaviour tests, run again on a real Redis (real Lua, real consumer groups)."""
 
 from tests.unit.test_pipeline import (  # noqa: F401 - collected here with the real-Redis fixture
     harness,

@@ -79,7 +79,7 @@ def test_points_across_seattle_match_brute_force(open_city, open_router):
         )
     decisions = seattle_router.route_batch(events)
     inside = 0
-    for event, deliveries in zip(events, decisions):
+    for event, deliveries in zip(events, decisions, strict=True):
         loc = event["location"]
         point = Point(loc["lon"], loc["lat"])
         want = expected_recipients(config, zones, event["type"], point)
