@@ -21,6 +21,11 @@ from queues.keys import Keys
 from queues.priority import queues_for_role
 
 
+# How often a worker looks for jobs abandoned by a dead worker (and retries them): an emergency
+# must not wait RQ's default ten minutes.
+MAINTENANCE_S = {"emergency": 15, "routine": 60}
+
+
 class CityWorker(SimpleWorker):
     """RQ's SimpleWorker, tolerant of servers whose CLIENT INFO reply redis-py cannot parse
     (the embedded fakeredis stand-in): the address is only shown in `rq info`."""
@@ -42,7 +47,13 @@ def build_worker(
     if context is not None:
         set_context(context)
     queues = queues_for_role(redis, keys, role)
-    return CityWorker(queues, connection=redis, serializer=JSONSerializer, name=name)
+    return CityWorker(
+        queues,
+        connection=redis,
+        serializer=JSONSerializer,
+        name=name,
+        maintenance_interval=MAINTENANCE_S.get(role, 600),
+    )
 
 
 def run_worker(
