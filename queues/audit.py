@@ -13,11 +13,11 @@ busy workers never race each other for the head.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 from redis import Redis
 from redis.client import Pipeline
 
@@ -140,7 +140,7 @@ class AuditLog:
                     return total
                 ids = [entry_id for entry_id, _ in entries]
                 items: list[Item] = [
-                    (_text(f.get(b"kind", b"delivery")), json.loads(f[b"body"]), actor)
+                    (_text(f.get(b"kind", b"delivery")), orjson.loads(f[b"body"]), actor)
                     for _, f in entries
                 ]
                 self._append_consuming(items, ids)
