@@ -271,7 +271,35 @@ def _cover(geometry: BaseGeometry, resolution: int) -> np.ndarray:
         grown = hull
     h3shape = h3.geo_to_h3shape(mapping(grown))
     cells = h3.api.basic_int.h3shape_to_cells_experimental(h3shape, resolution, contain="overlap")
-    return np.unique(np.array(cells, dtype=np.uint64))
+    return np.unique(
+        np.concatenate((np.array(cells, dtype=np.uint64), _ring_cells(grown, resolution)))
+    )
+
+
+def _ring_cells(polygonal: BaseGeometry, resolution: int) -> np.ndarray:
+    """The cell of one vertex of every ring and its neighbours: what h3's overlap test misses.
+
+    h3 keeps a cell when its centre is in the polygon, the outer ring's first vertex is in it,
+    or its outline crosses a ring. A hole lying wholly inside a cell around the cell's centre
+    passes none of these, so the cell is dropped although the polygon fills the rest of it
+    (the hull's growth shrinks holes, so any hole under a cell wide can end up so). A ring
+    wholly inside a cell contains each of its vertices; the vertex's cell and its neighbours
+    include that cell even where h3 puts the vertex in the next cell (geodesic vs planar
+    edges). Extra cells are boundary cells, answered exactly.
+    """
+    rings = shapely.get_rings(shapely.get_parts(polygonal))
+    if not len(rings):
+        return np.empty(0, dtype=np.uint64)
+    first = shapely.get_point(rings, 0)
+    lats, lons = shapely.get_y(first), shapely.get_x(first)
+    disk = h3.api.basic_int.grid_disk
+    to_cell = h3.api.basic_int.latlng_to_cell
+    out = [
+        c
+        for a, o in zip(lats.tolist(), lons.tolist(), strict=True)
+        for c in disk(to_cell(a, o, resolution), 1)
+    ]
+    return np.array(out, dtype=np.uint64)
 
 
 def _zone_cells(geometry: BaseGeometry, resolution: int) -> tuple[np.ndarray, np.ndarray]:
