@@ -104,6 +104,43 @@ def test_holes_and_multipolygons_are_respected() -> None:
     assert index.locate(0.005, 0.035) == ()  # between the parts
 
 
+def test_hole_touching_its_shell_at_a_vertex() -> None:
+    """Found by the property test: the touching vertex's cell was missing from the cover."""
+    shell = [(0.001953125, 0.001953125), (0.000239984132205, -0.001953125)]
+    shell += [(5.031861381221461e-5, 0), (-0.001953125, 0)]
+    hole = [(0.000397640599098, 0), (0, 0.0005181676850637), (5.031861381221461e-5, 0)]
+    zone = Polygon(shell, [hole])
+    assert zone.is_valid
+    neighbour = box(0.001953125, -0.001953125, 0.002953125, 0.001953125)
+    zones = [Zone("p", 0, "0", zone), Zone("p", 1, "1", neighbour)]
+    index = JurisdictionIndex(zones, 11)
+    assert index.locate(0.0, 5.031861381221461e-05) == (0,)
+    lats, lons = (g.ravel() for g in np.mgrid[-0.002:0.002:201j, -0.002:0.003:201j])
+    assert index.locate_many(lats, lons) == brute_force(zones, lats, lons)
+
+
+@pytest.mark.parametrize("resolution", [9, 10, 11, 12])
+@pytest.mark.parametrize("size", [0.8, 1.0, 1.2])
+def test_hole_inside_one_cell_around_its_centre(resolution: int, size: float) -> None:
+    """h3's overlap cover drops a cell whose centre lies in a hole wholly inside the cell; the
+    rest of that cell is still in the zone."""
+    cell = h3.latlng_to_cell(47.61, -122.33, resolution)
+    lat, lon = h3.cell_to_latlng(cell)
+    half = size * h3.average_hexagon_edge_length(resolution, unit="m") / 111_000 / 2
+    hole = box(lon - half, lat - half, lon + half, lat + half)
+    zone = Polygon(box(lon - 0.01, lat - 0.01, lon + 0.01, lat + 0.01).exterior, [hole.exterior])
+    zones = [Zone("z", 0, "ring", zone)]
+    index = JurisdictionIndex(zones, resolution)
+    ring = [(a, o) for a, o in h3.cell_to_boundary(cell)]
+    corners = np.array([(lat + (a - lat) * 0.9, lon + (o - lon) * 0.9) for a, o in ring])
+    assert index.locate_many(corners[:, 0], corners[:, 1]) == [(0,)] * len(corners)
+    assert index.locate(lat, lon) == ()
+    step = 2 * h3.average_hexagon_edge_length(resolution, unit="m") / 111_000
+    lats, lons = (g.ravel() for g in np.mgrid[-step:step:101j, -step:step:101j])
+    lats, lons = lats + lat, lons + lon
+    assert index.locate_many(lats, lons) == brute_force(zones, lats, lons)
+
+
 def test_locate_many_accepts_sequences_and_empty_batches() -> None:
     index = JurisdictionIndex([Zone("z", 0, "a", box(0, 0, 0.01, 0.01))], 9)
     assert index.locate_many([0.005, 2.0], [0.005, 2.0]) == [(0,), ()]
