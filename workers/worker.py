@@ -20,7 +20,6 @@ from jobs.context import RouteContext, set_context
 from queues.keys import Keys
 from queues.priority import queues_for_role
 
-
 # How often a worker looks for jobs abandoned by a dead worker (and retries them): an emergency
 # must not wait RQ's default ten minutes.
 MAINTENANCE_S = {"emergency": 15, "routine": 60}
