@@ -87,11 +87,29 @@ def worker_key_patterns(keys: Keys) -> dict[str, list[str]]:
             f"~{keys.audit}",
             f"~{keys.audit_head}",
             f"~{keys.audit_policy}",
+            f"~{keys.audit_inbox}",
+            f"~{keys.audit_inbox}:lock",
             f"%R~{keys.grants}",
             f"%R~{keys.grants_version}",
+            # rule-derived events are appended to the issuing department's ingest stream
+            f"%W~{p}:ingest:*",
+            # versioned jurisdictions (read) and the privacy stage
+            f"%R~{p}:juris:*",
+            f"%R~{keys.pia}",
+            f"%R~{keys.pia_version}",
+            f"%R~{keys.consent_index}",
+            f"~{keys.quarantine}",
+            f"~{keys.alerts}",
             *rq,
         ],
-        "archive": [f"~{p}:hot:*", f"~{keys.stats}", f"~{keys.audit}", *rq],
+        "archive": [
+            f"~{p}:hot:*",
+            f"~{keys.stats}",
+            f"~{keys.audit}",
+            f"~{p}:archive:*",
+            f"~{p}:scheduler:*",
+            *rq,
+        ],
         # `cityrelay grant ...` run by a data steward: grants and the audit chain only.
         "steward": [
             f"~{keys.grants}",
