@@ -44,6 +44,13 @@ def make_queue(redis: Redis, keys: Keys, queue: str) -> Queue:
     return Queue(queue_name(keys, queue), connection=redis, serializer=JSONSerializer)
 
 
+def register_queues(redis: Redis, queues: list[Queue]) -> None:
+    """List the queues in RQ's registry now, not at their first job, so `rq info` shows them
+    (and the workers listening to them) from the start."""
+    if queues:
+        redis.sadd(queues[0].redis_queues_keys, *(q.key for q in queues))
+
+
 def queues_for_role(redis: Redis, keys: Keys, role: str) -> list[Queue]:
     try:
         names = ROLES[role]

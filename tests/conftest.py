@@ -89,6 +89,10 @@ def delete_prefix(client: Redis, prefix: str) -> None:
         batch = list(client.scan_iter(pattern, count=1000))
         if batch:
             client.delete(*batch)
+    for registry in ("rq:queues", "rq:workers"):
+        ours = [m for m in client.smembers(registry) if prefix.encode() in m]
+        if ours:
+            client.srem(registry, *ours)
 
 
 @pytest.fixture

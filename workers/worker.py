@@ -18,7 +18,7 @@ from rq.serializers import JSONSerializer
 
 from jobs.context import RouteContext, set_context
 from queues.keys import Keys
-from queues.priority import queues_for_role
+from queues.priority import queues_for_role, register_queues
 
 # How often a worker looks for jobs abandoned by a dead worker (and retries them): an emergency
 # must not wait RQ's default ten minutes.
@@ -46,6 +46,7 @@ def build_worker(
     if context is not None:
         set_context(context)
     queues = queues_for_role(redis, keys, role)
+    register_queues(redis, queues)
     return CityWorker(
         queues,
         connection=redis,

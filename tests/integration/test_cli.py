@@ -116,3 +116,18 @@ def test_demo_runs_end_to_end_on_the_embedded_stand_ins(tmp_path):
     assert "-> emergency-management" in out
     assert "read back from the Parquet lake" in out
     assert "WARNING" not in out
+
+
+def test_rq_info_lists_our_queues_and_workers_from_the_start(redis, keys, seattle_router, seattle):
+    from rq import Queue, Worker
+
+    config, _ = seattle
+    context = RouteContext(config=config, router=seattle_router, keys=keys)
+    worker = build_worker(redis, keys, "emergency", context, name=f"{keys.prefix}-em")
+    worker.register_birth()
+    try:
+        assert f"{keys.prefix}.emergency" in {q.name for q in Queue.all(connection=redis)}
+        listening = Worker.all(queue=Queue(f"{keys.prefix}.emergency", connection=redis))
+        assert [w.name for w in listening] == [f"{keys.prefix}-em"]
+    finally:
+        worker.register_death()
