@@ -430,8 +430,10 @@ def job_redis() -> Redis:
 
 def archive_job(prefix: str) -> dict[str, Any]:
     """RQ entry point (JSON-serializable argument and result)."""
+    from queues.audit import AuditLog
+
     settings = lake.S3Settings.from_env()
-    archiver = Archiver(
-        job_redis(), Keys(prefix), settings.client(), settings.bucket, load_schedule()
-    )
+    redis = job_redis()
+    AuditLog(redis, Keys(prefix)).drain_inbox(actor="archive")  # quiet hours: chain what waits
+    archiver = Archiver(redis, Keys(prefix), settings.client(), settings.bucket, load_schedule())
     return archiver.run().summary()

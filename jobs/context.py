@@ -60,23 +60,23 @@ class RouteContext:
             found = self._audits[id(redis)] = AuditLog(redis, self.keys)
         return found
 
-    def authorizer(self, redis: Redis) -> tuple[Authorizer, int | str]:
-        """The authorizer for the grants in force: one GET per batch, rebuilt only on change."""
-        grants = GrantStore(redis, self.keys).load(self._grants)
+    def state(self, redis: Redis) -> tuple[Authorizer, int | str, Jurisdictions]:
+        """The grants and jurisdiction versions in force: one MGET per batch; grants and
+        layers are reloaded only when their version counters moved."""
+        raw_grants, raw_generation = redis.mget(
+            self.keys.grants_version, self.keys.juris_generation
+        )
+        grants = GrantStore(redis, self.keys).load(self._grants, int(raw_grants or 0))
         if grants is not self._grants or self._authorizer is None:
             self._grants = grants
             self._authorizer = self.router.authorizer(grants)
-        return self._authorizer, grants.version
-
-    def world(self, redis: Redis) -> Jurisdictions:
-        """The jurisdictions in force, with every published layer version: one GET per batch."""
-        found = self._watchers.get(id(redis))
-        if found is None:
+        watcher = self._watchers.get(id(redis))
+        if watcher is None:
             store = JurisdictionStore(redis, self.keys)
-            found = self._watchers[id(redis)] = JurisdictionWatcher(
-                store, self.router.jurisdictions
-            )
-        return found.current()
+            watcher = JurisdictionWatcher(store, self.router.jurisdictions)
+            self._watchers[id(redis)] = watcher
+        world = watcher.current(int(raw_generation or 0))
+        return self._authorizer, grants.version, world
 
     def via_json(self, delivery: Delivery, where: WhereKey) -> str:
         """The delivery's explanation as JSON; few distinct ones exist, so they are cached.

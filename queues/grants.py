@@ -46,9 +46,12 @@ class GrantStore:
     def version(self) -> int:
         return int(self.redis.get(self.keys.grants_version) or 0)
 
-    def load(self, previous: GrantSet | None = None) -> GrantSet:
-        """The compiled grant set; `previous` again when nothing changed since it was loaded."""
-        version = self.version()
+    def load(self, previous: GrantSet | None = None, version: int | None = None) -> GrantSet:
+        """The compiled grant set; `previous` again when nothing changed since it was loaded.
+
+        `version`: the current version counter when the caller already read it (saves a GET).
+        """
+        version = self.version() if version is None else version
         if previous is not None and previous.version == version:
             return previous
         pipe = self.redis.pipeline()

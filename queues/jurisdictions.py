@@ -218,8 +218,9 @@ class JurisdictionWatcher:
         self._generation: int | None = None
         self._known: set[tuple[str, int]] = set()
 
-    def current(self) -> Jurisdictions:
-        generation = self.store.generation()
+    def current(self, generation: int | None = None) -> Jurisdictions:
+        """`generation`: the counter when the caller already read it (saves a GET)."""
+        generation = self.store.generation() if generation is None else generation
         if generation != self._generation:
             fresh = self.store.load_all(self._known)
             if fresh:
