@@ -136,10 +136,11 @@ def parse_city(data: Any, source: str | Path = "<config>") -> CityConfig:
 
 
 def _cross_check(config: CityConfig) -> list[tuple[str, str]]:
+    from city.cap import CAP_TYPES
     from city.schemas import BUILTIN_TYPES, model_from_fields
 
     problems: list[tuple[str, str]] = []
-    known_types = set(BUILTIN_TYPES)
+    known_types = set(BUILTIN_TYPES) | set(CAP_TYPES)  # CAP alerts' types (city/cap.py)
     for name, spec in config.event_types.items():
         where = f"event_types.{name}"
         if not EVENT_TYPE.match(name):

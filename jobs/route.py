@@ -20,6 +20,7 @@ from redis import Redis
 
 from city.routing import Delivery
 from jobs.context import RouteContext, get_context
+from jobs.emergency import track_emergencies
 from queues.inbox import EventDelivery, Output
 from queues.metrics import record_latencies
 from queues.streams import dead_letter
@@ -70,6 +71,8 @@ def deliver_items(
     else:
         flags, now_s = [], time.time()
     pipe = redis.pipeline(transaction=False)
+    # Emergency acknowledgement (jobs/emergency.py): record deadlines, schedule escalation.
+    track_emergencies(pipe, context, routed, flags, now_s)
     latencies: dict[str, list[float]] = {}
     types: set[str] = set()
     for (event, decision, item), fresh in zip(routed, flags, strict=True):

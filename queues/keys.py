@@ -115,3 +115,14 @@ class Keys:
     def acl_worker_user(self, role: str) -> str:
         """Redis ACL user for a worker role (``ingest``, ``router``, ``admin``)."""
         return f"{self.prefix}.worker.{role}"
+
+    # Emergency acknowledgement and escalation (queues/acks.py, jobs/emergency.py).
+    def emergency(self, event_id: str) -> str:
+        """Hash tracking one emergency: the event, and per recipient delivered / deadline /
+        acknowledged / escalation levels (fields ``{dept}|{what}``)."""
+        return f"{self.prefix}:emergency:{event_id}"
+
+    @property
+    def emergencies(self) -> str:
+        """Sorted set of tracked emergency ids, scored by delivery time (ms)."""
+        return f"{self.prefix}:emergencies"

@@ -89,7 +89,7 @@ def test_event_outside_the_city_reaches_only_citywide_subscribers(seattle_router
 
 
 def test_type_nobody_subscribes_to_goes_nowhere(seattle_router):
-    assert seattle_router.route({"id": "n", "type": "cap.met"}) == []
+    assert seattle_router.route({"id": "n", "type": "parking.violation"}) == []
 
 
 def test_delivery_explains_subscriptions_purposes_and_zones(seattle_router):

@@ -1,0 +1,370 @@
+"""Emergency acknowledgement tracking and escalation.
+
+The route job calls `track_emergencies` after its delivery script: every freshly delivered
+emergency-priority event gets a tracking record (delivery time and, per recipient, the deadline
+its ``escalation:`` config sets for the event's severity) and one scheduled `escalate` job per
+distinct deadline, on the ``{prefix}.escalation`` RQ queue (JSON serializer; its workers run
+RQ's scheduler, which enqueues the job when due).
+
+`escalate(event_id, depts, level)` runs one level for the departments that have still not
+acknowledged:
+
+1. a reminder re-appended to the department's inbox (``via.escalation.kind = reminder``) and
+   the department's ``fallback:`` channels, in order until one delivers;
+2. the escalation ``chain``: each contact through its channels, and a notice in its
+   department's inbox;
+3. the ``coordinator`` (emergency management: a notice and its fallback channels) and a notice
+   in every department's inbox (``broadcast_all``).
+
+Each level is claimed atomically (`queues.acks.EmergencyStore.claim_level`): an acknowledgement
+cancels every level not yet started, and a check that runs twice acts once. Each level that ran
+is audited (``emergency.escalate`` in the audit chain) with every channel's result; the next
+level is scheduled ``level_interval_s`` later.
+
+Escalation jobs run on their own workers (``cityrelay worker --role escalation``): a fallback
+channel retrying a dead endpoint must never hold up emergency routing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from redis import Redis
+from redis.client import Pipeline
+from rq import Queue
+
+from city.config import CityConfig
+from city.errors import ConfigError
+from city.escalation import (
+    DEFAULT_ESCALATION,
+    EscalationConfig,
+    parse_escalations,
+    severity_of,
+)
+from city.routing import Delivery
+from jobs.channels import (
+    Channel,
+    ChannelConfigError,
+    Notification,
+    build_channel,
+    notify,
+    parse_channels,
+)
+from jobs.context import RouteContext, get_context
+from queues.acks import EMERGENCY, EmergencyStatus, EmergencyStore, track
+from queues.audit import AuditLog
+from queues.keys import Keys
+from queues.priority import ESCALATION, make_queue
+
+JOB_TIMEOUT_S = 600
+FAILURE_TTL_S = 7 * 24 * 3600
+ACTOR = "escalation"
+
+
+# --- the plan: validated config and built channels, once per process ----------------------
+
+
+@dataclass(frozen=True)
+class ContactNotification(Notification):
+    """A notification to one contact about a department's unacknowledged emergency; its
+    idempotency key names the contact, so two contacts behind one gateway are not merged."""
+
+    contact: str = ""
+
+    @property
+    def idempotency_key(self) -> str:
+        return f"{self.event_id}:{self.department}:{self.level}:{self.contact}"
+
+
+@dataclass
+class ContactPlan:
+    name: str
+    role: str
+    department: str | None
+    channels: list[Channel]
+
+
+@dataclass
+class EscalationPlan:
+    """Every department's escalation settings and fallback channels, validated and built."""
+
+    departments: list[str]
+    escalations: dict[str, EscalationConfig]
+    fallback: dict[str, list[Channel]]
+    contacts: dict[str, list[ContactPlan]] = field(default_factory=dict)
+
+    @classmethod
+    def from_config(
+        cls,
+        config: CityConfig,
+        base_dir: Path | None = None,
+        source: str | Path = "<config>",
+        **channel_kwargs: Any,
+    ) -> EscalationPlan:
+        """Validate every ``fallback:`` and ``escalation:`` section; raises `ConfigError` with
+        every problem, each with its path (``departments[3].fallback[0].url``...)."""
+        escalations = parse_escalations({d.id: d.escalation for d in config.departments}, source)
+        problems: list[tuple[str, str]] = []
+        fallback: dict[str, list[Channel]] = {}
+        contacts: dict[str, list[ContactPlan]] = {}
+
+        def channels(raw: Any, where: str) -> list[Channel]:
+            try:
+                parsed = parse_channels(raw, where)
+            except ChannelConfigError as exc:
+                problems.extend(exc.problems)
+                return []
+            return [build_channel(c, base_dir=base_dir, **channel_kwargs) for c in parsed]
+
+        for i, dept in enumerate(config.departments):
+            fallback[dept.id] = channels(dept.fallback, f"departments[{i}].fallback")
+            contacts[dept.id] = [
+                ContactPlan(
+                    c.name,
+                    c.role,
+                    c.department,
+                    channels(c.channels, f"departments[{i}].escalation.chain[{j}].channels"),
+                )
+                for j, c in enumerate(escalations[dept.id].chain)
+            ]
+        if problems:
+            raise ConfigError(source, problems)
+        return cls(config.department_ids, escalations, fallback, contacts)
+
+    def escalation(self, dept: str) -> EscalationConfig:
+        return self.escalations.get(dept, DEFAULT_ESCALATION)
+
+
+_plans: dict[int, tuple[CityConfig, EscalationPlan]] = {}
+
+
+def plan_for(context: RouteContext) -> EscalationPlan:
+    """The context's plan, built on first use (channels keep their circuit breakers)."""
+    found = _plans.get(id(context))
+    if found is None or found[0] is not context.config:
+        plan = EscalationPlan.from_config(context.config, getattr(context, "base_dir", None))
+        found = _plans[id(context)] = (context.config, plan)
+    return found[1]
+
+
+def use_plan(context: RouteContext, plan: EscalationPlan) -> None:
+    """Install a plan built elsewhere (tests, or a process that built it at start-up)."""
+    _plans[id(context)] = (context.config, plan)
+
+
+# --- tracking: called by the route job ----------------------------------------------------
+
+
+def track_emergencies(
+    pipe: Pipeline,
+    context: RouteContext,
+    routed: Sequence[tuple[dict[str, Any], list[Delivery], dict[str, Any]]],
+    fresh: Sequence[bool],
+    now_s: float,
+) -> int:
+    """Queue on `pipe` the tracking record and first escalation check of every freshly
+    delivered emergency in the batch; returns how many were tracked. Costs nothing for a batch
+    without emergencies."""
+    tracked = 0
+    for (event, deliveries, item), is_fresh in zip(routed, fresh, strict=True):
+        if not is_fresh or event.get("priority") != EMERGENCY or not deliveries:
+            continue
+        plan = plan_for(context)
+        severity = severity_of(event)
+        delivered_ms = int(now_s * 1000)
+        deadlines = {
+            d.dept: delivered_ms + int(plan.escalation(d.dept).deadline_s(severity) * 1000)
+            for d in deliveries
+        }
+        event_id = str(event["id"])
+        body = json.dumps(event, separators=(",", ":"))
+        track(pipe, context.keys, event_id, body, severity, str(item.get("ing", "")),
+              delivered_ms, deadlines)  # fmt: skip
+        groups: dict[int, list[str]] = {}
+        for dept, deadline in deadlines.items():
+            if plan.escalation(dept).max_level >= 1:
+                groups.setdefault(deadline, []).append(dept)
+        queue = _queue(Redis(connection_pool=pipe.connection_pool), context.keys)
+        for deadline, depts in groups.items():
+            schedule(queue, context.keys, event_id, depts, 1, deadline, pipeline=pipe)
+        tracked += 1
+    return tracked
+
+
+def _queue(redis: Redis, keys: Keys) -> Queue:
+    return make_queue(redis, keys, ESCALATION)
+
+
+def job_id(keys: Keys, event_id: str, depts: Sequence[str], level: int) -> str:
+    """Deterministic (scheduling twice replaces, never doubles) and RQ-safe for any event id."""
+    digest = hashlib.sha1(f"{event_id}|{','.join(sorted(depts))}".encode()).hexdigest()[:20]
+    return f"{keys.prefix}-esc-{digest}-l{level}"
+
+
+def schedule(
+    queue: Queue,
+    keys: Keys,
+    event_id: str,
+    depts: Sequence[str],
+    level: int,
+    at_ms: int,
+    pipeline: Pipeline | None = None,
+) -> None:
+    """Schedule `escalate` for these departments at `at_ms` (epoch ms)."""
+    queue.enqueue_at(
+        datetime.fromtimestamp(at_ms / 1000, UTC),
+        escalate,
+        event_id,
+        list(depts),
+        level,
+        prefix=keys.prefix,
+        job_id=job_id(keys, event_id, depts, level),
+        job_timeout=JOB_TIMEOUT_S,
+        result_ttl=0,
+        failure_ttl=FAILURE_TTL_S,
+        description=f"escalation level {level}: {event_id} for {', '.join(depts)}",
+        pipeline=pipeline,
+    )
+
+
+# --- escalation: the scheduled job --------------------------------------------------------
+
+
+def escalate(
+    event_id: str, depts: list[str], level: int, prefix: str | None = None
+) -> dict[str, str]:
+    """RQ entry point: run escalation `level` for `depts`; returns each one's claim outcome."""
+    context = get_context(prefix)
+    return run_level(context, _job_connection(context), event_id, depts, level)
+
+
+def _job_connection(context: RouteContext) -> Redis:
+    from rq import get_current_job
+
+    job = get_current_job()
+    return job.connection if job is not None else context.redis()
+
+
+def run_level(
+    context: RouteContext, redis: Redis, event_id: str, depts: Sequence[str], level: int
+) -> dict[str, str]:
+    plan = plan_for(context)
+    keys = context.keys
+    store = EmergencyStore(redis, keys)
+    status = store.status(event_id)
+    if status is None:  # expired or never tracked: nothing to escalate
+        return dict.fromkeys(depts, "untracked")
+    outcomes: dict[str, str] = {}
+    audit: list[tuple[str, dict[str, Any], str]] = []
+    next_level: dict[float, list[str]] = {}
+    for dept in depts:
+        notices, via = _notices(plan, keys, dept, level)
+        fields = [("e", json.dumps(status.event, separators=(",", ":"))),
+                  ("via", json.dumps(via, separators=(",", ":"))),
+                  ("ing", status.ing or "0"), ("pri", EMERGENCY)]  # fmt: skip
+        claim = store.claim_level(event_id, dept, level, notices, fields)
+        outcomes[dept] = claim.outcome
+        if not claim.run:
+            continue
+        sends = _send(plan, status, dept, level)
+        result = {
+            "kind": via["escalation"]["kind"],
+            "notices": [stream.rsplit(":", 1)[-1] for stream in notices],
+            "reached": any(r["ok"] for r in sends) or bool(notices),
+            "channels": sends,
+        }
+        store.finish_level(event_id, dept, level, result)
+        audit.append(("emergency.escalate",
+                      {"event": event_id, "dept": dept, "level": level, "claim": claim.outcome,
+                       **result}, ACTOR))  # fmt: skip
+        escalation = plan.escalation(dept)
+        if level < escalation.max_level:
+            next_level.setdefault(escalation.level_interval_s, []).append(dept)
+    if audit:
+        AuditLog(redis, keys).append_many(audit)
+    if next_level:
+        now_ms = _redis_ms(redis)
+        queue = _queue(redis, keys)
+        for interval, group in next_level.items():
+            schedule(queue, keys, event_id, group, level + 1, now_ms + int(interval * 1000))
+    return outcomes
+
+
+def _redis_ms(redis: Redis) -> int:
+    secs, micros = redis.time()
+    return int(secs) * 1000 + int(micros) // 1000
+
+
+def _notices(
+    plan: EscalationPlan, keys: Keys, dept: str, level: int
+) -> tuple[list[str], dict[str, Any]]:
+    """The inboxes this level appends to, and the ``via`` those entries carry."""
+    escalation = plan.escalation(dept)
+    marker: dict[str, Any] = {"level": level, "for": dept}
+    if level == 1:
+        marker["kind"] = "reminder"
+        targets = [dept]
+    elif level == 2:
+        marker["kind"] = "escalation"
+        marker["contacts"] = [c.name for c in escalation.chain]
+        targets = [c.department for c in escalation.chain if c.department is not None]
+    else:
+        marker["kind"] = "escalation"
+        targets = [escalation.coordinator] if escalation.coordinator in plan.departments else []
+        if escalation.broadcast_all:
+            targets += plan.departments
+    unique = [keys.inbox(d) for d in dict.fromkeys(targets)]
+    return unique, {"escalation": marker, "subscriptions": [], "purposes": ["escalation"]}
+
+
+def _text(status: EmergencyStatus, dept: str, level: int) -> tuple[str, str]:
+    event = status.event
+    data = event.get("data") if isinstance(event.get("data"), dict) else {}
+    headline = data.get("headline") or data.get("event") or event.get("type")
+    deadline = status.recipients[dept].deadline_ms
+    subject = f"Emergency not acknowledged by {dept} (level {level}): {headline}"
+    body = (
+        f"Event {event.get('id')} ({event.get('type')}, severity {status.severity}) was "
+        f"delivered to {dept} and not acknowledged by its deadline "
+        f"{_iso(deadline)}.\n"
+        f"Acknowledge: cityrelay ack {event.get('id')} --dept {dept}"
+    )
+    return subject, body
+
+
+def _iso(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="seconds")
+
+
+def _send(
+    plan: EscalationPlan, status: EmergencyStatus, dept: str, level: int
+) -> list[dict[str, Any]]:
+    """Try this level's channels; every result (ok or not) is returned for the audit."""
+    subject, body = _text(status, dept, level)
+    deadline = _iso(status.recipients[dept].deadline_ms)
+    common: dict[str, Any] = {
+        "event_id": status.event_id, "department": dept, "subject": subject, "body": body,
+        "level": level, "deadline": deadline, "event": status.event,
+    }  # fmt: skip
+    attempts: list[tuple[str, list[Channel], Notification]] = []
+    if level == 1:
+        attempts.append((dept, plan.fallback.get(dept, []), Notification(**common)))
+    elif level == 2:
+        for contact in plan.contacts.get(dept, []):
+            note = ContactNotification(**common, contact=contact.name)
+            attempts.append((f"{contact.role}:{contact.name}", contact.channels, note))
+    else:
+        coordinator = plan.escalation(dept).coordinator
+        note = ContactNotification(**common, contact=coordinator)
+        attempts.append((coordinator, plan.fallback.get(coordinator, []), note))
+    sends: list[dict[str, Any]] = []
+    for who, channels, note in attempts:
+        outcome = notify(channels, note)
+        sends += [{"to": who, **asdict(r)} for r in outcome.results]
+    return sends
