@@ -45,6 +45,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.add_argument("--subject")
     p.add_argument("--id", dest="event_id", help="event id (default: a fresh one)")
     p.add_argument("--file", help="JSON Lines file of events (CloudEvents JSON), '-' for stdin")
+    p.add_argument("--cap", help="a CAP 1.2 alert (XML file, '-' for stdin): publish its events")
+    p.add_argument("--dry-run", action="store_true", help="with --cap: print the events only")
     p.set_defaults(func=cmd_publish)
 
     p = subparsers.add_parser("ingest", help="run the ingest consumer (streams -> RQ queues)")
@@ -78,6 +80,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 
 # -- publish --------------------------------------------------------------------------------
 def cmd_publish(args: argparse.Namespace, runtime: Runtime) -> int:
+    if args.cap:  # CAP alerts: workers/cli_emergency.py
+        from workers.cli_emergency import publish_cap
+
+        return publish_cap(args, runtime)
     producer = Producer(runtime.redis(), args.dept, runtime.keys)
     if args.file:
         return _publish_file(producer, args.file)
