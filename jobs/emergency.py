@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -216,9 +217,10 @@ def schedule(
     at_ms: int,
     pipeline: Pipeline | None = None,
 ) -> None:
-    """Schedule `escalate` for these departments at `at_ms` (epoch ms)."""
+    """Schedule `escalate` for these departments at `at_ms` (epoch ms), rounded up to the
+    second: RQ's scheduled-job registry keeps whole seconds and would otherwise run it early."""
     queue.enqueue_at(
-        datetime.fromtimestamp(at_ms / 1000, UTC),
+        datetime.fromtimestamp(math.ceil(at_ms / 1000), UTC),
         escalate,
         event_id,
         list(depts),
@@ -263,7 +265,14 @@ def run_level(
     outcomes: dict[str, str] = {}
     audit: list[tuple[str, dict[str, Any], str]] = []
     next_level: dict[float, list[str]] = {}
+    now_ms = _redis_ms(redis)
+    early: dict[int, list[str]] = {}
     for dept in depts:
+        due = _due_ms(plan, status, dept, level)
+        if due is not None and now_ms < due:  # run early (clock skew): check again when due
+            early.setdefault(due, []).append(dept)
+            outcomes[dept] = "early"
+            continue
         notices, via = _notices(plan, keys, dept, level)
         fields = [("e", json.dumps(status.event, separators=(",", ":"))),
                   ("via", json.dumps(via, separators=(",", ":"))),
@@ -288,12 +297,26 @@ def run_level(
             next_level.setdefault(escalation.level_interval_s, []).append(dept)
     if audit:
         AuditLog(redis, keys).append_many(audit)
-    if next_level:
-        now_ms = _redis_ms(redis)
-        queue = _queue(redis, keys)
-        for interval, group in next_level.items():
-            schedule(queue, keys, event_id, group, level + 1, now_ms + int(interval * 1000))
+    queue = _queue(redis, keys)
+    for interval, group in next_level.items():
+        schedule(queue, keys, event_id, group, level + 1, now_ms + int(interval * 1000))
+    for due, group in early.items():
+        schedule(queue, keys, event_id, group, level, due)
     return outcomes
+
+
+def _due_ms(plan: EscalationPlan, status: EmergencyStatus, dept: str, level: int) -> int | None:
+    """When this level is due: the deadline, or the previous level's start plus the interval
+    (None when unknown: the department was not a recipient or the previous level never ran)."""
+    recipient = status.recipients.get(dept)
+    if recipient is None:
+        return None
+    if level == 1:
+        return recipient.deadline_ms
+    previous = recipient.levels.get(level - 1)
+    if previous is None:
+        return None
+    return previous.at_ms + int(plan.escalation(dept).level_interval_s * 1000)
 
 
 def _redis_ms(redis: Redis) -> int:
