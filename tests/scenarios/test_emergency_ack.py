@@ -67,7 +67,9 @@ def notices(redis: Redis, keys: Keys, dept: str) -> list[dict]:  # type: ignore[
 
 
 @pytest.mark.parametrize("scene", [2.0], indirect=True)  # a deadline everyone can meet
-def test_city_wide_alert_is_delivered_and_everyone_confirms(scene, real_redis, keys, hooks, capsys, monkeypatch, redis_url):  # type: ignore[no-untyped-def]  # fmt: skip
+def test_city_wide_alert_is_delivered_and_everyone_confirms(
+    scene, real_redis, keys, hooks, capsys, monkeypatch, redis_url
+):  # type: ignore[no-untyped-def]
     h, event_id = scene
     assert {d for d, ids in h.deliveries().items() if event_id in ids} == RECIPIENTS
     for dept in ("ems", "police", "emergency-management"):
@@ -101,7 +103,9 @@ def test_city_wide_alert_is_delivered_and_everyone_confirms(scene, real_redis, k
     assert table.count("acknowledged") >= 4 and "by cli:capt" in table
 
 
-def test_a_silent_department_is_escalated_through_every_level(scene, real_redis, keys, hooks, tmp_path, capsys, monkeypatch, redis_url):  # type: ignore[no-untyped-def]  # fmt: skip
+def test_a_silent_department_is_escalated_through_every_level(
+    scene, real_redis, keys, hooks, tmp_path, capsys, monkeypatch, redis_url
+):  # type: ignore[no-untyped-def]
     h, event_id = scene
     for dept in ("ems", "police", "emergency-management"):
         read_and_ack(real_redis, keys, dept)
