@@ -111,7 +111,8 @@ def severity_of(event: Mapping[str, Any]) -> str:
 def _path(where: str, loc: Iterable[Any]) -> str:
     path = where
     for part in loc:
-        path += f"[{part}]" if isinstance(part, int) else f".{part}"
+        if part != "[key]":  # pydantic's marker for "the key of this dict entry"
+            path += f"[{part}]" if isinstance(part, int) else f".{part}"
     return path
 
 

@@ -202,10 +202,10 @@ def _queue(redis: Redis, keys: Keys) -> Queue:
     return make_queue(redis, keys, ESCALATION)
 
 
-def job_id(keys: Keys, event_id: str, depts: Sequence[str], level: int) -> str:
+def job_id(keys: Keys, event_id: str, depts: Sequence[str], level: int, retry: str = "") -> str:
     """Deterministic (scheduling twice replaces, never doubles) and RQ-safe for any event id."""
     digest = hashlib.sha1(f"{event_id}|{','.join(sorted(depts))}".encode()).hexdigest()[:20]
-    return f"{keys.prefix}-esc-{digest}-l{level}"
+    return f"{keys.prefix}-esc-{digest}-l{level}{retry}"
 
 
 def schedule(
@@ -216,6 +216,7 @@ def schedule(
     level: int,
     at_ms: int,
     pipeline: Pipeline | None = None,
+    retry: str = "",
 ) -> None:
     """Schedule `escalate` for these departments at `at_ms` (epoch ms), rounded up to the
     second: RQ's scheduled-job registry keeps whole seconds and would otherwise run it early."""
@@ -226,7 +227,7 @@ def schedule(
         list(depts),
         level,
         prefix=keys.prefix,
-        job_id=job_id(keys, event_id, depts, level),
+        job_id=job_id(keys, event_id, depts, level, retry),
         job_timeout=JOB_TIMEOUT_S,
         result_ttl=0,
         failure_ttl=FAILURE_TTL_S,
@@ -300,8 +301,8 @@ def run_level(
     queue = _queue(redis, keys)
     for interval, group in next_level.items():
         schedule(queue, keys, event_id, group, level + 1, now_ms + int(interval * 1000))
-    for due, group in early.items():
-        schedule(queue, keys, event_id, group, level, due)
+    for due, group in early.items():  # a new job id: this job's own is deleted when it ends
+        schedule(queue, keys, event_id, group, level, due, retry=f"-at{due}")
     return outcomes
 
 
