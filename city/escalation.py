@@ -42,7 +42,7 @@ from city.errors import ConfigError
 
 SEVERITIES = ("Extreme", "Severe", "Moderate", "Minor", "Unknown")
 SeverityKey = Literal["Extreme", "Severe", "Moderate", "Minor", "Unknown", "default"]
-DEFAULT_DEADLINES: dict[str, float] = {"Extreme": 60.0, "Severe": 120.0, "default": 300.0}
+DEFAULT_DEADLINES: dict[SeverityKey, float] = {"Extreme": 60.0, "Severe": 120.0, "default": 300.0}
 DEFAULT_COORDINATOR = "emergency-management"
 MAX_LEVEL = 3
 # A numeric 1-5 severity (e.g. traffic.incident) read as CAP severity.
@@ -80,7 +80,7 @@ class EscalationConfig(_Strict):
 
     @field_validator("ack_deadline_s")
     @classmethod
-    def _deadlines(cls, value: dict[str, float]) -> dict[str, float]:
+    def _deadlines(cls, value: dict[SeverityKey, float]) -> dict[SeverityKey, float]:
         for key, seconds in value.items():
             if not 0 < seconds <= 86_400:
                 raise ValueError(f"{key}: a deadline is between 0 and 86400 seconds")

@@ -349,7 +349,7 @@ def _notices(
 
 def _text(status: EmergencyStatus, dept: str, level: int) -> tuple[str, str]:
     event = status.event
-    data = event.get("data") if isinstance(event.get("data"), dict) else {}
+    data: dict[str, Any] = event["data"] if isinstance(event.get("data"), dict) else {}
     headline = data.get("headline") or data.get("event") or event.get("type")
     deadline = status.recipients[dept].deadline_ms
     subject = f"Emergency not acknowledged by {dept} (level {level}): {headline}"
@@ -388,7 +388,7 @@ def _send(
         note = ContactNotification(**common, contact=coordinator)
         attempts.append((coordinator, plan.fallback.get(coordinator, []), note))
     sends: list[dict[str, Any]] = []
-    for who, channels, note in attempts:
-        outcome = notify(channels, note)
+    for who, channels, notification in attempts:
+        outcome = notify(channels, notification)
         sends += [{"to": who, **asdict(r)} for r in outcome.results]
     return sends

@@ -255,7 +255,9 @@ class EmergencyStore:
 
     def recent(self, count: int = 20) -> list[tuple[str, int]]:
         """The most recent tracked emergencies: (event id, delivered ms), newest first."""
-        rows = self.redis.zrevrange(self.keys.emergencies, 0, count - 1, withscores=True)
+        rows: list[Any] = self.redis.zrevrange(  # type: ignore[assignment]
+            self.keys.emergencies, 0, count - 1, withscores=True
+        )
         return [(_text(member), int(score)) for member, score in rows]
 
 
@@ -272,7 +274,7 @@ def track(
 ) -> None:
     """Record a delivered emergency and each recipient's deadline (queued on `pipe`)."""
     key = keys.emergency(event_id)
-    mapping: dict[str, str | int] = {
+    mapping: dict[Any, Any] = {
         "event": body,
         "severity": severity,
         "ing": ing,

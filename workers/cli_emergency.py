@@ -53,9 +53,7 @@ def cmd_ack(args: argparse.Namespace, runtime: Runtime) -> int:
     return 0 if result.ok else 1
 
 
-def _iso(ms: int | None) -> str:
-    if ms is None:
-        return "-"
+def _iso(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds")
 
 
