@@ -63,6 +63,12 @@ from queues.audit import AuditLog
 from queues.keys import Keys
 from queues.priority import ESCALATION, make_queue
 
+# What a notice about someone else's emergency shows of the payload (levels 2-3 reach
+# departments that never subscribed to it): the alert's public text, never personal fields.
+NOTICE_FIELDS = ("headline", "event", "severity", "urgency", "certainty", "instruction",
+                 "kind", "nature", "alarm", "road")  # fmt: skip
+ENVELOPE_FIELDS = ("id", "type", "source", "specversion", "time", "subject", "priority",
+                   "department", "location")  # fmt: skip
 JOB_TIMEOUT_S = 600
 FAILURE_TTL_S = 7 * 24 * 3600
 ACTOR = "escalation"
@@ -275,7 +281,8 @@ def run_level(
             outcomes[dept] = "early"
             continue
         notices, via = _notices(plan, keys, dept, level)
-        fields = [("e", json.dumps(status.event, separators=(",", ":"))),
+        event = status.event if level == 1 else notice_event(status.event)
+        fields = [("e", json.dumps(event, separators=(",", ":"))),
                   ("via", json.dumps(via, separators=(",", ":"))),
                   ("ing", status.ing or "0"), ("pri", EMERGENCY)]  # fmt: skip
         claim = store.claim_level(event_id, dept, level, notices, fields)
@@ -304,6 +311,15 @@ def run_level(
     for due, group in early.items():  # a new job id: this job's own is deleted when it ends
         schedule(queue, keys, event_id, group, level, due, retry=f"-at{due}")
     return outcomes
+
+
+def notice_event(event: dict[str, Any]) -> dict[str, Any]:
+    """The event as escalation notices show it to other departments: the envelope and the
+    public text (`NOTICE_FIELDS`); a level-1 reminder goes to a recipient and carries it all."""
+    data: dict[str, Any] = event["data"] if isinstance(event.get("data"), dict) else {}
+    shown = {k: event[k] for k in ENVELOPE_FIELDS if k in event}
+    shown["data"] = {k: data[k] for k in NOTICE_FIELDS if k in data}
+    return shown
 
 
 def _due_ms(plan: EscalationPlan, status: EmergencyStatus, dept: str, level: int) -> int | None:

@@ -288,6 +288,15 @@ def test_level_three_without_coordinator_or_broadcast_reaches_nobody_new(
     assert Inbox(redis, "parks", keys).backlog()["length"] == 0
 
 
+def test_notices_to_other_departments_carry_no_personal_fields(redis, keys, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    h, event_id = setup(redis, keys, tmp_path)
+    assert run_level(h.context, redis, event_id, ["fire"], 3) == {"fire": "claimed"}
+    (notice,) = Inbox(redis, "parks", keys).read()
+    assert notice.event_id == event_id and notice.event["type"] == "health.emergency"
+    assert notice.event["data"] == {"kind": "cardiac"}  # no incident number
+    assert notice.via["escalation"] == {"level": 3, "for": "fire", "kind": "escalation"}
+
+
 def test_an_expired_record_is_not_escalated(redis, keys, tmp_path) -> None:  # type: ignore[no-untyped-def]
     h, event_id = setup(redis, keys, tmp_path)
     redis.delete(keys.emergency(event_id))
