@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -70,6 +71,7 @@ NOTICE_FIELDS = ("headline", "event", "severity", "urgency", "certainty", "instr
 ENVELOPE_FIELDS = ("id", "type", "source", "specversion", "time", "subject", "priority",
                    "department", "location")  # fmt: skip
 JOB_TIMEOUT_S = 600
+log = logging.getLogger("cityrelay.emergency")
 FAILURE_TTL_S = 7 * 24 * 3600
 ACTOR = "escalation"
 
@@ -152,10 +154,18 @@ _plans: dict[int, tuple[CityConfig, EscalationPlan]] = {}
 
 
 def plan_for(context: RouteContext) -> EscalationPlan:
-    """The context's plan, built on first use (channels keep their circuit breakers)."""
+    """The context's plan, built on first use (channels keep their circuit breakers).
+
+    Config loading should have refused a bad section already; if one gets here anyway, the
+    error is logged and every department gets the default deadlines and levels without
+    channels: an emergency is always tracked and escalated through inboxes."""
     found = _plans.get(id(context))
     if found is None or found[0] is not context.config:
-        plan = EscalationPlan.from_config(context.config, getattr(context, "base_dir", None))
+        try:
+            plan = EscalationPlan.from_config(context.config, getattr(context, "base_dir", None))
+        except ConfigError as exc:
+            log.error("escalation config refused, using the defaults without channels:\n%s", exc)
+            plan = EscalationPlan(context.config.department_ids, {}, {}, {})
         found = _plans[id(context)] = (context.config, plan)
     return found[1]
 

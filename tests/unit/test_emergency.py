@@ -204,6 +204,18 @@ def test_plan_is_built_once_per_config(tmp_path: Path, keys: Keys) -> None:
     assert plan_for(context).escalation("fire").level_interval_s == 5
 
 
+def test_a_bad_section_at_run_time_still_tracks_with_defaults(
+    redis, keys, tmp_path, caplog
+) -> None:  # type: ignore[no-untyped-def]
+    config = small_city(tmp_path)
+    config.departments[0].fallback = [{"kind": "pager"}]  # slipped past config loading
+    context = RouteContext(config=config, router=Router.from_config(config, Path(".")), keys=keys)
+    plan = plan_for(context)
+    assert "departments[0].fallback[0]" in caplog.text
+    assert plan.escalation("fire") is DEFAULT_ESCALATION and plan.fallback == {}
+    assert plan.departments == ["fire", "ems", "parks"]
+
+
 def test_plan_reports_bad_channels_with_their_paths(tmp_path: Path) -> None:
     config = small_city(tmp_path, chain=[{"name": "c", "channels": [{"kind": "pager"}]}])
     config.departments[1].fallback = [{"kind": "webhook", "url": "ftp://x"}]
