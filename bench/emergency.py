@@ -118,7 +118,12 @@ def warm_up_pipeline(redis: Redis, keys: Keys, timeout_s: float = 120) -> bytes:
 
 
 def latency_run(
-    redis_url: str, emergencies: int, interval_ms: float, rate: float, routine_workers: int
+    redis_url: str,
+    emergencies: int,
+    interval_ms: float,
+    rate: float,
+    routine_workers: int,
+    ramp_s: float = 5.0,
 ) -> dict:
     prefix = f"bench{uuid.uuid4().hex[:8]}"
     keys = Keys(prefix)
@@ -133,10 +138,10 @@ def latency_run(
         # path's CPU, which would measure the load generator, not the pipeline).
         routine = subprocess.Popen(
             [sys.executable, __file__, "--publish-routine", prefix, "--rate", str(rate),
-             "--seconds", str(emergencies * interval_ms / 1000 + 1.5)],
+             "--seconds", str(ramp_s + emergencies * interval_ms / 1000 + 0.5)],
             stdout=subprocess.PIPE, env=dict(os.environ, REDIS_URL=redis_url),
         )  # fmt: skip
-        time.sleep(1.0)  # routine load reaches its steady state first
+        time.sleep(ramp_s)  # the routine load reaches its steady state first
         rng = random.Random(3)
         em = redis_from_url(redis_url)
         next_at = time.perf_counter()
@@ -244,6 +249,7 @@ def main() -> None:
     parser.add_argument("--interval-ms", type=float, default=20.0)
     parser.add_argument("--rate", type=float, default=5000.0, help="routine events/s")
     parser.add_argument("--routine-workers", type=int, default=2)
+    parser.add_argument("--ramp-s", type=float, default=5.0, help="routine load before measuring")
     parser.add_argument("--no-blocks", action="store_true", help="skip CAP and spool figures")
     parser.add_argument("--publish-routine", metavar="PREFIX", help=argparse.SUPPRESS)
     parser.add_argument("--seconds", type=float, default=0.0, help=argparse.SUPPRESS)
@@ -260,7 +266,7 @@ def main() -> None:
         summary.update(building_blocks(redis_url))
         print(json.dumps({"building_blocks": summary}), flush=True)
     latency = latency_run(
-        redis_url, args.emergencies, args.interval_ms, args.rate, args.routine_workers
+        redis_url, args.emergencies, args.interval_ms, args.rate, args.routine_workers, args.ramp_s
     )
     print(json.dumps({"latency": latency}), flush=True)
     print(json.dumps({**latency, **summary, "redis": redis_url}))
