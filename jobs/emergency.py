@@ -297,6 +297,10 @@ def run_level(
                   ("ing", status.ing or "0"), ("pri", EMERGENCY)]  # fmt: skip
         claim = store.claim_level(event_id, dept, level, notices, fields)
         outcomes[dept] = claim.outcome
+        if claim.first_ack:  # the first check to see an acknowledgement audits it
+            audit.append(("emergency.ack",
+                          {"event": event_id, "dept": dept, "at_ms": claim.at_ms,
+                           "seen_before_level": level}, claim.ack_by or "unknown"))  # fmt: skip
         if not claim.run:
             continue
         sends = _send(plan, status, dept, level)

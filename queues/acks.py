@@ -6,14 +6,18 @@ fields ``{dept}|{what}``: ``delivered`` and ``deadline`` (ms, Redis clock), ``ac
 and ``l{n}_result``; ``level`` is the highest level claimed and ``stopped`` the level an
 acknowledgement cancelled. `Keys.emergencies` indexes them by delivery time.
 
-Two small Lua scripts make the races harmless:
+A department acknowledges by setting its own key `Keys.ack` (``{ms}|{by}``, ``SET NX``: the
+first acknowledgement's time is kept). The key sits under the department's name, so the
+department's Redis ACL lets it acknowledge for itself and nobody else, without any access to
+the tracking hash or the audit chain.
 
-- `acknowledge` sets ``acked`` once (the first acknowledgement's time is kept);
-- `claim_level` starts an escalation level only if the department has not acknowledged and the
-  level was not started before, and appends the level's inbox notices in the same step. So an
-  acknowledgement that lands between two levels cancels the later ones, and a check that runs
-  twice does nothing twice (a check that crashed mid-level resumes its channel sends, which
-  carry the same idempotency key).
+`claim_level` (Lua, run by the escalation worker) starts an escalation level only if the
+department has not acknowledged and the level was not started before, and appends the level's
+inbox notices in the same step. It copies a found acknowledgement into the hash (``acked``,
+``ack_by``) and says whether it was the first to see it, so the acknowledgement is audited
+once. So an acknowledgement that lands between two levels cancels the later ones, and a check
+that runs twice does nothing twice (a check that crashed mid-level resumes its channel sends,
+which carry the same idempotency key).
 """
 
 from __future__ import annotations
@@ -26,7 +30,6 @@ from typing import TYPE_CHECKING, Any
 from redis import Redis
 from redis.client import Pipeline
 
-from queues.audit import AuditLog
 from queues.keys import Keys
 
 if TYPE_CHECKING:
@@ -35,38 +38,33 @@ if TYPE_CHECKING:
 TRACK_TTL_S = 7 * 24 * 3600
 EMERGENCY = "emergency"
 
-_ACK = """
-if redis.call('EXISTS', KEYS[1]) == 0 then return {'untracked', 0} end
-local d = ARGV[1]
-if redis.call('HEXISTS', KEYS[1], d .. '|delivered') == 0 then return {'not_recipient', 0} end
-local prev = redis.call('HGET', KEYS[1], d .. '|acked')
-if prev then return {'already', prev} end
-local t = redis.call('TIME')
-local ms = tostring(tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000))
-redis.call('HSET', KEYS[1], d .. '|acked', ms, d .. '|ack_by', ARGV[2])
-return {'acked', ms}
-"""
-
-# KEYS: the hash, then every stream a fresh claim appends to. ARGV: dept, level, the fields.
+# KEYS: the hash, the department's ack key, then every stream a fresh claim appends to.
+# ARGV: dept, level, the fields. Returns {outcome, ms, first sight of the ack (0/1), ack by}.
 _CLAIM = """
-local h, d, lvl = KEYS[1], ARGV[1], ARGV[2]
-if redis.call('EXISTS', h) == 0 then return {'untracked', 0} end
-if redis.call('HEXISTS', h, d .. '|delivered') == 0 then return {'not_recipient', 0} end
-if redis.call('HEXISTS', h, d .. '|acked') == 1 then
+local h, ack, d, lvl = KEYS[1], KEYS[2], ARGV[1], ARGV[2]
+if redis.call('EXISTS', h) == 0 then return {'untracked', 0, 0, ''} end
+if redis.call('HEXISTS', h, d .. '|delivered') == 0 then return {'not_recipient', 0, 0, ''} end
+local a = redis.call('GET', ack)
+if a then
+  local sep = string.find(a, '|', 1, true)
+  local at, by = '0', a
+  if sep then at, by = string.sub(a, 1, sep - 1), string.sub(a, sep + 1) end
+  local first = redis.call('HSETNX', h, d .. '|acked', at)
+  if first == 1 then redis.call('HSET', h, d .. '|ack_by', by) end
   redis.call('HSETNX', h, d .. '|stopped', lvl)
-  return {'acked', 0}
+  return {'acked', at, first, by}
 end
-if redis.call('HEXISTS', h, d .. '|l' .. lvl .. '_done') == 1 then return {'done', 0} end
+if redis.call('HEXISTS', h, d .. '|l' .. lvl .. '_done') == 1 then return {'done', 0, 0, ''} end
 local t = redis.call('TIME')
 local ms = tostring(tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000))
-if redis.call('HEXISTS', h, d .. '|l' .. lvl) == 1 then return {'resume', ms} end
+if redis.call('HEXISTS', h, d .. '|l' .. lvl) == 1 then return {'resume', ms, 0, ''} end
 redis.call('HSET', h, d .. '|l' .. lvl, ms, d .. '|level', lvl)
-for k = 2, #KEYS do
+for k = 3, #KEYS do
   local args = {'XADD', KEYS[k], '*'}
   for i = 3, #ARGV do args[#args + 1] = ARGV[i] end
   redis.call(unpack(args))
 end
-return {'claimed', ms}
+return {'claimed', ms, 0, ''}
 """
 
 _FINISH = """
@@ -100,11 +98,14 @@ class AckResult:
 @dataclass(frozen=True)
 class Claim:
     """`outcome`: ``claimed`` (this caller runs the level), ``resume`` (started before but not
-    finished: run the channel sends again), ``done``, ``acked`` (escalation stops),
+    finished: run the channel sends again), ``done``, ``acked`` (escalation stops; `at_ms` and
+    `ack_by` are the acknowledgement's, `first_ack` says this claim recorded it),
     ``untracked`` or ``not_recipient``."""
 
     outcome: str
     at_ms: int
+    first_ack: bool = False
+    ack_by: str = ""
 
     @property
     def run(self) -> bool:
@@ -173,22 +174,8 @@ class EmergencyStore:
     def __init__(self, redis: Redis, keys: Keys):
         self.redis = redis
         self.keys = keys
-        self._ack = redis.register_script(_ACK)
         self._claim = redis.register_script(_CLAIM)
         self._finish = redis.register_script(_FINISH)
-
-    # -- acknowledgement ------------------------------------------------------------------------
-    def acknowledge(self, event_ids: Sequence[str], dept: str, by: str) -> list[AckResult]:
-        """Record `dept`'s acknowledgement of each event (one round trip)."""
-        if not event_ids:
-            return []
-        pipe = self.redis.pipeline(transaction=False)
-        for event_id in event_ids:
-            self._ack(keys=[self.keys.emergency(event_id)], args=[dept, by], client=pipe)
-        return [
-            AckResult(event_id, dept, _text(outcome), int(at))
-            for event_id, (outcome, at) in zip(event_ids, pipe.execute(), strict=True)
-        ]
 
     # -- escalation -----------------------------------------------------------------------------
     def claim_level(
@@ -204,8 +191,11 @@ class EmergencyStore:
         args: list[Any] = [dept, level]
         for name, value in fields:
             args += [name, value]
-        outcome, at = self._claim(keys=[self.keys.emergency(event_id), *notices], args=args)
-        return Claim(_text(outcome), int(at))
+        outcome, at, first, by = self._claim(
+            keys=[self.keys.emergency(event_id), self.keys.ack(dept, event_id), *notices],
+            args=args,
+        )
+        return Claim(_text(outcome), int(at), bool(first), _text(by))
 
     def finish_level(self, event_id: str, dept: str, level: int, result: dict[str, Any]) -> int:
         return int(
@@ -228,10 +218,15 @@ class EmergencyStore:
                 recipients[dept] = RecipientStatus(
                     delivered_ms=int(value), deadline_ms=int(fields[f"{dept}|deadline"])
                 )
-        for dept, r in recipients.items():
+        pipe = self.redis.pipeline(transaction=False)
+        for dept in recipients:
+            pipe.get(self.keys.ack(dept, event_id))
+        for (dept, r), ack in zip(recipients.items(), pipe.execute(), strict=True):
             if f"{dept}|acked" in fields:
                 r.acked_ms = int(fields[f"{dept}|acked"])
                 r.ack_by = fields.get(f"{dept}|ack_by")
+            elif ack is not None:  # acknowledged; no check has seen it yet
+                r.acked_ms, r.ack_by = parse_ack(ack)
             r.level = int(fields.get(f"{dept}|level", 0))
             if f"{dept}|stopped" in fields:
                 r.stopped_at_level = int(fields[f"{dept}|stopped"])
@@ -319,15 +314,43 @@ def record_inbox_acks(
     return acknowledge(redis, keys, unique, dept, by)
 
 
+def parse_ack(value: bytes | str) -> tuple[int, str]:
+    at, _, by = _text(value).partition("|")
+    return (int(at) if at.isdigit() else 0), by
+
+
 def acknowledge(
     redis: Redis, keys: Keys, event_ids: Sequence[str], dept: str, by: str
 ) -> list[AckResult]:
-    """Record acknowledgements and audit the new ones (``emergency.ack``)."""
-    results = EmergencyStore(redis, keys).acknowledge(event_ids, dept, by)
-    fresh = [r for r in results if r.outcome == "acked"]
-    if fresh:
-        AuditLog(redis, keys).append_many(
-            ("emergency.ack", {"event": r.event_id, "dept": r.dept, "at_ms": r.at_ms}, by)
-            for r in fresh
-        )
+    """Record `dept`'s acknowledgement of each event (two round trips).
+
+    Needs only what a department's ACL grants: TIME, HEXISTS/EXISTS on the tracking hashes and
+    SET/GET on its own ack keys. The escalation check audits it (``emergency.ack``)."""
+    if not event_ids:
+        return []
+    pipe = redis.pipeline(transaction=False)
+    pipe.time()
+    for event_id in event_ids:
+        pipe.exists(keys.emergency(event_id))
+        pipe.hexists(keys.emergency(event_id), f"{dept}|delivered")
+    replies = pipe.execute()
+    secs, micros = replies[0]
+    now_ms = int(secs) * 1000 + int(micros) // 1000
+    results: list[AckResult] = []
+    pipe = redis.pipeline(transaction=False)
+    pending: list[int] = []
+    for i, event_id in enumerate(event_ids):
+        exists, recipient = replies[1 + 2 * i], replies[2 + 2 * i]
+        outcome = "untracked" if not exists else "not_recipient" if not recipient else "acked"
+        results.append(AckResult(event_id, dept, outcome, 0))
+        if outcome == "acked":
+            value = f"{now_ms}|{by}"
+            pipe.set(keys.ack(dept, event_id), value, nx=True, get=True, ex=TRACK_TTL_S)
+            pending.append(i)
+    for i, previous in zip(pending, pipe.execute() if pending else [], strict=True):
+        event_id = event_ids[i]
+        if previous is None:
+            results[i] = AckResult(event_id, dept, "acked", now_ms)
+        else:
+            results[i] = AckResult(event_id, dept, "already", parse_ack(previous)[0])
     return results

@@ -36,6 +36,7 @@ DEPT_INBOX_COMMANDS = [
     "+xinfo|groups",
     "+xgroup|create",
     "+xgroup|createconsumer",
+    "+xrange",  # Inbox.ack by entry id looks the entry up (emergency acknowledgement)
 ]
 
 WORKER_COMMANDS = [
@@ -53,6 +54,7 @@ WORKER_COMMANDS = [
     "+@pubsub",
     "+@connection",
     "+@scripting",
+    "+time",  # the delivery and escalation scripts read the Redis clock (in no category above)
     "-@dangerous",
     "-@admin",
     "-function",
@@ -89,9 +91,21 @@ def worker_key_patterns(keys: Keys) -> dict[str, list[str]]:
             f"~{keys.audit_policy}",
             f"%R~{keys.grants}",
             f"%R~{keys.grants_version}",
+            f"~{p}:emergency:*",  # emergency tracking (jobs/emergency.py)
+            f"~{keys.emergencies}",
             *rq,
         ],
         "archive": [f"~{p}:hot:*", f"~{keys.stats}", f"~{keys.audit}", *rq],
+        # Escalation checks (jobs/emergency.py): tracking, acks, inbox notices, audit.
+        "escalation": [
+            f"~{p}:inbox:*",
+            f"~{p}:emergency:*",
+            f"~{keys.emergencies}",
+            f"~{p}:ack:*",  # read; declared as a key of the claim script, so RW
+            f"~{keys.audit}",
+            f"~{keys.audit_head}",
+            *rq,
+        ],
         # `cityrelay grant ...` run by a data steward: grants and the audit chain only.
         "steward": [
             f"~{keys.grants}",
@@ -121,6 +135,10 @@ def department_user(keys: Keys, dept: str) -> AclUser:
     inbox = keys.inbox(dept)
     ingest = [keys.ingest(dept), keys.ingest(dept, "emergency")]
     selector = "(" + " ".join(["+xadd", *(f"~{k}" for k in ingest)]) + ")"
+    # Emergency acknowledgement (queues/acks.py): its own ack keys only; whether it is a
+    # recipient (HEXISTS/EXISTS reveal no event content).
+    acks = f"(+set +get ~{keys.ack(dept, '*')})"
+    tracked = f"(+hexists +exists ~{keys.emergency('*')})"
     return AclUser(
         keys.acl_dept_user(dept),
         [
@@ -128,9 +146,12 @@ def department_user(keys: Keys, dept: str) -> AclUser:
             "resetchannels",
             "-@all",
             *_CONNECTION,
+            "+time",
             *DEPT_INBOX_COMMANDS,
             f"~{inbox}",
             selector,
+            acks,
+            tracked,
         ],
     )
 

@@ -126,3 +126,8 @@ class Keys:
     def emergencies(self) -> str:
         """Sorted set of tracked emergency ids, scored by delivery time (ms)."""
         return f"{self.prefix}:emergencies"
+
+    def ack(self, dept: str, event_id: str) -> str:
+        """A department's acknowledgement of one emergency (``{ms}|{by}``, set once). Under
+        the department's own prefix, so its ACL lets it acknowledge only for itself."""
+        return f"{self.prefix}:ack:{dept}:{event_id}"

@@ -229,20 +229,38 @@ def test_plan_reports_bad_channels_with_their_paths(tmp_path: Path) -> None:
 # --- acknowledgements -----------------------------------------------------------------------
 
 
-def test_first_acknowledgement_counts_and_is_audited(redis, keys, tmp_path) -> None:  # type: ignore[no-untyped-def]
-    _, event_id = setup(redis, keys, tmp_path)
+def test_first_acknowledgement_counts_and_the_check_audits_it(redis, keys, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    h, event_id = setup(redis, keys, tmp_path)
     (first,) = acknowledge(redis, keys, [event_id], "fire", "cli:ann")
     (again,) = acknowledge(redis, keys, [event_id], "fire", "cli:bob")
     assert first.outcome == "acked" and first.ok
     assert again.outcome == "already" and again.at_ms == first.at_ms and again.ok
-    assert EmergencyStore(redis, keys).status(event_id).recipients["fire"].ack_by == "cli:ann"
+    fire = EmergencyStore(redis, keys).status(event_id).recipients["fire"]
+    assert (fire.acked_ms, fire.ack_by, fire.state) == (first.at_ms, "cli:ann", "acknowledged")
     (parks,) = acknowledge(redis, keys, [event_id], "parks", "cli:x")
     (unknown,) = acknowledge(redis, keys, ["no-such-event"], "fire", "cli:x")
     assert (parks.outcome, unknown.outcome) == ("not_recipient", "untracked")
     assert not parks.ok and not unknown.ok
+    assert acknowledge(redis, keys, [], "fire", "x") == []
+    # the deadline check finds it, stops, and audits it - once, however often it runs
+    overdue(redis, keys, event_id, "fire")
+    for _ in range(2):
+        assert run_level(h.context, redis, event_id, ["fire"], 1) == {"fire": "acked"}
     records = [r for r in AuditLog(redis, keys).records() if r.kind == "emergency.ack"]
-    assert [(r.body["dept"], r.actor) for r in records] == [("fire", "cli:ann")]
-    assert EmergencyStore(redis, keys).acknowledge([], "fire", "x") == []
+    assert [(r.body["dept"], r.body["at_ms"], r.actor) for r in records] == [
+        ("fire", first.at_ms, "cli:ann")
+    ]
+    fire = EmergencyStore(redis, keys).status(event_id).recipients["fire"]
+    assert (fire.acked_ms, fire.ack_by, fire.stopped_at_level) == (first.at_ms, "cli:ann", 1)
+
+
+def test_a_malformed_ack_value_still_stops_escalation(redis, keys, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    h, event_id = setup(redis, keys, tmp_path)
+    redis.set(keys.ack("fire", event_id), "seen")  # written by a department's own client
+    overdue(redis, keys, event_id, "fire")
+    assert run_level(h.context, redis, event_id, ["fire"], 1) == {"fire": "acked"}
+    (record,) = [r for r in AuditLog(redis, keys).records() if r.kind == "emergency.ack"]
+    assert record.actor == "seen" and record.body["at_ms"] == 0
 
 
 def test_acking_inbox_entries_by_id_acknowledges_only_emergencies(redis, keys, tmp_path) -> None:  # type: ignore[no-untyped-def]
