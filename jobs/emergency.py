@@ -31,7 +31,7 @@ import hashlib
 import json
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -178,26 +178,39 @@ def use_plan(context: RouteContext, plan: EscalationPlan) -> None:
 # --- tracking: called by the route job ----------------------------------------------------
 
 
+Recipients = Iterable[Delivery | str] | Any  # deliveries, department ids, or `.deliveries`
+
+
+def recipients_of(decision: Recipients) -> list[str]:
+    """Department ids from a list of `Delivery` (or of ids), or an object with `.deliveries`."""
+    deliveries = getattr(decision, "deliveries", decision)
+    return list(dict.fromkeys(d if isinstance(d, str) else d.dept for d in deliveries))
+
+
 def track_emergencies(
     pipe: Pipeline,
     context: RouteContext,
-    routed: Sequence[tuple[dict[str, Any], list[Delivery], dict[str, Any]]],
+    routed: Sequence[tuple[dict[str, Any], Recipients, dict[str, Any]]],
     fresh: Sequence[bool],
     now_s: float,
 ) -> int:
     """Queue on `pipe` the tracking record and first escalation check of every freshly
     delivered emergency in the batch; returns how many were tracked. Costs nothing for a batch
-    without emergencies."""
+    without emergencies. `routed` holds (wire event, its recipients, the job item); pass only
+    the departments that actually received it (not those a policy withheld it from)."""
     tracked = 0
-    for (event, deliveries, item), is_fresh in zip(routed, fresh, strict=True):
-        if not is_fresh or event.get("priority") != EMERGENCY or not deliveries:
+    for (event, decision, item), is_fresh in zip(routed, fresh, strict=True):
+        if not is_fresh or event.get("priority") != EMERGENCY:
+            continue
+        depts = recipients_of(decision)
+        if not depts:
             continue
         plan = plan_for(context)
         severity = severity_of(event)
         delivered_ms = int(now_s * 1000)
         deadlines = {
-            d.dept: delivered_ms + int(plan.escalation(d.dept).deadline_s(severity) * 1000)
-            for d in deliveries
+            dept: delivered_ms + int(plan.escalation(dept).deadline_s(severity) * 1000)
+            for dept in depts
         }
         event_id = str(event["id"])
         body = json.dumps(event, separators=(",", ":"))

@@ -26,6 +26,7 @@ from jobs.emergency import (
     EscalationPlan,
     job_id,
     plan_for,
+    recipients_of,
     run_level,
     track_emergencies,
     use_plan,
@@ -193,6 +194,15 @@ def test_only_fresh_emergencies_with_recipients_are_tracked(redis, keys, tmp_pat
     assert track_emergencies(pipe, context, routed, [False, True, True], 1.0) == 0
     pipe.execute()
     assert redis.keys(f"{keys.prefix}:emergency*") == [] and scheduled(redis, keys) == []
+
+
+def test_recipients_come_as_deliveries_ids_or_a_routing_outcome() -> None:
+    class Outcome:
+        deliveries = [Delivery("fire"), Delivery("ems"), Delivery("fire")]
+
+    assert recipients_of([Delivery("fire"), Delivery("ems")]) == ["fire", "ems"]
+    assert recipients_of(["ems", "fire"]) == ["ems", "fire"]
+    assert recipients_of(Outcome()) == ["fire", "ems"]
 
 
 def test_plan_is_built_once_per_config(tmp_path: Path, keys: Keys) -> None:
