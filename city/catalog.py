@@ -12,6 +12,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from city.cap import CAP_TYPES
 from city.config import CityConfig
 from city.events import Event, Priority
 from city.schemas import BUILTIN_TYPES, model_from_fields
@@ -55,7 +56,7 @@ class EventCatalog:
     def __init__(self, config: CityConfig | None = None, max_event_bytes: int | None = None):
         self.types: dict[str, EventType] = {
             name: EventType(name, model, priority)
-            for name, (model, priority) in BUILTIN_TYPES.items()
+            for name, (model, priority) in {**BUILTIN_TYPES, **CAP_TYPES}.items()
         }
         if config is not None:
             for name, spec in config.event_types.items():

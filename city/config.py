@@ -15,6 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from city.errors import ConfigError
+from city.escalation import parse_escalations
 from city.events import EVENT_TYPE, Priority
 from city.jurisdictions import GeoConfig, parse_geo
 from city.policy import SharingConfig, SubscriptionSpec, parse_sharing
@@ -138,16 +139,18 @@ def parse_city(data: Any, source: str | Path = "<config>") -> CityConfig:
     parse_sharing(data.get("sharing"), source, config.department_ids)
     parse_geo(data.get("geo"), config, str(source))
     parse_privacy(data.get("privacy"), source, config.department_ids)
+    parse_escalations({d.id: d.escalation for d in config.departments}, source)
     if data.get("retention") is not None:
         parse_retention(data["retention"], str(source))
     return config
 
 
 def _cross_check(config: CityConfig) -> list[tuple[str, str]]:
+    from city.cap import CAP_TYPES
     from city.schemas import BUILTIN_TYPES, model_from_fields
 
     problems: list[tuple[str, str]] = []
-    known_types = set(BUILTIN_TYPES)
+    known_types = set(BUILTIN_TYPES) | set(CAP_TYPES)  # CAP alerts' types (city/cap.py)
     for name, spec in config.event_types.items():
         where = f"event_types.{name}"
         if not EVENT_TYPE.match(name):

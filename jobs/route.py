@@ -26,6 +26,7 @@ from city.audit import delivery_body
 from city.policy import view
 from city.routing import Routed
 from jobs.context import RouteContext, get_context, where_key
+from jobs.emergency import track_emergencies
 from jobs.privacy_stage import Prepared
 from queues.inbox import AuditFrame, EventDelivery, Output
 from queues.metrics import record_latencies
@@ -116,6 +117,13 @@ def deliver_items(
     else:
         flags, now_s = [], now
     pipe = redis.pipeline(transaction=False)
+    # Emergency acknowledgement (jobs/emergency.py): deadlines for the departments that
+    # actually received each emergency (not those its privacy rule withheld it from).
+    received = [
+        (event, _received_by(outcome, delivery_of[id(event)]), item)
+        for event, outcome, item in routed
+    ]
+    track_emergencies(pipe, context, received, flags, now_s)
     latencies: dict[str, list[float]] = {}
     types: set[str] = set()
     for (event, outcome, item), fresh in zip(routed, flags, strict=True):
@@ -180,6 +188,10 @@ def _audit_frame(
     text = orjson.dumps(body).decode()
     head, tail = text.split('"rows":[]', 1)
     return AuditFrame(context.keys.audit_inbox, head + '"rows":[', "]" + tail)
+
+
+def _received_by(outcome: Routed, delivery: EventDelivery) -> list[str]:
+    return [d.dept for d in outcome.deliveries if (d.dept, d.purpose) not in delivery.withheld]
 
 
 def _derived_outputs(context: RouteContext, event: dict[str, Any]) -> list[Output]:

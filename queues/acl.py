@@ -36,6 +36,7 @@ DEPT_INBOX_COMMANDS = [
     "+xinfo|groups",
     "+xgroup|create",
     "+xgroup|createconsumer",
+    "+xrange",  # Inbox.ack by entry id looks the entry up (emergency acknowledgement)
 ]
 
 WORKER_COMMANDS = [
@@ -53,6 +54,7 @@ WORKER_COMMANDS = [
     "+@pubsub",
     "+@connection",
     "+@scripting",
+    "+time",  # the delivery and escalation scripts read the Redis clock (in no category above)
     "-@dangerous",
     "-@admin",
     "-function",
@@ -100,6 +102,8 @@ def worker_key_patterns(keys: Keys) -> dict[str, list[str]]:
             f"%R~{keys.consent_index}",
             f"~{keys.quarantine}",
             f"~{keys.alerts}",
+            f"~{p}:emergency:*",  # emergency tracking (jobs/emergency.py)
+            f"~{keys.emergencies}",
             *rq,
         ],
         "archive": [
@@ -108,6 +112,16 @@ def worker_key_patterns(keys: Keys) -> dict[str, list[str]]:
             f"~{keys.audit}",
             f"~{p}:archive:*",
             f"~{p}:scheduler:*",
+            *rq,
+        ],
+        # Escalation checks (jobs/emergency.py): tracking, acks, inbox notices, audit.
+        "escalation": [
+            f"~{p}:inbox:*",
+            f"~{p}:emergency:*",
+            f"~{keys.emergencies}",
+            f"~{p}:ack:*",  # read; declared as a key of the claim script, so RW
+            f"~{keys.audit}",
+            f"~{keys.audit_head}",
             *rq,
         ],
         # `cityrelay grant ...` run by a data steward: grants and the audit chain only.
@@ -139,6 +153,10 @@ def department_user(keys: Keys, dept: str) -> AclUser:
     inbox = keys.inbox(dept)
     ingest = [keys.ingest(dept), keys.ingest(dept, "emergency")]
     selector = "(" + " ".join(["+xadd", *(f"~{k}" for k in ingest)]) + ")"
+    # Emergency acknowledgement (queues/acks.py): its own ack keys only; whether it is a
+    # recipient (HEXISTS/EXISTS reveal no event content).
+    acks = f"(+set +get ~{keys.ack(dept, '*')})"
+    tracked = f"(+hexists +exists ~{keys.emergency('*')})"
     return AclUser(
         keys.acl_dept_user(dept),
         [
@@ -146,9 +164,12 @@ def department_user(keys: Keys, dept: str) -> AclUser:
             "resetchannels",
             "-@all",
             *_CONNECTION,
+            "+time",
             *DEPT_INBOX_COMMANDS,
             f"~{inbox}",
             selector,
+            acks,
+            tracked,
         ],
     )
 

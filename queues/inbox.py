@@ -202,7 +202,15 @@ class Inbox:
         ids = [m.entry_id if isinstance(m, Message) else m for m in messages]
         if not ids:
             return 0
-        return int(self.redis.xack(self.stream, self.group, *ids))
+        count = int(self.redis.xack(self.stream, self.group, *ids))
+        # Emergency acknowledgement hook (queues/acks.py): acking an emergency message records
+        # the department's acknowledgement, which stops its escalation.
+        from queues.acks import record_inbox_acks
+
+        record_inbox_acks(
+            self.redis, self.keys, self.dept, self.stream, messages, f"inbox:{self.consumer}"
+        )
+        return count
 
     def history(self, count: int = 100) -> list[Message]:
         """The most recent messages, newest last, regardless of acknowledgement."""

@@ -200,3 +200,19 @@ class Keys:
     def scheduler_lease(self) -> str:
         """Lease of the one running cron scheduler (a second one waits as a standby)."""
         return f"{self.prefix}:scheduler:lease"
+
+    # Emergency acknowledgement and escalation (queues/acks.py, jobs/emergency.py).
+    def emergency(self, event_id: str) -> str:
+        """Hash tracking one emergency: the event, and per recipient delivered / deadline /
+        acknowledged / escalation levels (fields ``{dept}|{what}``)."""
+        return f"{self.prefix}:emergency:{event_id}"
+
+    @property
+    def emergencies(self) -> str:
+        """Sorted set of tracked emergency ids, scored by delivery time (ms)."""
+        return f"{self.prefix}:emergencies"
+
+    def ack(self, dept: str, event_id: str) -> str:
+        """A department's acknowledgement of one emergency (``{ms}|{by}``, set once). Under
+        the department's own prefix, so its ACL lets it acknowledge only for itself."""
+        return f"{self.prefix}:ack:{dept}:{event_id}"

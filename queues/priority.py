@@ -20,6 +20,9 @@ HIGH = "high"
 ROUTINE = "routine"
 BULK = "bulk"
 ARCHIVE = "archive"
+# Escalation checks (jobs/emergency.py): their own workers, so a slow fallback channel never
+# holds up emergency routing.
+ESCALATION = "escalation"
 
 QUEUE_FOR_PRIORITY = {
     Priority.EMERGENCY: EMERGENCY,
@@ -32,6 +35,7 @@ ROLES: dict[str, tuple[str, ...]] = {
     "emergency": (EMERGENCY,),
     "routine": (HIGH, ROUTINE, BULK),
     "archive": (ARCHIVE,),
+    "escalation": (ESCALATION,),
 }
 
 

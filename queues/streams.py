@@ -24,6 +24,7 @@ from redis.exceptions import ResponseError
 from city.events import Event, Priority, new_event_id, source_for
 from city.schemas import BUILTIN_TYPES
 from queues.keys import ROUTER_GROUP, Keys
+from queues.spool import REDIS_DOWN, Spool, SpoolFlusher, xadd_or_spool
 
 EVENT_FIELD = b"e"
 LANES = ("emergency", "routine")
@@ -48,12 +49,18 @@ class Producer:
         department: str,
         keys: Keys | None = None,
         priorities: dict[str, Priority] | None = None,
+        spool: Spool | None = None,
+        flusher: SpoolFlusher | None = None,
     ):
         self.redis = redis
         self.department = department
         self.keys = keys or Keys.from_env()
         self._priorities = priorities or {}
         self._source = source_for(department)
+        # Optional local spool (queues/spool.py): while Redis is unreachable, publish appends
+        # to it and returns; `flusher` replays it in order when Redis is back.
+        self.spool = spool
+        self.flusher = flusher
 
     def _lane(self, event_type: str, priority: Any) -> str:
         resolved = priority or self._priorities.get(event_type) or _default_priority(event_type)
@@ -85,11 +92,17 @@ class Producer:
     def publish(self, event: Event | dict[str, Any]) -> str:
         """Publish one event; returns its id."""
         stream, event_id, body = self.encode(event)
+        if self.spool is not None:
+            xadd_or_spool(self.redis, self.spool, stream, {"e": body}, event_id=event_id,
+                          flusher=self.flusher)  # fmt: skip
+            return event_id
         self.redis.xadd(stream, {EVENT_FIELD: body})
         return event_id
 
     def publish_many(self, events: Iterable[Event | dict[str, Any]]) -> list[str]:
         """Publish a batch in one round trip; returns the ids in order."""
+        if self.spool is not None:
+            return self._publish_many_or_spool(events)
         pipe = self.redis.pipeline(transaction=False)
         ids: list[str] = []
         for event in events:
@@ -98,6 +111,25 @@ class Producer:
             ids.append(event_id)
         pipe.execute()
         return ids
+
+    def _publish_many_or_spool(self, events: Iterable[Event | dict[str, Any]]) -> list[str]:
+        """One pipeline while Redis answers and nothing waits in the spool; else spool them all
+        (a batch cut off mid-way may arrive twice: ingest dedupes by event id)."""
+        assert self.spool is not None
+        encoded = [self.encode(event) for event in events]
+        if not self.spool.has_pending():
+            try:
+                pipe = self.redis.pipeline(transaction=False)
+                for stream, _, body in encoded:
+                    pipe.xadd(stream, {EVENT_FIELD: body})
+                pipe.execute()
+                return [event_id for _, event_id, _ in encoded]
+            except REDIS_DOWN:
+                pass
+        self.spool.append_many([(stream, {"e": body}, eid) for stream, eid, body in encoded])
+        if self.flusher is not None:
+            self.flusher.wake()
+        return [event_id for _, event_id, _ in encoded]
 
     def publish_raw(self, body: bytes, lane: str = "routine") -> str:
         """Publish bytes as they are (for bridges that relay already-encoded events)."""

@@ -29,9 +29,17 @@ NICE_HELP = f"CPU niceness increment (default: {ROUTINE_NICE} for routine work, 
 
 
 def _lower_priority(requested: int | None, routine_only: bool) -> None:
+    """Routine processes yield (nice 10 by default). A negative value raises priority (for
+    emergency processes; needs root or CAP_SYS_NICE, else a warning and no change)."""
     increment = requested if requested is not None else (ROUTINE_NICE if routine_only else 0)
-    if increment > 0:
+    if increment == 0:
+        return
+    try:
         os.nice(increment)
+    except PermissionError:
+        print(
+            f"--nice {increment}: not permitted here; running at normal priority", file=sys.stderr
+        )
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -45,6 +53,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.add_argument("--subject")
     p.add_argument("--id", dest="event_id", help="event id (default: a fresh one)")
     p.add_argument("--file", help="JSON Lines file of events (CloudEvents JSON), '-' for stdin")
+    p.add_argument("--cap", help="a CAP 1.2 alert (XML file, '-' for stdin): publish its events")
+    p.add_argument("--dry-run", action="store_true", help="with --cap: print the events only")
     p.set_defaults(func=cmd_publish)
 
     p = subparsers.add_parser("ingest", help="run the ingest consumer (streams -> RQ queues)")
@@ -78,6 +88,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 
 # -- publish --------------------------------------------------------------------------------
 def cmd_publish(args: argparse.Namespace, runtime: Runtime) -> int:
+    if args.cap:  # CAP alerts: workers/cli_emergency.py
+        from workers.cli_emergency import publish_cap
+
+        return publish_cap(args, runtime)
     producer = Producer(runtime.redis(), args.dept, runtime.keys)
     if args.file:
         return _publish_file(producer, args.file)
