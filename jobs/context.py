@@ -46,9 +46,11 @@ class RouteContext:
         cls, config_path: str | Path, keys: Keys, redis_url: str | None = None
     ) -> RouteContext:
         config, base_dir = load_city(config_path)
+        router = Router.from_config(config, base_dir)
+        router.jurisdictions.prepare()  # build the indexes now, not inside the first batch
         return cls(
             config=config,
-            router=Router.from_config(config, base_dir),
+            router=router,
             keys=keys,
             redis_url=redis_url or os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"),
             base_dir=base_dir,

@@ -200,3 +200,23 @@ def test_stats_count_events_in_and_delivered(harness, keys, redis):
         json.loads(redis.xrange(keys.hot("traffic.incident"))[0][1][b"e"])["type"]
         == "traffic.incident"
     )
+
+
+def test_a_trickle_is_gathered_into_one_micro_batch(harness, keys, redis):
+    import threading
+    import time
+
+    producer = Producer(redis, "sdot", keys)
+
+    def trickle():
+        for _ in range(10):
+            producer.publish(incident())
+            time.sleep(0.002)
+
+    harness.ingest.routing = harness.ingest.routing.model_copy(update={"batch_max_ms": 200})
+    writer = threading.Thread(target=trickle)
+    producer.publish(incident())
+    writer.start()
+    counters = harness.ingest.gather(None)
+    writer.join()
+    assert counters["accepted"] == 11 and counters["jobs:high"] == 1
