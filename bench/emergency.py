@@ -45,6 +45,7 @@ from bench.pipeline import (  # noqa: E402
     routine_event,
     start,
     stop,
+    warm_up_pipeline,
 )
 from city.cap import event_to_cap, events_from_cap  # noqa: E402
 from queues.connect import redis_from_url  # noqa: E402
@@ -99,22 +100,6 @@ def emergency_latencies(redis: Redis, keys: Keys) -> dict[bytes, float]:
             at = int(entry_id.split(b"-")[0])
             last[ing] = max(last.get(ing, 0), at)
     return {ing: at - int(ing.split(b"-")[0]) for ing, at in last.items()}
-
-
-def warm_up_pipeline(redis: Redis, keys: Keys, timeout_s: float = 120) -> bytes:
-    """One emergency and one routine event through the pipeline: returns once both arrived,
-    i.e. every process is up; returns the warm-up emergency's ingest id (not measured)."""
-    rng = random.Random(0)
-    ing = redis.xadd(keys.ingest("ems", "emergency"), {EVENT_FIELD: emergency_event(rng, -1)})
-    dept, body = routine_event(rng, 0)
-    redis.xadd(keys.ingest(dept), {EVENT_FIELD: body.replace(b"@ID@", b"warm-up")})
-    deadline = time.time() + timeout_s
-    while read_stats(redis, keys).get("delivered", 0) < 2:
-        if time.time() > deadline:
-            raise RuntimeError("the pipeline processes did not come up")
-        time.sleep(0.1)
-    time.sleep(0.5)
-    return ing
 
 
 def latency_run(
