@@ -8,6 +8,7 @@ and precise enough for an operator's p50/p99 at a glance. Benchmarks measure exa
 from __future__ import annotations
 
 import bisect
+import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
 
@@ -59,3 +60,20 @@ def percentile(hist: Mapping[float, int], q: float) -> float | None:
 
 def read_stats(redis: Redis, keys: Keys) -> dict[str, int]:
     return {k.decode(): int(v) for k, v in redis.hgetall(keys.stats).items()}
+
+
+def handled(stats: dict[str, int]) -> int:
+    """Published events the pipeline is done with: delivered, dropped as duplicates, or
+    dead-lettered (with a reason). When it equals what was published, nothing is in flight."""
+    dead = sum(v for k, v in stats.items() if k.startswith("deadletter:"))
+    return stats.get("delivered", 0) + stats.get("ingest_duplicates", 0) + dead
+
+
+def wait_until_handled(redis: Redis, keys: Keys, expected: int, timeout: float) -> bool:
+    """Poll the counters until `expected` events are handled or `timeout` seconds passed."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if handled(read_stats(redis, keys)) >= expected:
+            return True
+        time.sleep(0.1)
+    return False

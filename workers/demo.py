@@ -31,7 +31,7 @@ from city.events import Event, source_for
 from city.routing import load_zones
 from queues.inbox import Inbox
 from queues.keys import Keys
-from queues.metrics import read_stats
+from queues.metrics import read_stats, wait_until_handled
 from queues.streams import Producer
 from workers.standins import EmbeddedRedis, EmbeddedS3
 
@@ -264,19 +264,7 @@ def publish_emergency(producer: Producer, report: DemoReport) -> str:
 
 
 def wait_for_drain(redis: Redis, keys: Keys, report: DemoReport, timeout: float) -> bool:
-    expected = sum(report.published.values())
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        stats = read_stats(redis, keys)
-        handled = (
-            stats.get("delivered", 0)
-            + stats.get("ingest_duplicates", 0)
-            + sum(v for k, v in stats.items() if k.startswith("deadletter:"))
-        )
-        if handled >= expected:
-            return True
-        time.sleep(0.1)
-    return False
+    return wait_until_handled(redis, keys, sum(report.published.values()), timeout)
 
 
 def latency_by_priority(redis: Redis, keys: Keys, departments: list[str]) -> dict[str, list[int]]:

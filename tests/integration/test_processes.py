@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from city.events import Event, source_for
-from queues.metrics import read_stats
+from queues.metrics import handled, read_stats, wait_until_handled
 from queues.streams import Producer
 from tests.conftest import ROOT, write_city
 
@@ -116,15 +116,8 @@ def _wire(event: Event, dept: str) -> dict:
 
 
 def _wait_until_handled(redis, keys, published: int, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    if not wait_until_handled(redis, keys, published, timeout):
         stats = read_stats(redis, keys)
-        handled = (
-            stats.get("delivered", 0)
-            + stats.get("ingest_duplicates", 0)
-            + sum(v for k, v in stats.items() if k.startswith("deadletter:"))
+        raise AssertionError(
+            f"only {handled(stats)} of {published} handled in {timeout} s: {stats}"
         )
-        if handled >= published:
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"only {handled} of {published} events handled in {timeout} s: {stats}")
