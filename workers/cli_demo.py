@@ -16,7 +16,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.add_argument(
         "--rate",
         type=float,
-        help="events per second (default 1000 on Redis, 150 on the embedded stand-in)",
+        help="events per second (default 1000 on Redis, 60 on the embedded stand-in)",
     )
     p.add_argument("--keep", action="store_true", help="keep the demo's keys in Redis afterwards")
     p.set_defaults(func=cmd_demo)
