@@ -304,7 +304,10 @@ def run_level(
             outcomes[dept] = "early"
             continue
         notices, via = _notices(plan, keys, dept, level)
-        event = status.event if level == 1 else notice_event(status.event)
+        # Even a reminder to a recipient shows only the envelope and public text: the tracked
+        # event is the full one, and the recipient may be entitled to less (its view is
+        # already in its inbox).
+        event = notice_event(status.event)
         fields = [("e", json.dumps(event, separators=(",", ":"))),
                   ("via", json.dumps(via, separators=(",", ":"))),
                   ("ing", status.ing or "0"), ("pri", EMERGENCY)]  # fmt: skip
@@ -342,7 +345,7 @@ def run_level(
 
 def notice_event(event: dict[str, Any]) -> dict[str, Any]:
     """The event as escalation notices show it to other departments: the envelope and the
-    public text (`NOTICE_FIELDS`); a level-1 reminder goes to a recipient and carries it all."""
+    public text (`NOTICE_FIELDS`); reminders too, since recipients' views may be narrower."""
     data: dict[str, Any] = event["data"] if isinstance(event.get("data"), dict) else {}
     shown = {k: event[k] for k in ENVELOPE_FIELDS if k in event}
     shown["data"] = {k: data[k] for k in NOTICE_FIELDS if k in data}
@@ -417,7 +420,7 @@ def _send(
     deadline = _iso(status.recipients[dept].deadline_ms)
     common: dict[str, Any] = {
         "event_id": status.event_id, "department": dept, "subject": subject, "body": body,
-        "level": level, "deadline": deadline, "event": status.event,
+        "level": level, "deadline": deadline, "event": notice_event(status.event),
     }  # fmt: skip
     attempts: list[tuple[str, list[Channel], Notification]] = []
     if level == 1:

@@ -354,3 +354,20 @@ def test_installed_plan_is_used(redis, keys, tmp_path) -> None:  # type: ignore[
     plan = EscalationPlan.from_config(small_city(tmp_path, level_interval_s=1))
     use_plan(h.context, plan)
     assert plan_for(h.context) is plan
+
+
+def test_a_reminder_shows_only_public_text_never_fields_beyond_the_recipients_view(
+    redis, keys, tmp_path
+) -> None:  # type: ignore[no-untyped-def]
+    config = small_city(tmp_path)
+    h = Harness(redis, keys, config, Path("."), Router.from_config(config, Path(".")))
+    event = Event.new("health.emergency", source_for("ems"),
+                      {"incident_number": "9", "kind": "trauma", "hospital": "Harborview",
+                       "patients": 3})  # fmt: skip
+    Producer(redis, "ems", keys).publish(event)
+    h.run()
+    overdue(redis, keys, event.id, "fire")
+    assert run_level(h.context, redis, event.id, ["fire"], 1) == {"fire": "claimed"}
+    reminder = Inbox(redis, "fire", keys).history(10)[-1]
+    assert reminder.via["escalation"]["kind"] == "reminder"
+    assert reminder.event["id"] == event.id and "hospital" not in reminder.event["data"]
