@@ -27,6 +27,7 @@ SEATTLE = ROOT / "examples" / "seattle" / "city.yaml"
 SHARED_DATA = ROOT.parent / "shared" / "data"
 
 _backend: dict[str, str] = {}
+HOSTILE_TRIED = {"n": 0}  # inputs tried by tests/unit/test_hostile_input.py
 
 
 @pytest.fixture(scope="session")
@@ -106,3 +107,5 @@ def real_redis(redis_url: str, keys: Keys) -> Iterator[Redis]:
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     if "redis" in _backend:
         terminalreporter.write_line(f"integration tests ran against: {_backend['redis']}")
+    if HOSTILE_TRIED["n"]:
+        terminalreporter.write_line(f"hostile inputs tried at ingest: {HOSTILE_TRIED['n']}")
