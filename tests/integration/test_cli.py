@@ -131,3 +131,41 @@ def test_rq_info_lists_our_queues_and_workers_from_the_start(redis, keys, seattl
         assert [w.name for w in listening] == [f"{keys.prefix}-em"]
     finally:
         worker.register_death()
+
+
+def test_metrics_expose_counters_queues_inboxes_and_latency(
+    cli, capsys, redis, keys, seattle, seattle_router
+):
+    import urllib.request
+
+    from prometheus_client import CollectorRegistry, start_http_server
+
+    from queues.observe import CityCollector
+    from workers.standins import free_port
+
+    config, _ = seattle
+    cli("publish", "--dept", "sdot", "--type", "traffic.incident", "--lat", "47.6205",
+        "--lon", "-122.3493", "--data", '{"kind": "hazard", "severity": 1}')  # fmt: skip
+    redis.xadd(keys.ingest("parks"), {"e": b"not json"})
+    IngestWorker(redis, keys, config).step(None)
+    context = RouteContext(config=config, router=seattle_router, keys=keys)
+    build_worker(redis, keys, "routine", context, name=f"{keys.prefix}-w").work(burst=True)
+    capsys.readouterr()
+    assert cli("metrics", "--once") == 0
+    text = capsys.readouterr().out
+    assert 'cityrelay_deliveries_total{department="spd-west"} 1.0' in text
+    assert 'cityrelay_events_in_total{department="sdot"} 1.0' in text
+    assert 'cityrelay_dead_letters_total{reason="malformed_json"} 1.0' in text
+    assert 'cityrelay_inbox_length{department="spd-west"} 1.0' in text
+    assert 'cityrelay_queue_depth{queue="routine"} 0.0' in text
+    assert 'cityrelay_delivery_latency_seconds_bucket{le="+Inf",priority="high"} 1.0' in text
+    # and served over HTTP for Prometheus to scrape
+    registry = CollectorRegistry()
+    registry.register(CityCollector(redis, keys, config.department_ids))
+    port = free_port()
+    server, thread = start_http_server(port, addr="127.0.0.1", registry=registry)
+    try:
+        body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read()
+        assert b"cityrelay_deliveries_total" in body
+    finally:
+        server.shutdown()
