@@ -48,6 +48,7 @@ from bench.pipeline import (  # noqa: E402
     warm_up_pipeline,
 )
 from city.cap import event_to_cap, events_from_cap  # noqa: E402
+from queues.cleanup import delete_city  # noqa: E402
 from queues.connect import redis_from_url  # noqa: E402
 from queues.keys import Keys  # noqa: E402
 from queues.metrics import read_stats  # noqa: E402
@@ -176,10 +177,7 @@ def latency_run(
         }
     finally:
         stop(processes)
-        for pattern in (f"{prefix}:*", f"rq:*{prefix}*"):
-            found = list(redis.scan_iter(pattern, count=1000))
-            for i in range(0, len(found), 1000):
-                redis.delete(*found[i : i + 1000])
+        delete_city(redis, keys)
         config.unlink()
 
 

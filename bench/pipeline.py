@@ -38,6 +38,7 @@ import yaml  # noqa: E402
 from redis import Redis  # noqa: E402
 
 from city.events import Event, source_for  # noqa: E402
+from queues.cleanup import delete_city  # noqa: E402
 from queues.keys import Keys  # noqa: E402
 from queues.metrics import read_stats  # noqa: E402
 from queues.streams import EVENT_FIELD  # noqa: E402
@@ -279,10 +280,7 @@ def run(
         }
     finally:
         stop(processes)
-        for pattern in (f"{prefix}:*", f"rq:*{prefix}*"):
-            found = list(redis.scan_iter(pattern, count=1000))
-            for i in range(0, len(found), 1000):
-                redis.delete(*found[i : i + 1000])
+        delete_city(redis, keys)
         config.unlink()
 
 

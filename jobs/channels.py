@@ -358,17 +358,20 @@ def _missing_env(channel: str, target: str, name: str) -> DeliveryResult:
 
 
 class _HttpChannel(Channel):
+    """Webhook and SMS gateway: an HTTP POST with retries behind a per-URL circuit breaker."""
+
     def __init__(
         self,
-        url: str,
-        timeout_s: float,
-        retry: RetryConfig,
-        breaker: CircuitBreaker,
-        sleep: Callable[[float], None],
-        session: requests.Session | None,
+        config: WebhookConfig | SmsConfig,
+        breakers: BreakerRegistry = BREAKERS,
+        sleep: Callable[[float], None] = time.sleep,
+        session: requests.Session | None = None,
     ):
-        self.url, self.target, self.timeout_s, self.retry = url, url, timeout_s, retry
-        self.breaker, self.sleep = breaker, sleep
+        self.config = config
+        self.url = self.target = config.url
+        self.timeout_s, self.retry = config.timeout_s, config.retry
+        self.breaker = breakers.for_url(config.url, config.breaker)
+        self.sleep = sleep
         self.session = session or requests.Session()
 
     def _post(self, body: bytes, headers: Mapping[str, str]) -> DeliveryResult:
@@ -399,18 +402,7 @@ def _retry_after(response: requests.Response) -> float | None:
 class WebhookChannel(_HttpChannel):
     kind = "webhook"
 
-    def __init__(self, config: WebhookConfig, breakers: BreakerRegistry = BREAKERS,
-                 sleep: Callable[[float], None] = time.sleep,
-                 session: requests.Session | None = None):  # fmt: skip
-        super().__init__(
-            config.url,
-            config.timeout_s,
-            config.retry,
-            breakers.for_url(config.url, config.breaker),
-            sleep,
-            session,
-        )
-        self.config = config
+    config: WebhookConfig
 
     def send(self, notification: Notification) -> DeliveryResult:
         body = json.dumps(notification.to_json(), separators=(",", ":")).encode()
@@ -432,18 +424,7 @@ class WebhookChannel(_HttpChannel):
 class SmsChannel(_HttpChannel):
     kind = "sms"
 
-    def __init__(self, config: SmsConfig, breakers: BreakerRegistry = BREAKERS,
-                 sleep: Callable[[float], None] = time.sleep,
-                 session: requests.Session | None = None):  # fmt: skip
-        super().__init__(
-            config.url,
-            config.timeout_s,
-            config.retry,
-            breakers.for_url(config.url, config.breaker),
-            sleep,
-            session,
-        )
-        self.config = config
+    config: SmsConfig
 
     def text(self, notification: Notification) -> str:
         text = f"{notification.subject}\n{notification.body}"

@@ -19,6 +19,7 @@ from redis import Redis
 
 from city.config import CityConfig, load_city
 from city.routing import Router
+from queues.cleanup import delete_city
 from queues.keys import Keys
 from workers.standins import EmbeddedRedis, LocalRedisServer, redis_reachable
 
@@ -84,23 +85,11 @@ def write_city(tmp_path: Path, **routing: object) -> Path:
     return path
 
 
-def delete_prefix(client: Redis, prefix: str) -> None:
-    """Delete this test's keys: ours and RQ's for our queues and jobs."""
-    for pattern in (f"{prefix}:*", f"rq:*{prefix}*"):
-        batch = list(client.scan_iter(pattern, count=1000))
-        if batch:
-            client.delete(*batch)
-    for registry in ("rq:queues", "rq:workers"):
-        ours = [m for m in client.smembers(registry) if prefix.encode() in m]
-        if ours:
-            client.srem(registry, *ours)
-
-
 @pytest.fixture
 def real_redis(redis_url: str, keys: Keys) -> Iterator[Redis]:
     client = Redis.from_url(redis_url)
     yield client
-    delete_prefix(client, keys.prefix)
+    delete_city(client, keys)
     client.close()
 
 

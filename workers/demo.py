@@ -29,6 +29,7 @@ from tqdm import tqdm
 from city.config import CityConfig, load_city
 from city.events import Event, source_for
 from city.routing import load_zones
+from queues.cleanup import delete_city
 from queues.inbox import Inbox
 from queues.keys import Keys
 from queues.metrics import read_stats, wait_until_handled
@@ -211,7 +212,7 @@ def run_demo(
     finally:
         stop_processes(processes)
         if not keep:
-            _delete_prefix(redis, prefix)
+            delete_city(redis, keys)
         for standin in standins:
             standin.stop()
     return 0
@@ -378,10 +379,3 @@ def archive_and_retrieve(redis: Redis, keys: Keys, config: CityConfig) -> None:
         f"  history: traffic.incident today delivered to spd-west -> {table.num_rows} rows "
         "read back from the Parquet lake"
     )
-
-
-def _delete_prefix(redis: Redis, prefix: str) -> None:
-    for pattern in (f"{prefix}:*", f"rq:*{prefix}*"):
-        found = list(redis.scan_iter(pattern, count=1000))
-        for i in range(0, len(found), 500):
-            redis.delete(*found[i : i + 500])

@@ -1,0 +1,27 @@
+"""Removing everything one key prefix owns: for demos, benchmarks and test runs that share a
+Redis with others (never FLUSHDB a database you did not create)."""
+
+from __future__ import annotations
+
+from redis import Redis
+
+from queues.keys import Keys
+
+
+def delete_city(redis: Redis, keys: Keys) -> int:
+    """Delete the prefix's keys, its RQ queues and jobs, and its entries in RQ's registries.
+
+    Job ids and queue names carry the prefix (see workers/ingest.py), so they are found by it.
+    Returns how many keys were deleted.
+    """
+    prefix = keys.prefix
+    deleted = 0
+    for pattern in (f"{prefix}:*", f"rq:*{prefix}*"):
+        found = list(redis.scan_iter(pattern, count=1000))
+        for start in range(0, len(found), 500):
+            deleted += int(redis.delete(*found[start : start + 500]))
+    for registry in ("rq:queues", "rq:workers"):
+        ours = [m for m in redis.smembers(registry) if prefix.encode() in m]
+        if ours:
+            redis.srem(registry, *ours)
+    return deleted
