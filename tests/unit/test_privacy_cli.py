@@ -147,9 +147,12 @@ def test_opendata_reads_the_hot_tier_and_releases_no_plate(env, capsys) -> None:
     for i in range(30):
         when = base + timedelta(minutes=i)
         event = incident(f"e-{i}", plate=f"P{i}", time=when.strftime("%Y-%m-%dT%H:%M:%SZ"))
-        env.redis.xadd(keys.hot("traffic.incident"), {"e": json.dumps(event)})
+        # The hot tier's entry id is the routing time, close to the event time.
+        entry_id = f"{int(when.timestamp() * 1000)}-1"
+        env.redis.xadd(keys.hot("traffic.incident"), {"e": json.dumps(event)}, id=entry_id)
     outside = incident("late", time="2026-11-27T10:00:00Z")
-    env.redis.xadd(keys.hot("traffic.incident"), {"e": json.dumps(outside)})
+    late_id = f"{int(datetime(2026, 11, 27, 10, tzinfo=UTC).timestamp() * 1000)}-1"
+    env.redis.xadd(keys.hot("traffic.incident"), {"e": json.dumps(outside)}, id=late_id)
     args = ["opendata", "--type", "traffic.incident", "--from", "2026-11-25T00:00Z",
             "--to", "2026-11-26T00:00Z"]  # fmt: skip
     assert env(*args) == 0
@@ -177,10 +180,12 @@ def test_opendata_pages_through_long_streams(env, capsys, monkeypatch) -> None:
 
     monkeypatch.setattr(cli, "PAGE", 4)
     keys = Keys("tcli")
-    for i in range(10):
-        env.redis.xadd(keys.hot("traffic.incident"), {"e": json.dumps(incident(f"e-{i}"))})
-    runtime = Runtime("redis://x", "tcli", env.path)
     start = datetime(2026, 11, 25, tzinfo=UTC)
+    routed_ms = int(start.timestamp() * 1000) + 10 * 3600 * 1000
+    for i in range(10):
+        event = json.dumps(incident(f"e-{i}"))
+        env.redis.xadd(keys.hot("traffic.incident"), {"e": event}, id=f"{routed_ms}-{i + 1}")
+    runtime = Runtime("redis://x", "tcli", env.path)
     assert len(cli.read_hot(runtime, "traffic.incident", start, start + timedelta(days=1))) == 10
 
 
