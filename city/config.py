@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from city.errors import ConfigError
 from city.escalation import parse_escalations
@@ -63,6 +63,8 @@ class DepartmentConfig(_Strict):
     # modules; kept raw here so the core config does not depend on them).
     fallback: list[dict[str, Any]] = Field(default_factory=list)
     escalation: dict[str, Any] | None = None
+    # This department's inbox bound (overrides limits.inbox_max_len; see LimitsConfig).
+    inbox_max_len: int | None = Field(default=None, ge=1000)
 
     @field_validator("id")
     @classmethod
@@ -89,12 +91,39 @@ class RoutingConfig(_Strict):
     max_event_bytes: int = Field(default=64 * 1024, ge=1024, le=1024 * 1024)
 
 
+class LimitsConfig(_Strict):
+    """Bounds that keep one misbehaving party from exhausting Redis memory (docs/operations.md).
+
+    - An inbox longer than `inbox_max_len` loses its oldest entries (every event stays in the hot
+      tier and the archive); an alert goes out when it passes `inbox_alarm_ratio` of the bound,
+      well before anything is trimmed, and every trimmed entry is counted.
+    - When Redis's used memory passes `memory_high_ratio` of `maxmemory` (or `memory_high_mb`
+      where Redis has no maxmemory), producers' routine publishes are refused with a retryable
+      error until it falls below `memory_low_ratio`; emergencies are never refused.
+    - `publish_batch_max` events go in one pipeline round trip at most.
+    """
+
+    inbox_max_len: int = Field(default=500_000, ge=1000)
+    inbox_alarm_ratio: float = Field(default=0.8, gt=0, le=1)
+    memory_high_ratio: float = Field(default=0.8, gt=0, lt=1)
+    memory_low_ratio: float = Field(default=0.7, gt=0, lt=1)
+    memory_high_mb: int | None = Field(default=None, ge=1)
+    publish_batch_max: int = Field(default=1000, ge=1, le=100_000)
+
+    @model_validator(mode="after")
+    def _low_below_high(self) -> LimitsConfig:
+        if self.memory_low_ratio >= self.memory_high_ratio:
+            raise ValueError("memory_low_ratio must be below memory_high_ratio")
+        return self
+
+
 class CityConfig(_Strict):
     city: str
     layers: dict[str, LayerConfig]
     departments: list[DepartmentConfig] = Field(min_length=1)
     event_types: dict[str, EventTypeConfig] = Field(default_factory=dict)
     routing: RoutingConfig = Field(default_factory=RoutingConfig)
+    limits: LimitsConfig = Field(default_factory=LimitsConfig)
     sharing: SharingConfig = Field(default_factory=SharingConfig)
     geo: GeoConfig = Field(default_factory=GeoConfig)
     # Sections owned by other modules, validated by their own parsers (privacy, retention).
@@ -110,6 +139,11 @@ class CityConfig(_Strict):
     @property
     def department_ids(self) -> list[str]:
         return [d.id for d in self.departments]
+
+    def inbox_max_len(self, dept_id: str) -> int:
+        """The bound of one department's inbox (its own, else the city's)."""
+        own = self.department(dept_id).inbox_max_len
+        return own if own is not None else self.limits.inbox_max_len
 
 
 def _loc_to_path(loc: tuple[Any, ...]) -> str:

@@ -25,6 +25,7 @@ from queues.grants import GrantStore
 from queues.inbox import Deliverer
 from queues.jurisdictions import JurisdictionStore, JurisdictionWatcher
 from queues.keys import Keys
+from queues.limits import InboxAlarms, inbox_bounds
 
 
 @dataclass
@@ -40,6 +41,7 @@ class RouteContext:
     _grants: GrantSet | None = None
     _authorizer: Authorizer | None = None
     _watchers: dict[int, JurisdictionWatcher] = field(default_factory=dict)
+    _inbox_alarms: InboxAlarms | None = None
 
     @classmethod
     def load(
@@ -121,9 +123,16 @@ class RouteContext:
     def deliverer(self, redis: Redis) -> Deliverer:
         found = self._deliverers.get(id(redis))
         if found is None:
-            found = Deliverer(redis, self.config.routing.dedupe_window_s)
+            bounds = inbox_bounds(self.keys, self.config)
+            found = Deliverer(redis, self.config.routing.dedupe_window_s, bounds)
             self._deliverers[id(redis)] = found
         return found
+
+    @property
+    def inbox_alarms(self) -> InboxAlarms:
+        if self._inbox_alarms is None:
+            self._inbox_alarms = InboxAlarms(self.keys)
+        return self._inbox_alarms
 
 
 WhereKey = tuple[tuple[tuple[str, int], ...], tuple[tuple[str, tuple[str, ...]], ...]]

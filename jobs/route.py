@@ -113,9 +113,10 @@ def deliver_items(
             grant_version,
             ";".join(sorted(versions_used)) or "none",
         )
-        flags, now_s = context.deliverer(redis).deliver(batch, frame)
+        result = context.deliverer(redis).deliver(batch, frame)
+        flags, now_s, backlogs = result.flags, result.now, result.backlogs
     else:
-        flags, now_s = [], now
+        flags, now_s, backlogs = [], now, []
     pipe = redis.pipeline(transaction=False)
     # Emergency acknowledgement (jobs/emergency.py): deadlines for the departments that
     # actually received each emergency (not those its privacy rule withheld it from).
@@ -174,7 +175,10 @@ def deliver_items(
     if types:
         pipe.sadd(keys.hot_types, *types)
     record_latencies(pipe, keys, latencies)
+    context.inbox_alarms.count(pipe, backlogs)
     pipe.execute()
+    if backlogs:  # an inbox near its bound: a department that stopped consuming
+        context.inbox_alarms.raise_alarms(redis, backlogs)
     if chain_audit:
         context.audit(redis).drain_inbox()  # chain the recorded decisions (one worker at a time)
     return dict(counters)

@@ -73,6 +73,7 @@ def worker_key_patterns(keys: Keys) -> dict[str, list[str]]:
     return {
         "ingest": [
             f"~{p}:ingest:*",
+            f"~{keys.backpressure}",  # the memory guard (queues/limits.py)
             f"~{keys.deadletter}",
             f"~{p}:seen:*",
             f"~{keys.stats}",
@@ -102,6 +103,7 @@ def worker_key_patterns(keys: Keys) -> dict[str, list[str]]:
             f"%R~{keys.consent_index}",
             f"~{keys.quarantine}",
             f"~{keys.alerts}",
+            f"~{p}:alarm:*",  # rate-limited alerts (inbox backlogs)
             f"~{p}:emergency:*",  # emergency tracking (jobs/emergency.py)
             f"~{keys.emergencies}",
             *rq,
@@ -157,6 +159,8 @@ def department_user(keys: Keys, dept: str) -> AclUser:
     # recipient (HEXISTS/EXISTS reveal no event content).
     acks = f"(+set +get ~{keys.ack(dept, '*')})"
     tracked = f"(+hexists +exists ~{keys.emergency('*')})"
+    # Producer backpressure (queues/limits.py): whether routine publishes are refused now.
+    pressure = f"(+get ~{keys.backpressure})"
     return AclUser(
         keys.acl_dept_user(dept),
         [
@@ -170,6 +174,7 @@ def department_user(keys: Keys, dept: str) -> AclUser:
             selector,
             acks,
             tracked,
+            pressure,
         ],
     )
 

@@ -21,17 +21,20 @@ from redis.exceptions import ResponseError
 from queues.keys import Keys
 
 # KEYS: the seen marker of each event, then every output stream.
-# ARGV: ttl, audit inbox key index (0: none), audit body head, audit body tail, then one JSON
-# document per event: [[[key index, [field, value, ...]], ...], "audit rows fragment"].
+# ARGV: ttl, audit inbox key index (0: none), audit body head, audit body tail, the bounded
+# streams as JSON [[key index, max length, alarm length], ...], then one JSON document per event:
+# [[[key index, [field, value, ...]], ...], "audit rows fragment"].
 # One argument per event keeps the client's encoding work small; cjson decodes it in C. The
 # audit rows of the events delivered now (not the duplicates) become one audit inbox entry.
+# A bounded stream (an inbox) longer than its maximum loses its oldest entries (XTRIM ~, whole
+# radix-tree nodes, so O(1) amortised); the ones at or above their alarm length are reported.
 DELIVER_LUA = """
 local ttl = tonumber(ARGV[1])
 local audit_key = tonumber(ARGV[2])
 local flags = {}
 local rows = {}
-for i = 5, #ARGV do
-  local seen = KEYS[i - 4]
+for i = 6, #ARGV do
+  local seen = KEYS[i - 5]
   if redis.call('GET', seen) ~= 'delivered' then
     local spec = cjson.decode(ARGV[i])
     for _, out in ipairs(spec[1]) do
@@ -39,17 +42,30 @@ for i = 5, #ARGV do
     end
     if spec[2] ~= '' then rows[#rows + 1] = spec[2] end
     redis.call('SET', seen, 'delivered', 'EX', ttl)
-    flags[i - 4] = 1
+    flags[i - 5] = 1
   else
-    flags[i - 4] = 0
+    flags[i - 5] = 0
   end
 end
 if audit_key > 0 and #rows > 0 then
   local body = ARGV[3] .. table.concat(rows, ',') .. ARGV[4]
   redis.call('XADD', KEYS[audit_key], '*', 'kind', 'delivery', 'body', body)
 end
+local backlog = {}
+for _, bound in ipairs(cjson.decode(ARGV[5])) do
+  local key = KEYS[bound[1]]
+  local length = redis.call('XLEN', key)
+  local trimmed = 0
+  if length > bound[2] then
+    trimmed = redis.call('XTRIM', key, 'MAXLEN', '~', bound[2])
+    length = length - trimmed
+  end
+  if length >= bound[3] or trimmed > 0 then
+    backlog[#backlog + 1] = {bound[1], length, trimmed}
+  end
+end
 local t = redis.call('TIME')
-return {flags, t[1], t[2]}
+return {flags, t[1], t[2], backlog}
 """
 
 
@@ -85,18 +101,50 @@ class AuditFrame:
     tail: str
 
 
-class Deliverer:
-    """Runs the delivery script for a batch (one round trip)."""
+@dataclass(frozen=True)
+class StreamBound:
+    """A stream kept to `max_len` entries, reported from `alarm_len` on (see `limits`)."""
 
-    def __init__(self, redis: Redis, dedupe_ttl_s: int):
+    max_len: int
+    alarm_len: int
+
+
+@dataclass(frozen=True)
+class Backlog:
+    """A bounded stream at or above its alarm length after a delivery, or just trimmed."""
+
+    key: str
+    length: int
+    trimmed: int
+    bound: StreamBound
+
+
+@dataclass
+class DeliveryOutcome:
+    flags: list[bool]  # delivered now (False: delivered before, a duplicate)
+    now: float  # Redis time in seconds at delivery
+    backlogs: list[Backlog] = field(default_factory=list)
+
+
+class Deliverer:
+    """Runs the delivery script for a batch (one round trip per `CHUNK` events).
+
+    `bounds` maps stream keys (the department inboxes) to their `StreamBound`; streams not in
+    it grow until their owner trims them (hot tier: the archive; audit: never).
+    """
+
+    def __init__(
+        self, redis: Redis, dedupe_ttl_s: int, bounds: dict[str, StreamBound] | None = None
+    ):
         self.redis = redis
         self.ttl = dedupe_ttl_s
+        self.bounds = bounds or {}
         self._script = redis.register_script(DELIVER_LUA)
 
     def deliver(
         self, batch: Sequence[EventDelivery], audit: AuditFrame | None = None
-    ) -> tuple[list[bool], float]:
-        """Returns (delivered now? per event, Redis time in seconds at delivery).
+    ) -> DeliveryOutcome:
+        """Deliver every event not delivered before, atomically per chunk.
 
         With `audit`, the audit rows of the events delivered now are written to the audit
         inbox in the same script as the deliveries (see queues/audit.py).
@@ -105,23 +153,21 @@ class Deliverer:
         trip: a script blocks Redis while it runs, and an emergency must not wait behind a
         routine batch for more than a millisecond or two.
         """
-        flags: list[bool] = []
-        now = 0.0
+        outcome = DeliveryOutcome([], 0.0)
         for start in range(0, len(batch), CHUNK):
-            chunk_flags, now = self._deliver(batch[start : start + CHUNK], audit)
-            flags.extend(chunk_flags)
-        return flags, now
+            self._deliver(batch[start : start + CHUNK], audit, outcome)
+        return outcome
 
     def _deliver(
-        self, batch: Sequence[EventDelivery], audit: AuditFrame | None
-    ) -> tuple[list[bool], float]:
+        self, batch: Sequence[EventDelivery], audit: AuditFrame | None, outcome: DeliveryOutcome
+    ) -> None:
         keys: list[str] = [d.seen_key for d in batch]
         key_index: dict[str, int] = {}
         if audit is not None:
             keys.append(audit.key)
-            args: list[Any] = [self.ttl, len(keys), audit.head, audit.tail]
+            args: list[Any] = [self.ttl, len(keys), audit.head, audit.tail, ""]
         else:
-            args = [self.ttl, 0, "", ""]
+            args = [self.ttl, 0, "", "", ""]
         for delivery in batch:
             outputs = []
             for out in delivery.outputs:
@@ -135,8 +181,18 @@ class Deliverer:
                     flat.append(value if isinstance(value, str) else value.decode())
                 outputs.append((index, flat))
             args.append(orjson.dumps([outputs, delivery.audit_rows]))
-        flags, secs, micros = self._script(keys=keys, args=args)
-        return [bool(f) for f in flags], int(secs) + int(micros) / 1e6
+        bounded = [
+            (index, bound.max_len, bound.alarm_len)
+            for key, index in key_index.items()
+            if (bound := self.bounds.get(key)) is not None
+        ]
+        args[4] = orjson.dumps(bounded) if bounded else b"[]"
+        flags, secs, micros, backlog = self._script(keys=keys, args=args)
+        outcome.flags.extend(bool(f) for f in flags)
+        outcome.now = int(secs) + int(micros) / 1e6
+        for index, length, trimmed in backlog:
+            key = keys[int(index) - 1]
+            outcome.backlogs.append(Backlog(key, int(length), int(trimmed), self.bounds[key]))
 
 
 @dataclass(frozen=True)

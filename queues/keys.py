@@ -182,6 +182,17 @@ class Keys:
         """Operational alerts for people (PIA gate hits, ...): field ``kind`` + details."""
         return f"{self.prefix}:alerts"
 
+    # Limits (queues/limits.py): producer backpressure and rate-limited alarms.
+    @property
+    def backpressure(self) -> str:
+        """Set while Redis memory is above the high watermark (JSON: used, limit, since); it
+        expires by itself when no ingest process refreshes it."""
+        return f"{self.prefix}:backpressure"
+
+    def alarm(self, name: str) -> str:
+        """Marker that an alarm was raised recently (rate limit: one alert per period)."""
+        return f"{self.prefix}:alarm:{name}"
+
     # Archive (hot tier -> S3).
     def archive_lock(self, event_type: str, window_start_ms: int) -> str:
         """Lock held while one archive window of one type is written, so double runs never race."""

@@ -24,10 +24,12 @@ from redis.exceptions import ResponseError
 from city.events import Event, Priority, new_event_id, source_for
 from city.schemas import BUILTIN_TYPES
 from queues.keys import ROUTER_GROUP, Keys
+from queues.limits import Backpressure, PressureGauge, is_oom
 from queues.spool import REDIS_DOWN, Spool, SpoolFlusher, xadd_or_spool
 
 EVENT_FIELD = b"e"
 LANES = ("emergency", "routine")
+PUBLISH_CHUNK = 1000  # events per pipeline round trip (bounds client and server buffers)
 
 
 def _default_priority(event_type: str) -> Priority | None:
@@ -38,9 +40,13 @@ def _default_priority(event_type: str) -> Priority | None:
 class Producer:
     """Publishes a department's events to its ingest streams.
 
-    `publish_many` sends the whole batch in one pipelined round trip. Events may be `Event`
-    objects or plain dicts in CloudEvents JSON form; missing `id`, `time`, `source`,
+    `publish_many` sends the batch pipelined, `PUBLISH_CHUNK` events per round trip. Events may
+    be `Event` objects or plain dicts in CloudEvents JSON form; missing `id`, `time`, `source`,
     `specversion` and `department` are filled here.
+
+    While Redis memory is high (queues/limits.py) routine events are refused with
+    `Backpressure`; emergencies always go through. `backpressure=False` turns the check off
+    (for tools that must write whatever happens, such as replays run by operators).
     """
 
     def __init__(
@@ -51,6 +57,7 @@ class Producer:
         priorities: dict[str, Priority] | None = None,
         spool: Spool | None = None,
         flusher: SpoolFlusher | None = None,
+        backpressure: bool = True,
     ):
         self.redis = redis
         self.department = department
@@ -61,6 +68,7 @@ class Producer:
         # to it and returns; `flusher` replays it in order when Redis is back.
         self.spool = spool
         self.flusher = flusher
+        self.gauge = PressureGauge(redis, self.keys) if backpressure else None
 
     def _lane(self, event_type: str, priority: Any) -> str:
         resolved = priority or self._priorities.get(event_type) or _default_priority(event_type)
@@ -92,31 +100,62 @@ class Producer:
     def publish(self, event: Event | dict[str, Any]) -> str:
         """Publish one event; returns its id."""
         stream, event_id, body = self.encode(event)
+        if self.gauge is not None and not _is_emergency(stream):
+            try:
+                self.gauge.check()
+            except Backpressure as exc:
+                raise Backpressure(exc.detail, refused=[event_id]) from None
         if self.spool is not None:
             xadd_or_spool(self.redis, self.spool, stream, {"e": body}, event_id=event_id,
                           flusher=self.flusher)  # fmt: skip
             return event_id
-        self.redis.xadd(stream, {EVENT_FIELD: body})
+        try:
+            self.redis.xadd(stream, {EVENT_FIELD: body})
+        except ResponseError as exc:
+            if is_oom(exc):
+                raise Backpressure(str(exc), refused=[event_id]) from exc
+            raise
         return event_id
 
     def publish_many(self, events: Iterable[Event | dict[str, Any]]) -> list[str]:
-        """Publish a batch in one round trip; returns the ids in order."""
+        """Publish a batch pipelined; returns the ids in order.
+
+        Under backpressure the batch's emergencies are published and `Backpressure` names the
+        routine events refused (`refused`) and those sent (`accepted`)."""
+        encoded = [self.encode(event) for event in events]
+        refused: list[str] = []
+        pressure: Backpressure | None = None
+        if self.gauge is not None and any(not _is_emergency(s) for s, _, _ in encoded):
+            try:
+                self.gauge.check()
+            except Backpressure as exc:
+                refused = [eid for s, eid, _ in encoded if not _is_emergency(s)]
+                encoded = [item for item in encoded if _is_emergency(item[0])]
+                if not encoded:
+                    raise Backpressure(exc.detail, refused=refused) from None
+                pressure = exc
         if self.spool is not None:
-            return self._publish_many_or_spool(events)
-        pipe = self.redis.pipeline(transaction=False)
-        ids: list[str] = []
-        for event in events:
-            stream, event_id, body = self.encode(event)
-            pipe.xadd(stream, {EVENT_FIELD: body})
-            ids.append(event_id)
-        pipe.execute()
+            ids = self._publish_many_or_spool(encoded)
+        else:
+            ids = [event_id for _, event_id, _ in encoded]
+            try:
+                for start in range(0, len(encoded), PUBLISH_CHUNK):
+                    pipe = self.redis.pipeline(transaction=False)
+                    for stream, _, body in encoded[start : start + PUBLISH_CHUNK]:
+                        pipe.xadd(stream, {EVENT_FIELD: body})
+                    pipe.execute()
+            except ResponseError as exc:
+                if is_oom(exc):
+                    raise Backpressure(str(exc), refused=ids) from exc
+                raise
+        if pressure is not None:
+            raise Backpressure(pressure.detail, accepted=ids, refused=refused)
         return ids
 
-    def _publish_many_or_spool(self, events: Iterable[Event | dict[str, Any]]) -> list[str]:
+    def _publish_many_or_spool(self, encoded: list[tuple[str, str, bytes]]) -> list[str]:
         """One pipeline while Redis answers and nothing waits in the spool; else spool them all
         (a batch cut off mid-way may arrive twice: ingest dedupes by event id)."""
         assert self.spool is not None
-        encoded = [self.encode(event) for event in events]
         if not self.spool.has_pending():
             try:
                 pipe = self.redis.pipeline(transaction=False)
@@ -155,6 +194,10 @@ class Entry:
     def millis(self) -> int:
         """Redis time (ms) when the entry was accepted."""
         return int(self.id.split("-", 1)[0])
+
+
+def _is_emergency(stream: str) -> bool:
+    return stream.endswith(":emergency")
 
 
 def consumer_name() -> str:
@@ -243,6 +286,39 @@ class IngestStreams:
                     claimed.append(entry)
         return claimed, poison
 
+    def trim_acknowledged(self) -> int:
+        """Delete the entries every consumer group has read and acknowledged; returns how many.
+
+        Without this an ingest stream would keep every event ever published. Each stream is
+        cut below its oldest pending entry, or just after the last entry delivered to a group
+        when none is pending, whichever is lowest over all groups, so an entry that some group
+        has not read or not acknowledged yet is never removed. Two round trips for all streams.
+        """
+        pipe = self.redis.pipeline(transaction=False)
+        for stream in self.streams:
+            pipe.xinfo_groups(stream)
+        replies = pipe.execute(raise_on_error=False)
+        floors: dict[str, list[tuple[int, int] | None]] = {}
+        for stream, groups in zip(self.streams, replies, strict=True):
+            if isinstance(groups, Exception) or not groups:
+                continue  # no stream or no group yet: nothing to trim safely
+            for group in groups:
+                if int(group["pending"]):
+                    floors.setdefault(stream, []).append(None)
+                    pipe.xpending(stream, _text(group["name"]))
+                else:
+                    last = _stream_id(group["last-delivered-id"])
+                    floors.setdefault(stream, []).append((last[0], last[1] + 1))
+        oldest_pending = iter(pipe.execute())
+        for stream, candidates in floors.items():
+            resolved = [
+                c if c is not None else _stream_id(next(oldest_pending)["min"]) for c in candidates
+            ]
+            floor = min(resolved)
+            if floor > (0, 1):
+                pipe.xtrim(stream, minid=f"{floor[0]}-{floor[1]}", approximate=False)
+        return sum(int(n) for n in pipe.execute())
+
     def ack(self, pipe: Pipeline, entries: Iterable[Entry]) -> None:
         by_stream: dict[str, list[str]] = {}
         for entry in entries:
@@ -276,6 +352,11 @@ def dead_letter(
         fields["body"] = body
     pipe.xadd(keys.deadletter, fields)
     pipe.hincrby(keys.stats, f"deadletter:{reason}", 1)
+
+
+def _stream_id(value: Any) -> tuple[int, int]:
+    millis, _, seq = _text(value).partition("-")
+    return int(millis), int(seq or 0)
 
 
 def _text(value: Any) -> str:

@@ -8,20 +8,24 @@ import os
 import signal
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
 from tqdm import tqdm
 
-from city.events import Event, source_for
+from city.events import Event, new_event_id, source_for
 from jobs.context import RouteContext
 from queues.inbox import Inbox
+from queues.limits import Backpressure
 from queues.metrics import PRIORITIES, histogram, percentile, read_stats
 from queues.priority import ROLES, make_queue
 from queues.streams import Producer
 from workers.runtime import Runtime
 
 PUBLISH_CHUNK = 500
+EX_TEMPFAIL = 75  # sysexits.h: try again later (backpressure)
+BACKPRESSURE_WAIT_S = 60.0  # how long `publish --file` waits out backpressure
 # Routine processes yield the CPU to emergency ones: on a busy host an emergency must not wait
 # for the scheduler to get round to it.
 ROUTINE_NICE = 10
@@ -116,7 +120,11 @@ def cmd_publish(args: argparse.Namespace, runtime: Runtime) -> int:
     except ValueError as exc:
         print(f"publish: invalid event: {exc}", file=sys.stderr)
         return 2
-    print(producer.publish(event))
+    try:
+        print(producer.publish(event))
+    except Backpressure as exc:
+        print(f"publish: not accepted, try again later: {exc}", file=sys.stderr)
+        return EX_TEMPFAIL
     return 0
 
 
@@ -133,27 +141,51 @@ def _publish_lines(producer: Producer, stream: Any, path: str, total: int | None
     sent = bad = 0
     chunk: list[dict[str, Any]] = []
     with tqdm(total=total, unit="ev", desc="publish", file=sys.stderr) as bar:
-        for lineno, line in enumerate(stream, 1):
-            if not line.strip():
-                continue
-            try:
-                event = json.loads(line)
-                if not isinstance(event, dict):
-                    raise ValueError("not a JSON object")
-            except ValueError as exc:
-                print(f"{path}:{lineno}: skipped, not a JSON object: {exc}", file=sys.stderr)
-                bad += 1
-                continue
-            chunk.append(event)
-            if len(chunk) >= PUBLISH_CHUNK:
-                sent += len(producer.publish_many(chunk))
+        try:
+            for lineno, line in enumerate(stream, 1):
+                if not line.strip():
+                    continue
+                try:
+                    event = json.loads(line)
+                    if not isinstance(event, dict):
+                        raise ValueError("not a JSON object")
+                except ValueError as exc:
+                    print(f"{path}:{lineno}: skipped, not a JSON object: {exc}", file=sys.stderr)
+                    bad += 1
+                    continue
+                event.setdefault("id", new_event_id())  # a resend after backpressure dedupes
+                chunk.append(event)
+                if len(chunk) >= PUBLISH_CHUNK:
+                    sent += _publish_patiently(producer, chunk)
+                    bar.update(len(chunk))
+                    chunk = []
+            if chunk:
+                sent += _publish_patiently(producer, chunk)
                 bar.update(len(chunk))
-                chunk = []
-        if chunk:
-            sent += len(producer.publish_many(chunk))
-            bar.update(len(chunk))
+        except Backpressure as exc:
+            print(f"{path}: stopped after {sent} events, still refused after "
+                  f"{BACKPRESSURE_WAIT_S:.0f} s: {exc}", file=sys.stderr)  # fmt: skip
+            print(json.dumps({"published": sent, "unreadable_lines": bad, "backpressure": True}))
+            return EX_TEMPFAIL
     print(json.dumps({"published": sent, "unreadable_lines": bad}))
     return 1 if bad else 0
+
+
+def _publish_patiently(producer: Producer, events: list[dict[str, Any]]) -> int:
+    """Publish a chunk, waiting out backpressure (up to `BACKPRESSURE_WAIT_S`) and sending
+    again only the events that were refused."""
+    deadline = time.monotonic() + BACKPRESSURE_WAIT_S
+    pending = events
+    while True:
+        try:
+            producer.publish_many(pending)
+            return len(events)
+        except Backpressure as exc:
+            if time.monotonic() + exc.retry_after_s > deadline:
+                raise
+            refused = set(exc.refused)
+            pending = [event for event in pending if event["id"] in refused]
+            time.sleep(exc.retry_after_s)
 
 
 # -- processes ------------------------------------------------------------------------------

@@ -14,7 +14,9 @@ One loop step:
    So an entry is acknowledged exactly when its next hop holds it.
 
 Entries read by a consumer that died are reclaimed after `claim_idle_ms`; one delivered more than
-`max_deliveries` times is dead-lettered as poison instead of circulating forever.
+`max_deliveries` times is dead-lettered as poison instead of circulating forever. The same pass
+trims what every consumer group has acknowledged from the streams, and about once a second the
+loop checks Redis memory and raises or lowers producer backpressure (queues/limits.py).
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from city.catalog import EventCatalog, InvalidEvent
 from city.config import CityConfig
 from jobs.route import route_batch
 from queues.keys import Keys
+from queues.limits import MemoryGuard
 from queues.priority import BULK, EMERGENCY, HIGH, QUEUE_FOR_PRIORITY, ROUTINE, make_queue
 from queues.streams import LANES, Entry, IngestStreams, consumer_name, dead_letter
 
@@ -43,6 +46,7 @@ log = logging.getLogger("cityrelay.ingest")
 EMERGENCY_TIMEOUT_S = 30
 BATCH_TIMEOUT_S = 300
 FAILURE_TTL_S = 7 * 24 * 3600
+GUARD_EVERY_S = 1.0  # memory check for producer backpressure
 
 
 class IngestWorker:
@@ -68,6 +72,7 @@ class IngestWorker:
             name: make_queue(redis, keys, name) for name in (EMERGENCY, HIGH, ROUTINE, BULK)
         }
         self.streams.ensure_groups()
+        self.guard = MemoryGuard(redis, keys, config.limits)
 
     # -- one step -----------------------------------------------------------------------------
     def step(self, block_ms: int | None = None) -> Counter[str]:
@@ -120,6 +125,7 @@ class IngestWorker:
             pipe.execute()
             counters["dead_lettered"] += len(poison)
         counters["reclaimed"] += len(claimed)
+        counters["trimmed"] += self.streams.trim_acknowledged()
         return counters
 
     def process(self, entries: Sequence[Entry]) -> Counter[str]:
@@ -219,10 +225,13 @@ class IngestWorker:
         stop = should_stop.is_set if isinstance(should_stop, threading.Event) else should_stop
         block = idle_block_ms or self.routing.batch_max_ms
         recover_every = max(self.routing.claim_idle_ms / 2000, 0.5)
-        next_recover = 0.0
+        next_recover = next_guard = 0.0
         backoff = 0.1
         while not stop():
             try:
+                if time.monotonic() >= next_guard:
+                    self.guard.check()
+                    next_guard = time.monotonic() + GUARD_EVERY_S
                 if time.monotonic() >= next_recover:
                     self.recover()
                     next_recover = time.monotonic() + recover_every
