@@ -152,7 +152,8 @@ def test_cli_publish_exits_75_under_backpressure(redis, keys, monkeypatch, capsy
 
     monkeypatch.setattr(runtime.Runtime, "redis", lambda self, **kw: redis)
     redis.set(keys.backpressure, json.dumps({"used_mb": 900, "high_mb": 800}))
+    data = '{"kind": "collision", "severity": 1}'
     args = ["--prefix", keys.prefix, "publish", "--dept", "sdot", "--type", "traffic.incident",
-            "--lat", "47.62", "--lon", "-122.35", "--data", '{"kind": "collision", "severity": 1}']  # fmt: skip
+            "--lat", "47.62", "--lon", "-122.35", "--data", data]  # fmt: skip
     assert main(args) == 75
     assert "try again later" in capsys.readouterr().err
