@@ -100,7 +100,6 @@ class LimitsConfig(_Strict):
     - When Redis's used memory passes `memory_high_ratio` of `maxmemory` (or `memory_high_mb`
       where Redis has no maxmemory), producers' routine publishes are refused with a retryable
       error until it falls below `memory_low_ratio`; emergencies are never refused.
-    - `publish_batch_max` events go in one pipeline round trip at most.
     """
 
     inbox_max_len: int = Field(default=500_000, ge=1000)
@@ -108,7 +107,6 @@ class LimitsConfig(_Strict):
     memory_high_ratio: float = Field(default=0.8, gt=0, lt=1)
     memory_low_ratio: float = Field(default=0.7, gt=0, lt=1)
     memory_high_mb: int | None = Field(default=None, ge=1)
-    publish_batch_max: int = Field(default=1000, ge=1, le=100_000)
 
     @model_validator(mode="after")
     def _low_below_high(self) -> LimitsConfig:
