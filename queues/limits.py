@@ -18,6 +18,7 @@ reading its inbox, a producer flooding the city - must not exhaust it for everyo
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -32,6 +33,8 @@ from queues.keys import Keys
 
 if TYPE_CHECKING:  # the producer side must not import the whole config (geometry libraries)
     from city.config import CityConfig, LimitsConfig
+
+log = logging.getLogger("cityrelay.limits")
 
 ALARM_PERIOD_S = 300
 BACKPRESSURE_TTL_S = 10
@@ -170,9 +173,17 @@ class MemoryGuard:
         self.redis = redis
         self.keys = keys
         self.limits = limits
+        self.unavailable: str | None = None  # why the server gives no memory figures
 
     def check(self) -> MemoryState:
-        info = self.redis.info("memory")
+        if self.unavailable is not None:
+            return MemoryState(0, None, None, False)
+        try:
+            info = self.redis.info("memory")
+        except ResponseError as exc:  # a stand-in without INFO, or INFO denied by an ACL
+            self.unavailable = str(exc)
+            log.warning("no producer backpressure: the server refuses INFO memory (%s)", exc)
+            return MemoryState(0, None, None, False)
         used = int(info["used_memory"])
         high, low = watermarks(self.limits, int(info.get("maxmemory", 0)))
         key = self.keys.backpressure

@@ -157,3 +157,10 @@ def test_cli_publish_exits_75_under_backpressure(redis, keys, monkeypatch, capsy
             "--lat", "47.62", "--lon", "-122.35", "--data", data]  # fmt: skip
     assert main(args) == 75
     assert "try again later" in capsys.readouterr().err
+
+
+def test_a_server_without_memory_figures_means_no_backpressure_not_a_crash(redis, keys):
+    """The embedded stand-in (fakeredis) has no INFO: the guard stands down, once."""
+    guard = MemoryGuard(redis, keys, LimitsConfig(memory_high_mb=1))
+    assert not guard.check().pressure and guard.unavailable
+    assert not guard.check().pressure and redis.get(keys.backpressure) is None
