@@ -19,6 +19,7 @@ defaults are made for long jobs and would leave an emergency waiting for minutes
   after `STUCK_S` instead of RQ's minute;
 - the per-queue maintenance lock expires after `MAINTENANCE_LOCK_S` (RQ: 899 s, so a worker
   killed while cleaning would stop all recovery on its queues for fifteen minutes);
+- a retried job's success no longer fails on its dead run's expired execution (RQ 3 bug);
 - the scheduler child process exits when its worker died (RQ leaves it orphaned, holding the
   scheduler lock).
 A job that runs twice delivers nothing twice: delivery is idempotent (queues/inbox.py); archive
@@ -45,6 +46,7 @@ from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from rq import Queue, SimpleWorker
 from rq.exceptions import DequeueTimeout
+from rq.executions import Execution, ExecutionRegistry
 from rq.intermediate_queue import IntermediateQueue
 from rq.job import Job
 from rq.scheduler import RQScheduler
@@ -80,6 +82,29 @@ return false
 """
 
 
+class TolerantExecutionRegistry(ExecutionRegistry):
+    """RQ 3 keeps a job's execution ids 60 s longer than the executions themselves. After a
+    dead worker's run expired and the job was retried, the successful retry's cleanup fetched
+    the expired run, raised, and failed the job (its work done) until retries ran out."""
+
+    def get_executions(self, start: int = 0, end: int = -1) -> list[Execution]:
+        found = []
+        for execution_id in self.get_execution_ids(start, end):
+            try:
+                found.append(
+                    Execution.fetch(id=execution_id, job_id=self.job_id, connection=self.connection)
+                )
+            except ValueError:  # expired with its dead worker
+                continue
+        return found
+
+
+class CityJob(Job):
+    @property
+    def execution_registry(self) -> ExecutionRegistry:
+        return TolerantExecutionRegistry(self.id, connection=self.connection)
+
+
 class CityIntermediateQueue(IntermediateQueue):
     def should_be_cleaned_up(self, job_id: str) -> bool:
         first_seen = self.get_first_seen(job_id)
@@ -88,6 +113,8 @@ class CityIntermediateQueue(IntermediateQueue):
 
 class CityQueue(Queue):
     """RQ's Queue with a safe multi-queue pop and a maintenance lock that expires soon."""
+
+    job_class = CityJob
 
     @property
     def intermediate_queue(self) -> IntermediateQueue:
@@ -157,6 +184,7 @@ class CityWorker(SimpleWorker):
     stand-in): the address is only shown in `rq info`."""
 
     queue_class = CityQueue
+    job_class = CityJob
     stop_signalled = False  # RQ only records a stop request that arrives during a job
 
     def request_stop(self, signum: Any, frame: Any) -> None:
