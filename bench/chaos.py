@@ -305,7 +305,7 @@ def run_chaos(
     kills: int = 20,
     rate: float = 2500,
     routine_workers: int = 2,
-    emergency_workers: int = 1,
+    emergency_workers: int = 2,
     claim_idle_ms: int | None = None,
     drain_timeout_s: float = 300,
     seed: int = 8,
@@ -470,7 +470,7 @@ def main() -> None:
     parser.add_argument("--kills", type=int, default=20)
     parser.add_argument("--rate", type=float, default=2500, help="events published per second")
     parser.add_argument("--routine-workers", type=int, default=2)
-    parser.add_argument("--emergency-workers", type=int, default=1)
+    parser.add_argument("--emergency-workers", type=int, default=2)
     parser.add_argument(
         "--claim-idle-ms", type=int, help="ingest reclaim delay (default: the city's setting)"
     )
