@@ -291,6 +291,24 @@ def inbox_counts(
     return counts, emergency_ms, strangers
 
 
+def compare(
+    expected_of: list[frozenset[int]], counts: list[bytearray]
+) -> tuple[int, int, int, int]:
+    """(lost, duplicated, wrong, deliveries): expected (event, inbox) pairs that never arrived,
+    extra copies, arrivals at an inbox that should not have it, expected pairs that arrived."""
+    lost = duplicated = wrong = deliveries = 0
+    for i, expected in enumerate(expected_of):
+        for d, column in enumerate(counts):
+            got = column[i]
+            if d in expected:
+                lost += got == 0
+                duplicated += max(0, got - 1)
+                deliveries += min(got, 1)
+            elif got:
+                wrong += 1
+    return lost, duplicated, wrong, deliveries
+
+
 def pct(values: list[int], q: float) -> int | None:
     if not values:
         return None
@@ -393,16 +411,7 @@ def run_chaos(
         stats = read_stats(redis, keys)
         say(f"drained in {drain_s:.1f} s; comparing the inboxes")
         counts, emergency_ms, strangers = inbox_counts(redis, keys, departments, run_id, events)
-        lost = duplicated = wrong = deliveries = 0
-        for i, expected in enumerate(expected_of):
-            for d, column in enumerate(counts):
-                got = column[i]
-                if d in expected:
-                    lost += got == 0
-                    duplicated += max(0, got - 1)
-                    deliveries += min(got, 1)
-                elif got:
-                    wrong += 1
+        lost, duplicated, wrong, deliveries = compare(expected_of, counts)
         dead = redis.xrange(keys.deadletter)
         reasons = Counter(fields[b"reason"].decode() for _, fields in dead)
         failed_jobs = sum(

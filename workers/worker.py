@@ -167,12 +167,14 @@ class CityQueue(Queue):
 class CityScheduler(RQScheduler):
     """RQ's scheduler process, which stops (releasing its locks) once its worker is gone."""
 
+    _worker_pid: int | None = None  # set when it forks; a burst worker runs it in-process
+
     def start(self) -> Any:
         self._worker_pid = os.getpid()
         return super().start()
 
     def enqueue_scheduled_jobs(self) -> None:
-        if os.getppid() != self._worker_pid:
+        if self._worker_pid is not None and os.getppid() != self._worker_pid:
             self.request_stop()
             return
         super().enqueue_scheduled_jobs()
