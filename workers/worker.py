@@ -278,13 +278,14 @@ def run_worker(
     while not stop.is_set():
         worker_name = name if generation == 0 or name is None else f"{name}.{generation}"
         worker: CityWorker | None = None
+        began = time.monotonic()
         try:
             worker = build_worker(redis, keys, role, context, worker_name)
             worked = (
                 worker.work(burst=burst, logging_level=log_level, with_scheduler=True) or worked
             )
         except (RedisConnectionError, RedisTimeoutError) as exc:
-            log.warning("redis unavailable (%s); restarting the worker in %.1fs", exc, backoff)
+            log.warning("redis unavailable (%s); a fresh worker starts once it answers", exc)
         else:
             if burst:
                 return worked
@@ -295,8 +296,12 @@ def run_worker(
             signal.signal(signum, lambda *_: stop.set())
         log.warning("the worker loop ended without a stop request; starting a fresh worker")
         generation += 1
+        if time.monotonic() - began > 60:  # it had been working: a fresh outage
+            backoff = 0.2
         stop.wait(backoff)
-        backoff = 0.2 if _redis_answers(redis) else min(backoff * 2, 5.0)
+        backoff = min(backoff * 2, 5.0)  # a loop that keeps ending slows down
+        while not stop.is_set() and not _redis_answers(redis):
+            stop.wait(0.5)
     return worked
 
 
