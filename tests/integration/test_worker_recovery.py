@@ -1,15 +1,21 @@
-"""A worker that dies holding a job: the job runs again within seconds, not minutes."""
+"""A worker that dies holding a job: the job runs again within seconds, not minutes; nothing
+of the dead worker lingers."""
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 
 import pytest
 from rq import Retry
 from rq.job import Job
+from rq.scheduler import RQScheduler
 from rq.serializers import JSONSerializer
 
+from bench.chaos import Pipeline
 from queues.priority import BULK, EMERGENCY, HIGH, make_queue
+from tests.conftest import write_city
 from workers.worker import HEARTBEAT_MARGIN_S, CityQueue, build_worker
 
 pytestmark = pytest.mark.integration
@@ -56,3 +62,33 @@ def test_a_job_abandoned_by_a_dead_worker_runs_again_within_seconds(redis, keys)
     else:  # RQ alone: its registry entry expires after timeout + 60 s, then waits for a pass
         pytest.fail("the abandoned job was not run again within 16 s")
     assert queue.failed_job_registry.count == 0
+
+
+def test_a_killed_workers_scheduler_process_exits_and_frees_its_lock(
+    redis_url, redis, keys, tmp_path
+):
+    pipeline = Pipeline(redis_url, keys.prefix, write_city(tmp_path), 0, 1)
+    lock = RQScheduler.get_locking_key(make_queue(redis, keys, HIGH).name)
+    try:
+        pipeline.start("routine-0")
+        worker = pipeline.running["routine-0"]
+        deadline = time.monotonic() + 60
+        while not redis.exists(lock):  # the worker is up and its scheduler child holds the lock
+            assert time.monotonic() < deadline, "the worker's scheduler never took its lock"
+            time.sleep(0.2)
+        os.kill(worker.pid, signal.SIGKILL)
+        worker.wait()
+        deadline = time.monotonic() + 10
+        while _group_alive(worker.pid) or redis.exists(lock):
+            assert time.monotonic() < deadline, "the scheduler outlived its worker"
+            time.sleep(0.2)
+    finally:
+        pipeline.stop()
+
+
+def _group_alive(group: int) -> bool:
+    try:
+        os.killpg(group, 0)
+    except ProcessLookupError:
+        return False
+    return True
