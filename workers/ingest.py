@@ -43,8 +43,12 @@ from queues.streams import LANES, Entry, IngestStreams, consumer_name, dead_lett
 
 log = logging.getLogger("cityrelay.ingest")
 
-EMERGENCY_TIMEOUT_S = 30
-BATCH_TIMEOUT_S = 300
+# Route jobs touch only Redis and take milliseconds (a batch well under a second), so their
+# timeouts are short: a job abandoned by a killed worker is re-queued once its timeout plus a
+# small margin passed (workers/worker.py), so these bound the recovery time. A job that times
+# out is retried like any failure.
+EMERGENCY_TIMEOUT_S = 5
+BATCH_TIMEOUT_S = 20
 FAILURE_TTL_S = 7 * 24 * 3600
 GUARD_EVERY_S = 1.0  # memory check for producer backpressure
 

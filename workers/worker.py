@@ -5,35 +5,235 @@ geometry, compiled subscriptions - is loaded once per process and reused by ever
 emergency job starts in microseconds instead of paying for a fork. SIGTERM is a warm shutdown:
 the current job finishes, then the process exits. Workers also run RQ's scheduler
 (one holds the lock per queue), which re-queues failed jobs whose retry interval has passed.
+
+Recovery from a worker killed mid-job (SIGKILL, OOM, power loss) is tuned here, because RQ's
+defaults are made for long jobs and would leave an emergency waiting for minutes:
+- a job's StartedJobRegistry entry expires `job.timeout + HEARTBEAT_MARGIN_S` after it started
+  (RQ: timeout + 60 s); a SimpleWorker always finishes or times out a job before that, so only a
+  dead worker's job expires. Route jobs have short timeouts (workers/ingest.py);
+- every `MAINTENANCE_S` a worker re-queues expired jobs (RQ's `clean_registries`, which applies
+  the job's Retry), and an idle worker wakes every `DEQUEUE_TIMEOUT_S` to do so;
+- every job is popped into RQ's intermediate list (LMOVE), also by routine workers that listen
+  to several queues (RQ pops those with a plain BLPOP: a worker killed between the pop and the
+  StartedJobRegistry write would lose the job); a job left there by a dead worker is re-queued
+  after `STUCK_S` instead of RQ's minute;
+- the per-queue maintenance lock expires after `MAINTENANCE_LOCK_S` (RQ: 899 s, so a worker
+  killed while cleaning would stop all recovery on its queues for fifteen minutes);
+- a retried job's success no longer fails on its dead run's expired execution (RQ 3 bug);
+- the scheduler child process exits when its worker died (RQ leaves it orphaned, holding the
+  scheduler lock).
+A job that runs twice delivers nothing twice: delivery is idempotent (queues/inbox.py); archive
+jobs hold their own locks.
+
+`run_worker` also survives a Redis outage: RQ's loop quits on a connection error outside its
+dequeue call, so the process waits for Redis and starts a fresh worker.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import signal
+import threading
+import time
+from collections.abc import Iterable
+from datetime import timedelta
+from typing import Any
 
 from redis import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
-from rq import SimpleWorker
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from rq import Queue, SimpleWorker
+from rq.exceptions import DequeueTimeout
+from rq.executions import Execution, ExecutionRegistry
+from rq.intermediate_queue import IntermediateQueue
+from rq.job import Job
+from rq.scheduler import RQScheduler
 from rq.serializers import JSONSerializer
+from rq.utils import now
 
 from jobs.context import RouteContext, set_context
 from queues.keys import Keys
 from queues.priority import queues_for_role, register_queues
 
-# How often a worker looks for jobs abandoned by a dead worker (and retries them): an emergency
-# must not wait RQ's default ten minutes.
-MAINTENANCE_S = {"emergency": 15, "routine": 60}
+log = logging.getLogger("cityrelay.worker")
+
+# How often a worker re-queues jobs abandoned by a dead worker (and retries them).
+MAINTENANCE_S = {"emergency": 2, "routine": 5, "escalation": 5}
+DEFAULT_MAINTENANCE_S = 60
+# Registry entry of a running job: job timeout + this. Covers the bookkeeping after the job.
+HEARTBEAT_MARGIN_S = 5
+# An idle worker's blocking pop returns this often, so it runs its maintenance on time.
+DEQUEUE_TIMEOUT_S = 2
+# A job popped but never started (its worker died in between) is re-queued after this.
+STUCK_S = 5
+MAINTENANCE_LOCK_S = 30
+# Routine workers poll their queues (one script call for all of them) when idle.
+POLL_MIN_S, POLL_MAX_S = 0.005, 0.05
+
+# LMOVE from the first non-empty queue into its intermediate list: KEYS = queue, list, ...
+_POP_FIRST = """
+for i = 1, #KEYS, 2 do
+  local job_id = redis.call('LMOVE', KEYS[i], KEYS[i + 1], 'LEFT', 'RIGHT')
+  if job_id then return {KEYS[i], job_id} end
+end
+return false
+"""
+
+
+class TolerantExecutionRegistry(ExecutionRegistry):
+    """RQ 3 keeps a job's execution ids 60 s longer than the executions themselves. After a
+    dead worker's run expired and the job was retried, the successful retry's cleanup fetched
+    the expired run, raised, and failed the job (its work done) until retries ran out."""
+
+    def get_executions(self, start: int = 0, end: int = -1) -> list[Execution]:
+        found = []
+        for execution_id in self.get_execution_ids(start, end):
+            try:
+                found.append(
+                    Execution.fetch(id=execution_id, job_id=self.job_id, connection=self.connection)
+                )
+            except ValueError:  # expired with its dead worker
+                continue
+        return found
+
+
+class CityJob(Job):
+    @property
+    def execution_registry(self) -> ExecutionRegistry:
+        return TolerantExecutionRegistry(self.id, connection=self.connection)
+
+
+class CityIntermediateQueue(IntermediateQueue):
+    def should_be_cleaned_up(self, job_id: str) -> bool:
+        first_seen = self.get_first_seen(job_id)
+        return first_seen is not None and now() - first_seen > timedelta(seconds=STUCK_S)
+
+
+class CityQueue(Queue):
+    """RQ's Queue with a safe multi-queue pop and a maintenance lock that expires soon."""
+
+    job_class = CityJob
+
+    @property
+    def intermediate_queue(self) -> IntermediateQueue:
+        return CityIntermediateQueue(self.key, connection=self.connection)
+
+    def acquire_maintenance_lock(self) -> bool:
+        return bool(
+            self.connection.set(self.registry_cleaning_key, 1, nx=True, ex=MAINTENANCE_LOCK_S)
+        )
+
+    @classmethod
+    def dequeue_any(  # type: ignore[override]
+        cls,
+        queues: Iterable[Queue],
+        timeout: int | None,
+        connection: Redis,
+        job_class: type[Job] | None = None,
+        serializer: Any = None,
+        death_penalty_class: Any = None,
+    ) -> tuple[Job, Queue] | None:
+        queues = list(queues)
+        if len(queues) == 1:  # RQ's own BLMOVE into the intermediate list
+            return super().dequeue_any(
+                queues, timeout, connection, job_class, serializer, death_penalty_class
+            )
+        keys: list[str] = []
+        for queue in queues:
+            keys += [queue.key, IntermediateQueue.get_intermediate_queue_key(queue.key)]
+        pop = connection.register_script(_POP_FIRST)
+        deadline = time.monotonic() + timeout if timeout is not None else None
+        pause = POLL_MIN_S
+        while True:
+            result = pop(keys=keys)
+            if result:
+                queue_key, job_id = (v.decode() if isinstance(v, bytes) else v for v in result)
+                dequeued = cls._fetch_dequeued_job(
+                    connection, queue_key, job_id, job_class, serializer, death_penalty_class
+                )
+                if dequeued is not None:
+                    return dequeued
+                continue
+            if deadline is None:
+                return None
+            if time.monotonic() >= deadline:
+                raise DequeueTimeout(timeout, keys[::2])
+            time.sleep(pause)
+            pause = min(pause * 2, POLL_MAX_S)
+
+
+class CityScheduler(RQScheduler):
+    """RQ's scheduler process, which stops (releasing its locks) once its worker is gone."""
+
+    _worker_pid: int | None = None  # set when it forks; a burst worker runs it in-process
+
+    def start(self) -> Any:
+        self._worker_pid = os.getpid()
+        return super().start()
+
+    def enqueue_scheduled_jobs(self) -> None:
+        if self._worker_pid is not None and os.getppid() != self._worker_pid:
+            self.request_stop()
+            return
+        super().enqueue_scheduled_jobs()
 
 
 class CityWorker(SimpleWorker):
-    """RQ's SimpleWorker, tolerant of servers whose CLIENT INFO reply redis-py cannot parse
-    (the embedded fakeredis stand-in): the address is only shown in `rq info`."""
+    """RQ's SimpleWorker with fast, safe recovery of abandoned jobs (see the module doc), and
+    tolerant of servers whose CLIENT INFO reply redis-py cannot parse (the embedded fakeredis
+    stand-in): the address is only shown in `rq info`."""
+
+    queue_class = CityQueue
+    job_class = CityJob
+    stop_signalled = False  # RQ only records a stop request that arrives during a job
+
+    def request_stop(self, signum: Any, frame: Any) -> None:
+        self.stop_signalled = True
+        super().request_stop(signum, frame)
 
     def _set_ip_address(self, connection: Redis) -> None:
         try:
             super()._set_ip_address(connection)
         except (ValueError, ResponseError):
             self.ip_address = "unknown"
+
+    def get_heartbeat_ttl(self, job: Job, working_time: float = 0.0) -> int:
+        if job.timeout is None or job.timeout < 0:
+            return super().get_heartbeat_ttl(job, working_time)
+        return int(job.timeout) + HEARTBEAT_MARGIN_S
+
+    def prepare_job_execution(self, job: Job, remove_from_intermediate_queue: bool = False) -> None:
+        # Every pop goes through the intermediate list here, not only single-queue ones.
+        super().prepare_job_execution(job, remove_from_intermediate_queue=True)
+
+    def _start_scheduler(
+        self,
+        burst: bool = False,
+        logging_level: str | None = "INFO",
+        date_format: str = "",
+        log_format: str = "",
+    ) -> None:
+        # RQ's _start_scheduler with our scheduler class.
+        self.scheduler = CityScheduler(
+            self.queues,
+            connection=self.connection,
+            logging_level=logging_level if logging_level is not None else self.log.level,
+            serializer=self.serializer,
+        )
+        self.scheduler.acquire_locks()
+        if not self.scheduler.acquired_locks:
+            return
+        if burst:
+            try:
+                self.scheduler.register_birth()
+                self.scheduler.enqueue_scheduled_jobs()
+            finally:
+                self.scheduler.release_locks()
+                self.scheduler.register_death()
+        else:
+            self.scheduler.start()
 
 
 def build_worker(
@@ -48,11 +248,13 @@ def build_worker(
     queues = queues_for_role(redis, keys, role)
     register_queues(redis, queues)
     return CityWorker(
-        queues,
+        [CityQueue(q.name, connection=redis, serializer=JSONSerializer) for q in queues],
         connection=redis,
         serializer=JSONSerializer,
         name=name,
-        maintenance_interval=MAINTENANCE_S.get(role, 600),
+        maintenance_interval=MAINTENANCE_S.get(role, DEFAULT_MAINTENANCE_S),
+        # RQ blocks an idle worker for worker_ttl - 15 s between maintenance checks.
+        worker_ttl=DEQUEUE_TIMEOUT_S + 15,
     )
 
 
@@ -65,6 +267,46 @@ def run_worker(
     name: str | None = None,
     log_level: str = "WARNING",
 ) -> bool:
-    worker = build_worker(redis, keys, role, context, name)
+    """Work until SIGTERM (or the queues are empty with `burst`). If RQ's loop ends on a
+    Redis outage, wait for Redis and carry on with a fresh worker (under a new name: the old
+    one's registration may outlive it)."""
     logging.getLogger("rq.worker").setLevel(log_level)
-    return worker.work(burst=burst, logging_level=log_level, with_scheduler=True)
+    worked = False
+    generation = 0
+    backoff = 0.2
+    stop = threading.Event()
+    while not stop.is_set():
+        worker_name = name if generation == 0 or name is None else f"{name}.{generation}"
+        worker: CityWorker | None = None
+        began = time.monotonic()
+        try:
+            worker = build_worker(redis, keys, role, context, worker_name)
+            worked = (
+                worker.work(burst=burst, logging_level=log_level, with_scheduler=True) or worked
+            )
+        except (RedisConnectionError, RedisTimeoutError) as exc:
+            log.warning("redis unavailable (%s); a fresh worker starts once it answers", exc)
+        else:
+            if burst:
+                return worked
+        if worker is not None and (worker.stop_signalled or worker._stop_requested):
+            return worked
+        # Between two workers a SIGTERM/SIGINT just ends the process.
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, lambda *_: stop.set())
+        log.warning("the worker loop ended without a stop request; starting a fresh worker")
+        generation += 1
+        if time.monotonic() - began > 60:  # it had been working: a fresh outage
+            backoff = 0.2
+        stop.wait(backoff)
+        backoff = min(backoff * 2, 5.0)  # a loop that keeps ending slows down
+        while not stop.is_set() and not _redis_answers(redis):
+            stop.wait(0.5)
+    return worked
+
+
+def _redis_answers(redis: Redis) -> bool:
+    try:
+        return bool(redis.ping())
+    except (RedisConnectionError, RedisTimeoutError):
+        return False
