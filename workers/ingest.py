@@ -35,6 +35,7 @@ from city.catalog import EventCatalog, InvalidEvent
 from city.config import CityConfig
 from jobs.route import route_batch
 from queues.keys import Keys
+from queues.metrics import in_key, record_counts
 from queues.priority import BULK, EMERGENCY, HIGH, QUEUE_FOR_PRIORITY, ROUTINE, make_queue
 from queues.streams import LANES, Entry, IngestStreams, consumer_name, dead_letter
 
@@ -149,13 +150,15 @@ class IngestWorker:
             accepted.append((entry, wire))
         fresh = self._dedupe(accepted)
         counters["duplicates"] += len(accepted) - len(fresh)
-        self._enqueue(pipe, fresh, counters)
+        by_priority: Counter[str] = Counter()
+        self._enqueue(pipe, fresh, counters, by_priority)
         self.streams.ack(pipe, entries)
         for name, value in counters.items():
             if name.startswith("in:") or name == "duplicates":
                 pipe.hincrby(
                     self.keys.stats, "ingest_duplicates" if name == "duplicates" else name, value
                 )
+        record_counts(pipe, self.keys, by_priority)
         pipe.execute()
         counters["accepted"] += len(fresh)
         return counters
@@ -177,12 +180,19 @@ class IngestWorker:
         return fresh
 
     def _enqueue(
-        self, pipe: Any, fresh: list[tuple[Entry, dict[str, Any]]], counters: Counter[str]
+        self,
+        pipe: Any,
+        fresh: list[tuple[Entry, dict[str, Any]]],
+        counters: Counter[str],
+        by_priority: Counter[str] | None = None,
     ) -> None:
         by_queue: dict[str, list[tuple[Entry, dict[str, Any]]]] = {}
         for entry, wire in fresh:
             counters[f"in:{entry.dept}"] += 1
-            queue = QUEUE_FOR_PRIORITY[self.catalog.priority_of(wire["type"], wire.get("priority"))]
+            priority = self.catalog.priority_of(wire["type"], wire.get("priority"))
+            if by_priority is not None:
+                by_priority[in_key(entry.dept, priority.value)] += 1
+            queue = QUEUE_FOR_PRIORITY[priority]
             by_queue.setdefault(queue, []).append((entry, wire))
         prefix = self.keys.prefix
         for queue_name, items in by_queue.items():

@@ -1,0 +1,225 @@
+"""One read of a city's operational state: counters, queues, inboxes, workers, consumers.
+
+`city_snapshot` takes a handful of pipelined round trips whatever the number of departments;
+the Prometheus exporter (`queues.observe`) and `cityrelay status` both show it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from redis import Redis
+from rq.worker_registration import WORKERS_BY_QUEUE_KEY
+
+from queues.acks import parse_ack
+from queues.hot import hot_types
+from queues.keys import ROUTER_GROUP, Keys
+from queues.metrics import PRIORITIES, StatsView
+from queues.priority import ROLES, make_queue, queue_name
+
+# Emergencies looked at for the acknowledgement gauges: delivered within this window, newest
+# first, at most this many (an alert wants what is open now, not last week's history).
+ACK_WINDOW_S = 24 * 3600
+ACK_WINDOW_MAX = 500
+
+
+@dataclass
+class InboxState:
+    length: int
+    pending: int  # delivered to the department's consumers, not yet acknowledged
+    lag: int | None  # not yet read by the department (None: never read, or unknown)
+
+
+@dataclass
+class ConsumerState:
+    name: str
+    idle_s: float  # since its last read or claim, the least over all ingest streams
+    pending: int  # read, not yet acknowledged (held by this consumer)
+
+
+@dataclass
+class AckState:
+    """Recipients of recent emergencies (`ACK_WINDOW_S`) by state, per department."""
+
+    acknowledged: dict[str, int] = field(default_factory=dict)
+    waiting: dict[str, int] = field(default_factory=dict)  # not acknowledged, deadline ahead
+    overdue: dict[str, int] = field(default_factory=dict)  # not acknowledged, deadline passed
+
+
+@dataclass
+class Snapshot:
+    stats: dict[str, int]
+    view: StatsView
+    queues: dict[str, int]  # queue -> jobs waiting
+    started: dict[str, int]  # queue -> jobs running (RQ started registry)
+    failed: dict[str, int]  # queue -> failed jobs kept
+    latency: dict[str, dict[float, int]]  # priority -> histogram
+    streams: dict[str, int]
+    inboxes: dict[str, InboxState]
+    workers: dict[str, dict[str, int]]  # role -> {"alive": n, "busy": n}
+    consumers: list[ConsumerState]
+    hot_entries: dict[str, int]
+    hot_bytes: int
+    acks: AckState
+
+
+def city_snapshot(
+    redis: Redis, keys: Keys, departments: Sequence[str], ack_window_s: int = ACK_WINDOW_S
+) -> Snapshot:
+    """Everything the exporter and `cityrelay status` show, in a few pipelined round trips."""
+    queue_objs = {name: make_queue(redis, keys, name) for role in ROLES.values() for name in role}
+    streams = {
+        "deadletter": keys.deadletter,
+        "quarantine": keys.quarantine,
+        "audit_inbox": keys.audit_inbox,
+    }
+    ingest_streams = [
+        keys.ingest(d, lane) for d in departments for lane in ("routine", "emergency")
+    ]
+    pipe = redis.pipeline(transaction=False)
+    pipe.hgetall(keys.stats)
+    for priority in PRIORITIES:
+        pipe.hgetall(keys.latency(priority))
+    for q in queue_objs.values():
+        pipe.llen(q.key)
+        pipe.zcard(q.started_job_registry.key)
+        pipe.zcard(q.failed_job_registry.key)
+    for key in streams.values():
+        pipe.xlen(key)
+    for dept in departments:
+        pipe.xlen(keys.inbox(dept))
+        pipe.xinfo_groups(keys.inbox(dept))
+    for role_queues in ROLES.values():
+        pipe.smembers(WORKERS_BY_QUEUE_KEY % queue_name(keys, role_queues[0]))
+    for stream in ingest_streams:
+        pipe.xinfo_consumers(stream, ROUTER_GROUP)
+    replies = iter(pipe.execute(raise_on_error=False))
+
+    stats = {_text(k): int(v) for k, v in _ok(next(replies), {}).items()}
+    latency = {}
+    for priority in PRIORITIES:
+        raw = _ok(next(replies), {})
+        if raw:
+            latency[priority] = {float(k): int(v) for k, v in raw.items()}
+    queues, started, failed = {}, {}, {}
+    for name in queue_objs:
+        queues[name] = int(_ok(next(replies), 0))
+        started[name] = int(_ok(next(replies), 0))
+        failed[name] = int(_ok(next(replies), 0))
+    stream_lengths = {name: int(_ok(next(replies), 0)) for name in streams}
+    inboxes = {}
+    for dept in departments:
+        length = int(_ok(next(replies), 0))
+        groups = _ok(next(replies), [])
+        pending = sum(int(g.get("pending", 0)) for g in groups)
+        lags = [g.get("lag") for g in groups]
+        lag = sum(int(x) for x in lags) if lags and all(x is not None for x in lags) else None
+        inboxes[dept] = InboxState(length, pending, lag)
+    worker_keys = {role: sorted(_text(k) for k in _ok(next(replies), set())) for role in ROLES}
+    consumers: dict[str, ConsumerState] = {}
+    for _ in ingest_streams:
+        for c in _ok(next(replies), []):
+            name = _text(c["name"])
+            idle_s = int(c.get("idle", 0)) / 1000
+            known = consumers.get(name)
+            if known is None:
+                consumers[name] = ConsumerState(name, idle_s, int(c.get("pending", 0)))
+            else:
+                known.idle_s = min(known.idle_s, idle_s)
+                known.pending += int(c.get("pending", 0))
+
+    hot_entries, hot_bytes = _hot_tier(redis, keys)
+    return Snapshot(
+        stats=stats,
+        view=StatsView.of(stats),
+        queues=queues,
+        started=started,
+        failed=failed,
+        latency=latency,
+        streams=stream_lengths,
+        inboxes=inboxes,
+        workers=_workers(redis, worker_keys),
+        consumers=sorted(consumers.values(), key=lambda c: c.name),
+        hot_entries=hot_entries,
+        hot_bytes=hot_bytes,
+        acks=_ack_state(redis, keys, ack_window_s),
+    )
+
+
+def _hot_tier(redis: Redis, keys: Keys) -> tuple[dict[str, int], int]:
+    """Entries per hot stream and their memory (0 where MEMORY USAGE is unsupported)."""
+    types = hot_types(redis, keys)
+    pipe = redis.pipeline(transaction=False)
+    for event_type in types:
+        pipe.xlen(keys.hot(event_type))
+        pipe.memory_usage(keys.hot(event_type), samples=0)
+    replies = pipe.execute(raise_on_error=False) if types else []
+    entries = {t: int(_ok(replies[2 * n], 0)) for n, t in enumerate(types)}
+    return entries, sum(int(_ok(replies[2 * n + 1], 0)) for n in range(len(types)))
+
+
+def _workers(redis: Redis, worker_keys: dict[str, list[str]]) -> dict[str, dict[str, int]]:
+    """Alive (its key has not expired: RQ refreshes it with the heartbeat) and busy workers per
+    role. A crashed worker stays in RQ's registry set until a maintenance pass cleans it."""
+    pipe = redis.pipeline(transaction=False)
+    for found in worker_keys.values():
+        for key in found:
+            pipe.hget(key, "state")
+    states = iter(pipe.execute(raise_on_error=False))
+    result = {}
+    for role, found in worker_keys.items():
+        alive = busy = 0
+        for _ in found:
+            state = _ok(next(states), None)
+            if state is not None:
+                alive += 1
+                busy += _text(state) == "busy"
+        result[role] = {"alive": alive, "busy": busy}
+    return result
+
+
+def _ack_state(redis: Redis, keys: Keys, window_s: int) -> AckState:
+    """Who acknowledged the recent emergencies, who has not, and who is past the deadline."""
+    secs, _ = redis.time()
+    now_ms = int(secs) * 1000
+    ids = redis.zrevrangebyscore(
+        keys.emergencies, "+inf", now_ms - window_s * 1000, start=0, num=ACK_WINDOW_MAX
+    )
+    state = AckState()
+    if not ids:
+        return state
+    pipe = redis.pipeline(transaction=False)
+    for event_id in ids:
+        pipe.hgetall(keys.emergency(_text(event_id)))
+    records = pipe.execute()
+    open_rows: list[tuple[str, int]] = []  # (dept, deadline) without `acked` in the hash
+    pipe = redis.pipeline(transaction=False)
+    for event_id, record in zip(ids, records, strict=True):
+        fields = {_text(k): _text(v) for k, v in record.items()}
+        for name, value in fields.items():
+            dept, sep, what = name.partition("|")
+            if not sep or what != "deadline":
+                continue
+            if f"{dept}|acked" in fields:
+                state.acknowledged[dept] = state.acknowledged.get(dept, 0) + 1
+            else:
+                open_rows.append((dept, int(value)))
+                pipe.get(keys.ack(dept, _text(event_id)))
+    for (dept, deadline), ack in zip(open_rows, pipe.execute() if open_rows else [], strict=True):
+        if ack is not None and parse_ack(ack)[0]:
+            target = state.acknowledged
+        else:
+            target = state.overdue if now_ms > deadline else state.waiting
+        target[dept] = target.get(dept, 0) + 1
+    return state
+
+
+def _ok(reply: Any, default: Any) -> Any:
+    """A pipelined reply, or `default` when the command failed (say XINFO on a missing key)."""
+    return default if isinstance(reply, Exception) or reply is None else reply
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
