@@ -148,6 +148,23 @@ def city_snapshot(
     )
 
 
+def ingest_backlog(
+    redis: Redis, streams: Sequence[str], group: str = ROUTER_GROUP
+) -> dict[str, int]:
+    """``lag`` (not yet read by the group) and ``pending`` (read, not acknowledged) summed over
+    `streams`, from one pipelined XINFO GROUPS each."""
+    pipe = redis.pipeline(transaction=False)
+    for stream in streams:
+        pipe.xinfo_groups(stream)
+    lag = pending = 0
+    for groups in pipe.execute(raise_on_error=False):
+        for g in _ok(groups, []):
+            if _text(g.get("name")) == group:
+                lag += int(g.get("lag") or 0)
+                pending += int(g.get("pending") or 0)
+    return {"lag": lag, "pending": pending}
+
+
 def _hot_tier(redis: Redis, keys: Keys) -> tuple[dict[str, int], int]:
     """Entries per hot stream and their memory (0 where MEMORY USAGE is unsupported)."""
     types = hot_types(redis, keys)

@@ -37,7 +37,9 @@ from jobs.route import route_batch
 from queues.keys import Keys
 from queues.metrics import in_key, record_counts
 from queues.priority import BULK, EMERGENCY, HIGH, QUEUE_FOR_PRIORITY, ROUTINE, make_queue
+from queues.snapshot import ingest_backlog
 from queues.streams import LANES, Entry, IngestStreams, consumer_name, dead_letter
+from workers.logs import Summary
 
 log = logging.getLogger("cityrelay.ingest")
 
@@ -231,21 +233,40 @@ class IngestWorker:
         recover_every = max(self.routing.claim_idle_ms / 2000, 0.5)
         next_recover = 0.0
         backoff = 0.1
+        summary = Summary(log, "ingest summary")
+        log.info(
+            "ingest started",
+            extra={"consumer": self.consumer, "streams": len(self.streams.streams)},
+        )
         while not stop():
             try:
                 if time.monotonic() >= next_recover:
-                    self.recover()
+                    summary.add(self.recover(), step="recover")
                     next_recover = time.monotonic() + recover_every
                 started = time.monotonic()
-                if not self.gather(block) and time.monotonic() - started < block / 2000:
+                counters = self.gather(block)
+                if counters:
+                    summary.add(counters, step="batch")
+                    summary.counts["batches"] += 1
+                elif time.monotonic() - started < block / 2000:
                     # The server answered an empty blocking read at once (stand-ins such as
                     # fakeredis do not block): wait out the block time instead of spinning.
                     time.sleep(block / 1000)
+                summary.tick(self.lag)
                 backoff = 0.1
             except (RedisConnectionError, RedisTimeoutError) as exc:
-                log.warning("redis unavailable (%s); retrying in %.1fs", exc, backoff)
+                log.warning(
+                    "redis unavailable; retrying",
+                    extra={"error": f"{type(exc).__name__}: {exc}", "retry_in_s": backoff,
+                           "consumer": self.consumer},
+                )  # fmt: skip
                 time.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
+
+    def lag(self) -> dict[str, int]:
+        """Entries waiting in the ingest streams: not yet read (lag) and read but not yet
+        acknowledged by any consumer (pending), summed over the streams (one round trip)."""
+        return ingest_backlog(self.redis, self.streams.streams, self.streams.group)
 
 
 def _job_id(prefix: str, queue: str, batch: Sequence[tuple[Entry, dict[str, Any]]]) -> str:

@@ -13,12 +13,15 @@ import logging
 
 from redis import Redis
 from redis.exceptions import ResponseError
-from rq import SimpleWorker
+from rq import Queue, SimpleWorker
+from rq.executions import Execution
+from rq.job import Job
 from rq.serializers import JSONSerializer
 
 from jobs.context import RouteContext, set_context
 from queues.keys import Keys
 from queues.priority import queues_for_role, register_queues
+from workers.logs import Summary, job_counts
 
 # How often a worker looks for jobs abandoned by a dead worker (and retries them): an emergency
 # must not wait RQ's default ten minutes.
@@ -28,6 +31,15 @@ MAINTENANCE_S = {"emergency": 15, "routine": 60}
 class CityWorker(SimpleWorker):
     """RQ's SimpleWorker, tolerant of servers whose CLIENT INFO reply redis-py cannot parse
     (the embedded fakeredis stand-in): the address is only shown in `rq info`."""
+
+    summary: Summary | None = None  # set by `build_worker`: one INFO line per interval
+
+    def perform_job(self, job: Job, queue: Queue, execution: Execution) -> bool:
+        ok = super().perform_job(job, queue, execution)
+        if self.summary is not None:
+            self.summary.add(job_counts(job, ok), queue=queue.name, job=job.id)
+            self.summary.tick()
+        return ok
 
     def _set_ip_address(self, connection: Redis) -> None:
         try:
@@ -47,13 +59,15 @@ def build_worker(
         set_context(context)
     queues = queues_for_role(redis, keys, role)
     register_queues(redis, queues)
-    return CityWorker(
+    worker = CityWorker(
         queues,
         connection=redis,
         serializer=JSONSerializer,
         name=name,
         maintenance_interval=MAINTENANCE_S.get(role, 600),
     )
+    worker.summary = Summary(logging.getLogger(f"cityrelay.worker.{role}"), "worker summary")
+    return worker
 
 
 def run_worker(
