@@ -10,7 +10,8 @@ Keys of the `Keys.stats` hash (each written in the pipeline a batch already send
 - ``emergency:tracked`` emergencies whose acknowledgement is tracked, ``escalation:l{n}``
   escalation levels started (one per recipient department and level), ``ack_seen:l{n}``
   acknowledgements first seen by the level-n check (which they cancelled), and
-  ``notify:{channel}:ok|failed`` fallback notifications per channel kind.
+  ``notify:{channel}:ok|failed`` fallback notifications per channel kind;
+- ``latency_sum_ms:{priority}``: the sum of the latencies the histogram counts (its ``_sum``).
 
 Latency is measured from the ingest XADD to the inbox XADD, both on Redis's clock, and kept as a
 histogram per priority (bucket upper bound in ms -> count), cheap enough to update on every batch
@@ -116,6 +117,12 @@ def record_latencies(pipe: Pipeline, keys: Keys, samples: Mapping[str, Sequence[
         counts = Counter(bucket_of(v) for v in values)
         for bucket, count in counts.items():
             pipe.hincrby(keys.latency(priority), _label(bucket), count)
+        if values:  # the histogram's _sum (whole ms: the stats hash holds integers)
+            pipe.hincrby(keys.stats, latency_sum_key(priority), round(sum(values)))
+
+
+def latency_sum_key(priority: str) -> str:
+    return f"latency_sum_ms:{priority}"
 
 
 def _label(bucket: float) -> str:

@@ -16,7 +16,7 @@ from prometheus_client.registry import Collector
 from redis import Redis
 
 from queues.keys import Keys
-from queues.metrics import StatsView
+from queues.metrics import StatsView, latency_sum_key
 from queues.snapshot import ACK_WINDOW_S, Snapshot, city_snapshot
 
 Family = CounterMetricFamily | GaugeMetricFamily | HistogramMetricFamily
@@ -35,7 +35,7 @@ class CityCollector(Collector):
         snap = city_snapshot(self.redis, self.keys, self.departments)
         yield from counters(snap.view)
         yield from gauges(snap)
-        yield latency_histogram(snap.latency)
+        yield latency_histogram(snap.latency, snap.stats)
         yield GaugeMetricFamily(
             "cityrelay_scrape_seconds",
             "Time this exporter took to read the city's state from Redis",
@@ -196,7 +196,9 @@ def gauges(snap: Snapshot) -> Iterator[GaugeMetricFamily]:
     yield recipients
 
 
-def latency_histogram(latency: dict[str, dict[float, int]]) -> HistogramMetricFamily:
+def latency_histogram(
+    latency: dict[str, dict[float, int]], stats: dict[str, int]
+) -> HistogramMetricFamily:
     family = HistogramMetricFamily(
         "cityrelay_delivery_latency_seconds",
         "Ingest XADD to inbox XADD, by priority",
@@ -211,5 +213,6 @@ def latency_histogram(latency: dict[str, dict[float, int]]) -> HistogramMetricFa
             buckets.append((label, cumulative))
         if buckets[-1][0] != "+Inf":
             buckets.append(("+Inf", cumulative))
-        family.add_metric([priority], buckets, sum_value=None)
+        sum_ms = stats.get(latency_sum_key(priority), 0)
+        family.add_metric([priority], buckets, sum_value=sum_ms / 1000)
     return family

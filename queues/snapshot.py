@@ -183,16 +183,17 @@ def _workers(redis: Redis, worker_keys: dict[str, list[str]]) -> dict[str, dict[
     pipe = redis.pipeline(transaction=False)
     for found in worker_keys.values():
         for key in found:
+            pipe.exists(key)
             pipe.hget(key, "state")
-    states = iter(pipe.execute(raise_on_error=False))
+    replies = iter(pipe.execute(raise_on_error=False))
     result = {}
     for role, found in worker_keys.items():
         alive = busy = 0
         for _ in found:
-            state = _ok(next(states), None)
-            if state is not None:
+            exists, state = _ok(next(replies), 0), _ok(next(replies), None)
+            if exists:
                 alive += 1
-                busy += _text(state) == "busy"
+                busy += state is not None and _text(state) == "busy"
         result[role] = {"alive": alive, "busy": busy}
     return result
 

@@ -233,7 +233,9 @@ class IngestWorker:
         recover_every = max(self.routing.claim_idle_ms / 2000, 0.5)
         next_recover = 0.0
         backoff = 0.1
-        summary = Summary(log, "ingest summary")
+        summary = Summary(
+            log, "ingest summary", fields=("batches", "accepted", "dead_lettered", "duplicates")
+        )
         log.info(
             "ingest started",
             extra={"consumer": self.consumer, "streams": len(self.streams.streams)},

@@ -23,7 +23,7 @@ import os
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import IO, Any
 
@@ -147,9 +147,11 @@ class Summary:
         message: str,
         interval_s: float | None = None,
         clock: Callable[[], float] = time.monotonic,
+        fields: Sequence[str] = (),
     ):
         self.logger = logger
         self.message = message
+        self.fields = tuple(fields)  # always in the line, 0 when nothing happened
         if interval_s is None:
             interval_s = float(os.environ.get("CITYRELAY_LOG_SUMMARY_S", SUMMARY_INTERVAL_S))
         self.interval_s = interval_s
@@ -158,11 +160,13 @@ class Summary:
         self.started = clock()
 
     def add(self, counts: Mapping[str, int], **context: Any) -> None:
-        """Add a batch's counts; labelled ones (``jobs:high``, ``in:sdot``) fold into their
-        total (``jobs``, ``in``): per-label figures belong to the metrics, not to log lines."""
+        """Add a batch's counts; labelled ones (``jobs:high``) fold into their total (``jobs``)
+        unless the batch counts that total itself (``delivered`` beside ``delivered:fire``):
+        per-label figures belong to the metrics, not to log lines."""
         for name, value in counts.items():
-            if value:
-                self.counts[name.partition(":")[0]] += value
+            base, labelled, _ = name.partition(":")
+            if value and not (labelled and base in counts):
+                self.counts[base] += value
         if self.logger.isEnabledFor(logging.DEBUG):
             self.logger.debug("batch", extra={**dict(counts), **context})
 
@@ -174,7 +178,9 @@ class Summary:
         if not self.due():
             return False
         now = self.clock()
-        fields: dict[str, Any] = {"interval_s": round(now - self.started, 3), **self.counts}
+        fields: dict[str, Any] = {"interval_s": round(now - self.started, 3)}
+        fields.update(dict.fromkeys(self.fields, 0))
+        fields.update(self.counts)
         if gauges is not None:
             fields.update(gauges())
         self.logger.info(self.message, extra=fields)

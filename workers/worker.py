@@ -66,7 +66,11 @@ def build_worker(
         name=name,
         maintenance_interval=MAINTENANCE_S.get(role, 600),
     )
-    worker.summary = Summary(logging.getLogger(f"cityrelay.worker.{role}"), "worker summary")
+    worker.summary = Summary(
+        logging.getLogger(f"cityrelay.worker.{role}"),
+        "worker summary",
+        fields=("jobs", "failed", "delivered"),
+    )
     return worker
 
 
