@@ -248,8 +248,7 @@ class IngestWorker:
                 started = time.monotonic()
                 counters = self.gather(block)
                 if counters:
-                    summary.add(counters, step="batch")
-                    summary.counts["batches"] += 1
+                    summary.add({**counters, "batches": 1}, step="batch")
                 elif time.monotonic() - started < block / 2000:
                     # The server answered an empty blocking read at once (stand-ins such as
                     # fakeredis do not block): wait out the block time instead of spinning.
@@ -264,6 +263,7 @@ class IngestWorker:
                 )  # fmt: skip
                 time.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
+        summary.flush()
 
     def lag(self) -> dict[str, int]:
         """Entries waiting in the ingest streams: not yet read (lag) and read but not yet

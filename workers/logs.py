@@ -21,6 +21,7 @@ import json
 import logging
 import os
 import sys
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
@@ -158,15 +159,17 @@ class Summary:
         self.clock = clock
         self.counts: Counter[str] = Counter()
         self.started = clock()
+        self._lock = threading.Lock()  # `add` runs in the work loop, `tick` maybe in a timer
 
     def add(self, counts: Mapping[str, int], **context: Any) -> None:
         """Add a batch's counts; labelled ones (``jobs:high``) fold into their total (``jobs``)
         unless the batch counts that total itself (``delivered`` beside ``delivered:fire``):
         per-label figures belong to the metrics, not to log lines."""
-        for name, value in counts.items():
-            base, labelled, _ = name.partition(":")
-            if value and not (labelled and base in counts):
-                self.counts[base] += value
+        with self._lock:
+            for name, value in counts.items():
+                base, labelled, _ = name.partition(":")
+                if value and not (labelled and base in counts):
+                    self.counts[base] += value
         if self.logger.isEnabledFor(logging.DEBUG):
             self.logger.debug("batch", extra={**dict(counts), **context})
 
@@ -177,16 +180,33 @@ class Summary:
         """Log the summary if it is due (`gauges` is only called then); True if it logged."""
         if not self.due():
             return False
-        now = self.clock()
-        fields: dict[str, Any] = {"interval_s": round(now - self.started, 3)}
-        fields.update(dict.fromkeys(self.fields, 0))
-        fields.update(self.counts)
+        self.flush(gauges)
+        return True
+
+    def flush(self, gauges: Callable[[], Mapping[str, Any]] | None = None) -> None:
+        """Log the summary now (at the end of the process, say) and start a new interval."""
+        with self._lock:
+            now = self.clock()
+            fields: dict[str, Any] = {"interval_s": round(now - self.started, 3)}
+            fields.update(dict.fromkeys(self.fields, 0))
+            fields.update(self.counts)
+            self.counts.clear()
+            self.started = now
         if gauges is not None:
             fields.update(gauges())
         self.logger.info(self.message, extra=fields)
-        self.counts.clear()
-        self.started = now
-        return True
+
+    def every_interval(self) -> threading.Event:
+        """Tick from a daemon thread (for loops that block for long, such as RQ's dequeue);
+        set the returned event to stop it."""
+        stop = threading.Event()
+
+        def loop() -> None:
+            while not stop.wait(max(self.interval_s, 0.05)):
+                self.tick()
+
+        threading.Thread(target=loop, name="log-summary", daemon=True).start()
+        return stop
 
 
 def job_counts(job: Any, ok: bool) -> Counter[str]:

@@ -85,4 +85,10 @@ def run_worker(
 ) -> bool:
     worker = build_worker(redis, keys, role, context, name)
     logging.getLogger("rq.worker").setLevel(log_level)
-    return worker.work(burst=burst, logging_level=log_level, with_scheduler=True)
+    assert worker.summary is not None
+    ticking = worker.summary.every_interval()  # a summary line per interval, busy or idle
+    try:
+        return worker.work(burst=burst, logging_level=log_level, with_scheduler=True)
+    finally:
+        ticking.set()
+        worker.summary.flush()
