@@ -170,7 +170,14 @@ def gauges(snap: Snapshot) -> Iterator[GaugeMetricFamily]:
     for consumer in snap.consumers:
         idle.add_metric([consumer.name], consumer.idle_s)
         held.add_metric([consumer.name], consumer.pending)
-    yield from (workers, idle, held)
+    unread = GaugeMetricFamily(
+        "cityrelay_ingest_lag",
+        "Entries in an ingest stream no ingest consumer has read yet",
+        labels=["department", "lane"],
+    )
+    for (dept, lane), waiting in snap.ingest_lag.items():
+        unread.add_metric([dept, lane], waiting)
+    yield from (workers, idle, held, unread)
 
     hot = GaugeMetricFamily(
         "cityrelay_hot_tier_entries", "Events in the hot tier, by type", labels=["type"]

@@ -60,6 +60,7 @@ class Snapshot:
     inboxes: dict[str, InboxState]
     workers: dict[str, dict[str, int]]  # role -> {"alive": n, "busy": n}
     consumers: list[ConsumerState]
+    ingest_lag: dict[tuple[str, str], int]  # (department, lane) -> entries not yet read
     hot_entries: dict[str, int]
     hot_bytes: int
     acks: AckState
@@ -75,9 +76,8 @@ def city_snapshot(
         "quarantine": keys.quarantine,
         "audit_inbox": keys.audit_inbox,
     }
-    ingest_streams = [
-        keys.ingest(d, lane) for d in departments for lane in ("routine", "emergency")
-    ]
+    lanes = [(d, lane) for d in departments for lane in ("routine", "emergency")]
+    ingest_streams = [keys.ingest(d, lane) for d, lane in lanes]
     pipe = redis.pipeline(transaction=False)
     pipe.hgetall(keys.stats)
     for priority in PRIORITIES:
@@ -95,6 +95,7 @@ def city_snapshot(
         pipe.smembers(WORKERS_BY_QUEUE_KEY % queue_name(keys, role_queues[0]))
     for stream in ingest_streams:
         pipe.xinfo_consumers(stream, ROUTER_GROUP)
+        pipe.xinfo_groups(stream)
     replies = iter(pipe.execute(raise_on_error=False))
 
     stats = {_text(k): int(v) for k, v in _ok(next(replies), {}).items()}
@@ -119,8 +120,13 @@ def city_snapshot(
         inboxes[dept] = InboxState(length, pending, lag)
     worker_keys = {role: sorted(_text(k) for k in _ok(next(replies), set())) for role in ROLES}
     consumers: dict[str, ConsumerState] = {}
-    for _ in ingest_streams:
-        for c in _ok(next(replies), []):
+    ingest_lag: dict[tuple[str, str], int] = {}
+    for dept_lane in lanes:
+        found = _ok(next(replies), [])
+        for g in _ok(next(replies), []):
+            if _text(g.get("name")) == ROUTER_GROUP and g.get("lag") is not None:
+                ingest_lag[dept_lane] = int(g["lag"])
+        for c in found:
             name = _text(c["name"])
             idle_s = int(c.get("idle", 0)) / 1000
             known = consumers.get(name)
@@ -142,6 +148,7 @@ def city_snapshot(
         inboxes=inboxes,
         workers=_workers(redis, worker_keys),
         consumers=sorted(consumers.values(), key=lambda c: c.name),
+        ingest_lag=ingest_lag,
         hot_entries=hot_entries,
         hot_bytes=hot_bytes,
         acks=_ack_state(redis, keys, ack_window_s),

@@ -83,6 +83,8 @@ def report(snap: Snapshot) -> dict[str, Any]:
             },
         },
         "workers": snap.workers,
+        "ingest_lag": sum(snap.ingest_lag.values()),
+        "ingest_pending": sum(c.pending for c in snap.consumers),
         "ingest_consumers": [
             {"name": c.name, "idle_s": c.idle_s, "pending": c.pending} for c in snap.consumers
         ],
@@ -119,7 +121,8 @@ def render(data: dict[str, Any]) -> str:
         f"running: {_pairs({k: v for k, v in jobs['started'].items() if v})}"
         f"   failed (kept): {_pairs({k: v for k, v in jobs['failed'].items() if v})}",
         f"workers alive: {workers}",
-        "ingest consumers: "
+        f"ingest: {data['ingest_lag']} unread, {data['ingest_pending']} read and not yet "
+        "acknowledged; consumers: "
         + (
             ", ".join(
                 f"{c['name']} idle {c['idle_s']:.1f}s pending {c['pending']}"

@@ -117,6 +117,10 @@ def test_workers_alive_per_role_and_ingest_consumers(harness, keys, redis, seatt
     assert value(got, "cityrelay_workers", role="emergency", state="idle") == 1
     assert value(got, "cityrelay_workers", role="routine", state="idle") == 0
     assert value(got, "cityrelay_ingest_consumer_pending", consumer="ingest-doomed") == 4
+    assert value(got, "cityrelay_ingest_lag", department="sdot", lane="routine") == 0
+    Producer(redis, "sdot", keys).publish(incident())  # waiting, unread
+    got = scrape(redis, keys, config.department_ids)
+    assert value(got, "cityrelay_ingest_lag", department="sdot", lane="routine") == 1
     idle = value(got, "cityrelay_ingest_consumer_idle_seconds", consumer="ingest-doomed")
     assert idle is not None and idle >= 0
     # a worker killed with SIGKILL stays in RQ's registry set; its key expires with the TTL
