@@ -184,3 +184,22 @@ def test_status_json_keeps_its_keys_and_adds_the_rest(harness, keys, redis, seat
     text = render(data)
     assert "latency emergency" in text and "malformed_json=1" in text
     assert any(line.startswith("spd-west") and line.split()[2] == "2" for line in text.splitlines())
+
+
+def test_status_command_without_a_config_names_the_departments_it_counted(  # type: ignore[no-untyped-def]
+    harness, keys, redis, monkeypatch, capsys
+) -> None:
+    from workers.cli import main
+    from workers.runtime import Runtime
+
+    Producer(redis, "sdot", keys).publish(incident())
+    harness.run()
+    monkeypatch.setattr(Runtime, "redis", lambda self, **kw: redis)
+    monkeypatch.delenv("CITYRELAY_CONFIG", raising=False)
+    assert main(["--prefix", keys.prefix, "status", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["departments"]["sdot"]["in"] == 1
+    assert data["departments"]["spd-west"]["inbox"]["length"] == 1
+    assert main(["--prefix", keys.prefix, "status"]) == 0
+    out = capsys.readouterr().out
+    assert "latency high" in out and "workers alive:" in out
