@@ -8,16 +8,20 @@ many hosts: `cityrelay metrics --port 9108`. Collected at scrape time from one
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterator
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 from redis import Redis
+from redis.exceptions import RedisError
 
 from queues.keys import Keys
 from queues.metrics import StatsView, latency_sum_key
 from queues.snapshot import ACK_WINDOW_S, Snapshot, city_snapshot
+
+log = logging.getLogger("cityrelay.metrics")
 
 Family = CounterMetricFamily | GaugeMetricFamily | HistogramMetricFamily
 
@@ -32,7 +36,17 @@ class CityCollector(Collector):
 
     def collect(self) -> Iterator[Family]:
         started = time.monotonic()
-        snap = city_snapshot(self.redis, self.keys, self.departments)
+        try:
+            snap = city_snapshot(self.redis, self.keys, self.departments)
+        except RedisError as exc:
+            # A scrape while Redis is down (restarting, failing over) answers, and says so.
+            log.warning(
+                "redis unavailable; scrape without city metrics",
+                extra={"error": f"{type(exc).__name__}: {exc}", "prefix": self.keys.prefix},
+            )
+            yield GaugeMetricFamily("cityrelay_redis_up", "Redis answered this scrape", value=0)
+            return
+        yield GaugeMetricFamily("cityrelay_redis_up", "Redis answered this scrape", value=1)
         yield from counters(snap.view)
         yield from gauges(snap)
         yield latency_histogram(snap.latency, snap.stats)

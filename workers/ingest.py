@@ -234,7 +234,10 @@ class IngestWorker:
         next_recover = 0.0
         backoff = 0.1
         summary = Summary(
-            log, "ingest summary", fields=("batches", "accepted", "dead_lettered", "duplicates")
+            log,
+            "ingest summary",
+            fields=("batches", "accepted", "dead_lettered", "duplicates"),
+            skip=("in",),
         )
         log.info(
             "ingest started",

@@ -149,10 +149,12 @@ class Summary:
         interval_s: float | None = None,
         clock: Callable[[], float] = time.monotonic,
         fields: Sequence[str] = (),
+        skip: Sequence[str] = (),
     ):
         self.logger = logger
         self.message = message
         self.fields = tuple(fields)  # always in the line, 0 when nothing happened
+        self.skip = frozenset(skip)  # labelled counts not to fold (``in`` repeats ``accepted``)
         if interval_s is None:
             interval_s = float(os.environ.get("CITYRELAY_LOG_SUMMARY_S", SUMMARY_INTERVAL_S))
         self.interval_s = interval_s
@@ -168,7 +170,7 @@ class Summary:
         with self._lock:
             for name, value in counts.items():
                 base, labelled, _ = name.partition(":")
-                if value and not (labelled and base in counts):
+                if value and not (labelled and (base in counts or base in self.skip)):
                     self.counts[base] += value
         if self.logger.isEnabledFor(logging.DEBUG):
             self.logger.debug("batch", extra={**dict(counts), **context})

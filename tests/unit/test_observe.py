@@ -67,6 +67,7 @@ def test_events_in_and_out_per_department_and_priority(harness, keys, redis, sea
     assert value(got, "cityrelay_deliveries_total", department="spd-west", priority="high") == 3
     assert value(got, "cityrelay_deliveries_total", department="spd-west", priority="bulk") == 1
     assert value(got, "cityrelay_dead_letters_total", reason="malformed_json") == 1
+    assert value(got, "cityrelay_redis_up") == 1
     assert value(got, "cityrelay_inbox_length", department="spd-west") == 4
     assert value(got, "cityrelay_queue_depth", queue="routine") == 0
     assert value(got, "cityrelay_hot_tier_entries", type="traffic.incident") == 4
@@ -203,3 +204,14 @@ def test_status_command_without_a_config_names_the_departments_it_counted(  # ty
     assert main(["--prefix", keys.prefix, "status"]) == 0
     out = capsys.readouterr().out
     assert "latency high" in out and "workers alive:" in out
+
+
+def test_a_scrape_while_redis_is_down_answers_and_says_so(keys, caplog) -> None:  # type: ignore[no-untyped-def]
+    from redis import Redis
+
+    down = Redis(port=1, socket_connect_timeout=0.2)  # nothing listens on port 1
+    with caplog.at_level("WARNING", logger="cityrelay.metrics"):
+        got = scrape(down, keys, ["sdot"])
+    assert got == {"cityrelay_redis_up": {(): 0.0}}
+    (record,) = caplog.records
+    assert record.error.startswith("ConnectionError") and record.prefix == keys.prefix
