@@ -6,15 +6,14 @@ the Prometheus exporter (`queues.observe`) and `cityrelay status` both show it.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import time
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from redis import Redis
 from rq.worker_registration import WORKERS_BY_QUEUE_KEY
 
-from queues.acks import parse_ack
-from queues.hot import hot_types
 from queues.keys import ROUTER_GROUP, Keys
 from queues.metrics import PRIORITIES, StatsView
 from queues.priority import ROLES, make_queue, queue_name
@@ -69,7 +68,8 @@ class Snapshot:
 def city_snapshot(
     redis: Redis, keys: Keys, departments: Sequence[str], ack_window_s: int = ACK_WINDOW_S
 ) -> Snapshot:
-    """Everything the exporter and `cityrelay status` show, in a few pipelined round trips."""
+    """Everything the exporter and `cityrelay status` show, in three pipelined round trips
+    (two without open emergencies), whatever the number of departments."""
     queue_objs = {name: make_queue(redis, keys, name) for role in ROLES.values() for name in role}
     streams = {
         "deadletter": keys.deadletter,
@@ -96,6 +96,11 @@ def city_snapshot(
     for stream in ingest_streams:
         pipe.xinfo_consumers(stream, ROUTER_GROUP)
         pipe.xinfo_groups(stream)
+    pipe.time()
+    pipe.smembers(keys.hot_types)
+    # The window needs no precision: this host's clock; deadlines are compared on Redis's.
+    since_ms = int((time.time() - ack_window_s) * 1000)
+    pipe.zrevrangebyscore(keys.emergencies, "+inf", since_ms, start=0, num=ACK_WINDOW_MAX)
     replies = iter(pipe.execute(raise_on_error=False))
 
     stats = {_text(k): int(v) for k, v in _ok(next(replies), {}).items()}
@@ -136,7 +141,28 @@ def city_snapshot(
                 known.idle_s = min(known.idle_s, idle_s)
                 known.pending += int(c.get("pending", 0))
 
-    hot_entries, hot_bytes = _hot_tier(redis, keys)
+    secs, _ = _ok(next(replies), (time.time(), 0))
+    types = sorted(_text(t) for t in _ok(next(replies), set()))
+    emergency_ids = [_text(e) for e in _ok(next(replies), [])]
+
+    # Second round trip: hot streams, worker keys, tracking records of recent emergencies.
+    pipe = redis.pipeline(transaction=False)
+    for event_type in types:
+        pipe.xlen(keys.hot(event_type))
+        pipe.memory_usage(keys.hot(event_type), samples=0)
+    for found in worker_keys.values():
+        for key in found:
+            pipe.exists(key)
+            pipe.hget(key, "state")
+    for event_id in emergency_ids:
+        pipe.hgetall(keys.emergency(event_id))
+    replies = iter(pipe.execute(raise_on_error=False))
+    hot_entries, hot_bytes = {}, 0
+    for event_type in types:
+        hot_entries[event_type] = int(_ok(next(replies), 0))
+        hot_bytes += int(_ok(next(replies), 0))
+    workers = _workers(worker_keys, replies)
+    records = [_ok(next(replies), {}) for _ in emergency_ids]
     return Snapshot(
         stats=stats,
         view=StatsView.of(stats),
@@ -146,12 +172,12 @@ def city_snapshot(
         latency=latency,
         streams=stream_lengths,
         inboxes=inboxes,
-        workers=_workers(redis, worker_keys),
+        workers=workers,
         consumers=sorted(consumers.values(), key=lambda c: c.name),
         ingest_lag=ingest_lag,
         hot_entries=hot_entries,
         hot_bytes=hot_bytes,
-        acks=_ack_state(redis, keys, ack_window_s),
+        acks=_ack_state(redis, keys, int(secs) * 1000, emergency_ids, records),
     )
 
 
@@ -172,27 +198,12 @@ def ingest_backlog(
     return {"lag": lag, "pending": pending}
 
 
-def _hot_tier(redis: Redis, keys: Keys) -> tuple[dict[str, int], int]:
-    """Entries per hot stream and their memory (0 where MEMORY USAGE is unsupported)."""
-    types = hot_types(redis, keys)
-    pipe = redis.pipeline(transaction=False)
-    for event_type in types:
-        pipe.xlen(keys.hot(event_type))
-        pipe.memory_usage(keys.hot(event_type), samples=0)
-    replies = pipe.execute(raise_on_error=False) if types else []
-    entries = {t: int(_ok(replies[2 * n], 0)) for n, t in enumerate(types)}
-    return entries, sum(int(_ok(replies[2 * n + 1], 0)) for n in range(len(types)))
-
-
-def _workers(redis: Redis, worker_keys: dict[str, list[str]]) -> dict[str, dict[str, int]]:
+def _workers(
+    worker_keys: dict[str, list[str]], replies: Iterator[Any]
+) -> dict[str, dict[str, int]]:
     """Alive (its key has not expired: RQ refreshes it with the heartbeat) and busy workers per
-    role. A crashed worker stays in RQ's registry set until a maintenance pass cleans it."""
-    pipe = redis.pipeline(transaction=False)
-    for found in worker_keys.values():
-        for key in found:
-            pipe.exists(key)
-            pipe.hget(key, "state")
-    replies = iter(pipe.execute(raise_on_error=False))
+    role, from an EXISTS and HGET state per registered worker key. A crashed worker stays in
+    RQ's registry set until a maintenance pass cleans it, but its key expires."""
     result = {}
     for role, found in worker_keys.items():
         alive = busy = 0
@@ -205,21 +216,14 @@ def _workers(redis: Redis, worker_keys: dict[str, list[str]]) -> dict[str, dict[
     return result
 
 
-def _ack_state(redis: Redis, keys: Keys, window_s: int) -> AckState:
-    """Who acknowledged the recent emergencies, who has not, and who is past the deadline."""
-    secs, _ = redis.time()
-    now_ms = int(secs) * 1000
-    ids = redis.zrevrangebyscore(
-        keys.emergencies, "+inf", now_ms - window_s * 1000, start=0, num=ACK_WINDOW_MAX
-    )
+def _ack_state(
+    redis: Redis, keys: Keys, now_ms: int, ids: Sequence[str], records: Sequence[Any]
+) -> AckState:
+    """Who acknowledged the recent emergencies, who has not, and who is past the deadline.
+    An acknowledgement no escalation check has copied into the record yet is looked up (one
+    more round trip, only when some recipient has not acknowledged)."""
     state = AckState()
-    if not ids:
-        return state
-    pipe = redis.pipeline(transaction=False)
-    for event_id in ids:
-        pipe.hgetall(keys.emergency(_text(event_id)))
-    records = pipe.execute()
-    open_rows: list[tuple[str, int]] = []  # (dept, deadline) without `acked` in the hash
+    open_rows: list[tuple[str, int]] = []  # (dept, deadline) without `acked` in the record
     pipe = redis.pipeline(transaction=False)
     for event_id, record in zip(ids, records, strict=True):
         fields = {_text(k): _text(v) for k, v in record.items()}
@@ -231,9 +235,9 @@ def _ack_state(redis: Redis, keys: Keys, window_s: int) -> AckState:
                 state.acknowledged[dept] = state.acknowledged.get(dept, 0) + 1
             else:
                 open_rows.append((dept, int(value)))
-                pipe.get(keys.ack(dept, _text(event_id)))
+                pipe.get(keys.ack(dept, event_id))
     for (dept, deadline), ack in zip(open_rows, pipe.execute() if open_rows else [], strict=True):
-        if ack is not None and parse_ack(ack)[0]:
+        if ack is not None:  # any value acknowledges, as for the escalation check
             target = state.acknowledged
         else:
             target = state.overdue if now_ms > deadline else state.waiting

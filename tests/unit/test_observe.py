@@ -215,3 +215,31 @@ def test_a_scrape_while_redis_is_down_answers_and_says_so(keys, caplog) -> None:
     assert got == {"cityrelay_redis_up": {(): 0.0}}
     (record,) = caplog.records
     assert record.error.startswith("ConnectionError") and record.prefix == keys.prefix
+
+
+def test_any_ack_value_counts_and_a_scrape_costs_three_round_trips(  # type: ignore[no-untyped-def]
+    redis, keys, tmp_path: Path, monkeypatch
+) -> None:
+    from redis.client import Pipeline
+
+    h, event_id = setup(redis, keys, tmp_path)
+    redis.set(keys.ack("fire", event_id), "seen")  # a department client's own format
+    trips = {"n": 0}
+    real_execute, real_command = Pipeline.execute, type(redis).execute_command
+
+    def execute(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        trips["n"] += 1
+        return real_execute(self, *args, **kwargs)
+
+    def command(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        trips["n"] += 1
+        return real_command(self, *args, **kwargs)
+
+    monkeypatch.setattr(Pipeline, "execute", execute)
+    monkeypatch.setattr(type(redis), "execute_command", command)
+    snap = city_snapshot(redis, keys, ["fire", "ems", "parks"])
+    assert snap.acks.acknowledged == {"fire": 1} and snap.acks.waiting == {"ems": 1}
+    assert trips["n"] == 3  # stats, queues, streams, groups; then workers, hot tier, records; acks
+    trips["n"] = 0
+    city_snapshot(redis, keys, [f"d{i}" for i in range(60)] + ["fire", "ems"])
+    assert trips["n"] == 3  # the same for sixty departments more
