@@ -208,8 +208,11 @@ def test_status_command_without_a_config_names_the_departments_it_counted(  # ty
 
 def test_a_scrape_while_redis_is_down_answers_and_says_so(keys, caplog) -> None:  # type: ignore[no-untyped-def]
     from redis import Redis
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
 
-    down = Redis(port=1, socket_connect_timeout=0.2)  # nothing listens on port 1
+    # nothing listens on port 1 (no retries: the exporter's own client may retry, then fails)
+    down = Redis(port=1, socket_connect_timeout=0.2, retry=Retry(NoBackoff(), 0))
     with caplog.at_level("WARNING", logger="cityrelay.metrics"):
         got = scrape(down, keys, ["sdot"])
     assert got == {"cityrelay_redis_up": {(): 0.0}}
