@@ -200,7 +200,9 @@ def gauges(snap: Snapshot) -> Iterator[GaugeMetricFamily]:
         hot.add_metric([event_type], length)
     yield hot
     yield GaugeMetricFamily(
-        "cityrelay_hot_tier_bytes", "Memory the hot tier streams use", value=snap.hot_bytes
+        "cityrelay_hot_tier_bytes",
+        "Memory the hot tier streams use (sampled estimate)",
+        value=snap.hot_bytes,
     )
     recipients = GaugeMetricFamily(
         "cityrelay_emergency_recipients",

@@ -149,7 +149,7 @@ def city_snapshot(
     pipe = redis.pipeline(transaction=False)
     for event_type in types:
         pipe.xlen(keys.hot(event_type))
-        pipe.memory_usage(keys.hot(event_type), samples=0)
+        pipe.memory_usage(keys.hot(event_type))  # sampled: SAMPLES 0 walks the whole stream
     for found in worker_keys.values():
         for key in found:
             pipe.exists(key)
