@@ -31,6 +31,7 @@ import hashlib
 import json
 import logging
 import math
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -62,6 +63,7 @@ from jobs.context import RouteContext, get_context
 from queues.acks import EMERGENCY, EmergencyStatus, EmergencyStore, track
 from queues.audit import AuditLog
 from queues.keys import Keys
+from queues.metrics import record_counts
 from queues.priority import ESCALATION, make_queue
 
 # What a notice about someone else's emergency shows of the payload (levels 2-3 reach
@@ -297,6 +299,7 @@ def run_level(
     next_level: dict[float, list[str]] = {}
     now_ms = _redis_ms(redis)
     early: dict[int, list[str]] = {}
+    counts: Counter[str] = Counter()  # for `cityrelay metrics` (queues/metrics.py keys)
     for dept in depts:
         due = _due_ms(plan, status, dept, level)
         if due is not None and now_ms < due:  # run early (clock skew): check again when due
@@ -314,12 +317,17 @@ def run_level(
         claim = store.claim_level(event_id, dept, level, notices, fields)
         outcomes[dept] = claim.outcome
         if claim.first_ack:  # the first check to see an acknowledgement audits it
+            counts[f"ack_seen:l{level}"] += 1
             audit.append(("emergency.ack",
                           {"event": event_id, "dept": dept, "at_ms": claim.at_ms,
                            "seen_before_level": level}, claim.ack_by or "unknown"))  # fmt: skip
         if not claim.run:
             continue
         sends = _send(plan, status, dept, level)
+        if claim.outcome == "claimed":
+            counts[f"escalation:l{level}"] += 1
+        for send in sends:
+            counts[f"notify:{send['channel']}:{'ok' if send['ok'] else 'failed'}"] += 1
         result = {
             "kind": via["escalation"]["kind"],
             "notices": [stream.rsplit(":", 1)[-1] for stream in notices],
@@ -335,6 +343,10 @@ def run_level(
             next_level.setdefault(escalation.level_interval_s, []).append(dept)
     if audit:
         AuditLog(redis, keys).append_many(audit)
+    if counts:
+        pipe = redis.pipeline(transaction=False)
+        record_counts(pipe, keys, counts)
+        pipe.execute()
     queue = _queue(redis, keys)
     for interval, group in next_level.items():
         schedule(queue, keys, event_id, group, level + 1, now_ms + int(interval * 1000))

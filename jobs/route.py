@@ -29,7 +29,7 @@ from jobs.context import RouteContext, get_context, where_key
 from jobs.emergency import track_emergencies
 from jobs.privacy_stage import Prepared
 from queues.inbox import AuditFrame, EventDelivery, Output
-from queues.metrics import record_latencies
+from queues.metrics import delivered_key, record_counts, record_latencies
 from queues.streams import dead_letter
 
 
@@ -124,7 +124,8 @@ def deliver_items(
         (event, _received_by(outcome, delivery_of[id(event)]), item)
         for event, outcome, item in routed
     ]
-    track_emergencies(pipe, context, received, flags, now_s)
+    tracked = track_emergencies(pipe, context, received, flags, now_s)
+    by_priority: Counter[str] = Counter({"emergency:tracked": tracked})
     latencies: dict[str, list[float]] = {}
     types: set[str] = set()
     for (event, outcome, item), fresh in zip(routed, flags, strict=True):
@@ -143,6 +144,7 @@ def deliver_items(
                 continue
             counters[f"delivered:{d.dept}"] += 1
             counters["deliveries"] += 1
+            by_priority[delivered_key(d.dept, event.get("priority", "routine"))] += 1
         counters["denied"] += sum(1 for _, _, decision in outcome.decisions if not decision.allow)
         ing = str(item.get("ing", ""))
         if ing:
@@ -172,6 +174,7 @@ def deliver_items(
             "quarantined",
         ):
             pipe.hincrby(keys.stats, name, value)
+    record_counts(pipe, keys, by_priority)
     if types:
         pipe.sadd(keys.hot_types, *types)
     record_latencies(pipe, keys, latencies)

@@ -122,6 +122,7 @@ def worker_key_patterns(keys: Keys) -> dict[str, list[str]]:
             f"~{p}:emergency:*",
             f"~{keys.emergencies}",
             f"~{p}:ack:*",  # read; declared as a key of the claim script, so RW
+            f"~{keys.stats}",  # escalation, acknowledgement and notification counters
             f"~{keys.audit}",
             f"~{keys.audit_head}",
             *rq,

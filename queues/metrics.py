@@ -1,5 +1,18 @@
 """Counters and latency histograms kept in Redis, written once per batch.
 
+Keys of the `Keys.stats` hash (each written in the pipeline a batch already sends):
+
+- ``in:{dept}`` events accepted at ingest per producing department, ``delivered:{dept}`` events
+  delivered per recipient department, ``delivered`` events routed, ``deadletter:{reason}``,
+  ``ingest_duplicates`` and the other routing outcomes (``denied``, ``withheld``...);
+- ``in_pri:{dept}:{priority}`` and ``delivered_pri:{dept}:{priority}``: the same two counts split
+  by priority (new keys, so sums over ``in:*`` / ``delivered:*`` keep their meaning);
+- ``emergency:tracked`` emergencies whose acknowledgement is tracked, ``escalation:l{n}``
+  escalation levels started (one per recipient department and level), ``ack_seen:l{n}``
+  acknowledgements first seen by the level-n check (which they cancelled), and
+  ``notify:{channel}:ok|failed`` fallback notifications per channel kind;
+- ``latency_sum_ms:{priority}``: the sum of the latencies the histogram counts (its ``_sum``).
+
 Latency is measured from the ingest XADD to the inbox XADD, both on Redis's clock, and kept as a
 histogram per priority (bucket upper bound in ms -> count), cheap enough to update on every batch
 and precise enough for an operator's p50/p99 at a glance. Benchmarks measure exact latencies.
@@ -11,6 +24,7 @@ import bisect
 import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 
 from redis import Redis
 from redis.client import Pipeline
@@ -24,6 +38,76 @@ BUCKETS_MS: tuple[float, ...] = (
 PRIORITIES = ("emergency", "high", "routine", "bulk")
 
 
+IN_PRI = "in_pri"
+DELIVERED_PRI = "delivered_pri"
+
+
+def in_key(dept: str, priority: str) -> str:
+    return f"{IN_PRI}:{dept}:{priority}"
+
+
+def delivered_key(dept: str, priority: str) -> str:
+    return f"{DELIVERED_PRI}:{dept}:{priority}"
+
+
+def record_counts(pipe: Pipeline, keys: Keys, counts: Mapping[str, int]) -> None:
+    """Queue HINCRBYs of `counts` (stats field -> increment) on the batch's own pipeline."""
+    for name, value in counts.items():
+        if value:
+            pipe.hincrby(keys.stats, name, value)
+
+
+@dataclass
+class StatsView:
+    """The `p:stats` hash sorted by what it counts (for the exporter and `cityrelay status`)."""
+
+    events_in: dict[tuple[str, str], int] = field(default_factory=dict)  # (dept, priority)
+    delivered: dict[tuple[str, str], int] = field(default_factory=dict)  # (dept, priority)
+    in_by_dept: dict[str, int] = field(default_factory=dict)
+    delivered_by_dept: dict[str, int] = field(default_factory=dict)
+    deadletters: dict[str, int] = field(default_factory=dict)  # reason
+    outcomes: dict[str, int] = field(default_factory=dict)  # delivered, duplicates, denied...
+    escalations: dict[int, int] = field(default_factory=dict)  # level
+    acks_seen: dict[int, int] = field(default_factory=dict)  # level the ack cancelled
+    notifications: dict[tuple[str, str], int] = field(default_factory=dict)  # (channel, result)
+    emergencies_tracked: int = 0
+
+    @classmethod
+    def of(cls, stats: Mapping[str, int]) -> StatsView:
+        view = cls()
+        for name, value in stats.items():
+            kind, _, label = name.partition(":")
+            if kind in (IN_PRI, DELIVERED_PRI):
+                dept, _, priority = label.rpartition(":")
+                target = view.events_in if kind == IN_PRI else view.delivered
+                target[(dept, priority)] = value
+            elif kind == "in":
+                view.in_by_dept[label] = value
+            elif kind == "delivered" and label:
+                view.delivered_by_dept[label] = value
+            elif kind == "deadletter":
+                view.deadletters[label] = value
+            elif kind == "escalation" and label[1:].isdigit():
+                view.escalations[int(label[1:])] = value
+            elif kind == "ack_seen" and label[1:].isdigit():
+                view.acks_seen[int(label[1:])] = value
+            elif kind == "notify":
+                channel, _, result = label.rpartition(":")
+                view.notifications[(channel, result)] = value
+            elif name == "emergency:tracked":
+                view.emergencies_tracked = value
+            elif not label:
+                view.outcomes[name] = value
+        return view
+
+    @staticmethod
+    def by_priority(counts: Mapping[tuple[str, str], int]) -> dict[str, int]:
+        totals: Counter[str] = Counter()
+        for (_, priority), value in counts.items():
+            totals[priority] += value
+        return dict(totals)
+
+
 def bucket_of(latency_ms: float) -> float:
     return BUCKETS_MS[min(bisect.bisect_left(BUCKETS_MS, latency_ms), len(BUCKETS_MS) - 1)]
 
@@ -33,6 +117,12 @@ def record_latencies(pipe: Pipeline, keys: Keys, samples: Mapping[str, Sequence[
         counts = Counter(bucket_of(v) for v in values)
         for bucket, count in counts.items():
             pipe.hincrby(keys.latency(priority), _label(bucket), count)
+        if values:  # the histogram's _sum (whole ms: the stats hash holds integers)
+            pipe.hincrby(keys.stats, latency_sum_key(priority), round(sum(values)))
+
+
+def latency_sum_key(priority: str) -> str:
+    return f"latency_sum_ms:{priority}"
 
 
 def _label(bucket: float) -> str:

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 
 import workers
 from city.config import ConfigError
+from workers import logs
 from workers.runtime import Runtime
 
 
@@ -28,6 +29,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--prefix", help="Redis key prefix (default: $CITYRELAY_PREFIX or 'city')")
     parser.add_argument("--config", help="city YAML (default: $CITYRELAY_CONFIG)")
+    parser.add_argument(
+        "--log-format",
+        choices=logs.FORMATS,
+        help="log lines as JSON objects or text (default: $CITYRELAY_LOG_FORMAT, else text on "
+        "a terminal and json otherwise)",
+    )
+    parser.add_argument(
+        "--log-level",
+        type=str.upper,
+        choices=logs.LEVELS,
+        help="default: $CITYRELAY_LOG_LEVEL or INFO",
+    )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for info in sorted(pkgutil.iter_modules(workers.__path__), key=lambda m: m.name):
         if info.name.startswith("cli_"):
@@ -42,6 +55,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    logs.configure(args.log_format, args.log_level, role=args.command)
     runtime = Runtime.from_env(args.redis_url, args.prefix, args.config)
     try:
         return int(args.func(args, runtime) or 0)

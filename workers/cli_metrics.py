@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import signal
 import sys
 import threading
@@ -11,6 +12,8 @@ from prometheus_client import CollectorRegistry, generate_latest, start_http_ser
 
 from queues.observe import CityCollector
 from workers.runtime import Runtime
+
+log = logging.getLogger("cityrelay.metrics")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -24,12 +27,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 def cmd_metrics(args: argparse.Namespace, runtime: Runtime) -> int:
     config, _ = runtime.city()
     registry = CollectorRegistry()
-    registry.register(CityCollector(runtime.redis(), runtime.keys, config.department_ids))
+    departments = config.department_ids
+    registry.register(CityCollector(runtime.redis(), runtime.keys, departments))
     if args.once:
         sys.stdout.write(generate_latest(registry).decode())
         return 0
     server, thread = start_http_server(args.port, addr=args.bind, registry=registry)
-    print(f"metrics on http://{args.bind}:{args.port}/metrics", file=sys.stderr)
+    log.info(
+        "serving metrics",
+        extra={"url": f"http://{args.bind}:{args.port}/metrics", "departments": len(departments)},
+    )
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())

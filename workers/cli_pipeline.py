@@ -1,9 +1,10 @@
-"""CLI: publish, ingest, worker, inbox, status, deadletters."""
+"""CLI: publish, ingest, worker, inbox, deadletters (`status`: workers/cli_status.py)."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import signal
 import sys
@@ -18,9 +19,10 @@ from city.events import Event, new_event_id, source_for
 from jobs.context import RouteContext
 from queues.inbox import Inbox
 from queues.limits import Backpressure
-from queues.metrics import PRIORITIES, histogram, percentile, read_stats
-from queues.priority import ROLES, make_queue
+from queues.metrics import PRIORITIES
+from queues.priority import ROLES
 from queues.streams import Producer
+from workers import logs
 from workers.runtime import Runtime
 
 PUBLISH_CHUNK = 500
@@ -80,10 +82,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.add_argument("--no-ack", action="store_true", help="read without acknowledging")
     p.add_argument("--consumer", default="cli")
     p.set_defaults(func=cmd_inbox)
-
-    p = subparsers.add_parser("status", help="counters, queue depths and latency at a glance")
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(func=cmd_status)
 
     p = subparsers.add_parser("deadletters", help="list dead-lettered inputs with their reasons")
     p.add_argument("--count", type=int, default=20)
@@ -207,10 +205,6 @@ def cmd_ingest(args: argparse.Namespace, runtime: Runtime) -> int:
     lanes = [lane.strip() for lane in args.lanes.split(",") if lane.strip()]
     _lower_priority(args.nice, routine_only="emergency" not in lanes)
     worker = IngestWorker(runtime.redis(), runtime.keys, config, lanes=lanes)
-    print(
-        f"ingest: consumer {worker.consumer} on {len(worker.streams.streams)} streams",
-        file=sys.stderr,
-    )
     worker.run(_stop_on_signals())
     return 0
 
@@ -222,7 +216,18 @@ def cmd_worker(args: argparse.Namespace, runtime: Runtime) -> int:
         runtime.city()  # raises the helpful "no city config" message
     _lower_priority(args.nice, routine_only=args.role != "emergency")
     context = RouteContext.load(runtime.config_path, runtime.keys, runtime.redis_url)  # type: ignore[arg-type]
-    run_worker(runtime.redis(), runtime.keys, args.role, context, burst=args.burst, name=args.name)
+    logs.set_role(f"worker-{args.role}")
+    # RQ logs every job at INFO: only with --log-level DEBUG (our summary is the INFO line).
+    rq_level = "DEBUG" if logging.getLogger().isEnabledFor(logging.DEBUG) else "WARNING"
+    run_worker(
+        runtime.redis(),
+        runtime.keys,
+        args.role,
+        context,
+        burst=args.burst,
+        name=args.name,
+        log_level=rq_level,
+    )
     return 0
 
 
@@ -241,41 +246,6 @@ def cmd_inbox(args: argparse.Namespace, runtime: Runtime) -> int:
             inbox.ack(messages)
         if not args.follow and (not messages or shown >= args.count):
             break
-    return 0
-
-
-def cmd_status(args: argparse.Namespace, runtime: Runtime) -> int:
-    redis = runtime.redis()
-    keys = runtime.keys
-    stats = read_stats(redis, keys)
-    queues = {name: make_queue(redis, keys, name).count for role in ROLES.values() for name in role}
-    latency = {}
-    for priority in PRIORITIES:
-        hist = histogram(redis, keys, priority)
-        if hist:
-            latency[priority] = {
-                "count": sum(hist.values()),
-                "p50_ms_le": percentile(hist, 0.5),
-                "p99_ms_le": percentile(hist, 0.99),
-            }
-    report = {
-        "counters": stats,
-        "queues": queues,
-        "latency": latency,
-        "deadletters": redis.xlen(keys.deadletter),
-    }
-    if args.json:
-        print(json.dumps(report))
-        return 0
-    print(f"queues: {', '.join(f'{k}={v}' for k, v in queues.items())}")
-    print(f"dead letters: {report['deadletters']}")
-    for priority, figures in latency.items():
-        print(
-            f"latency {priority:9s} n={figures['count']:<8} p50<={figures['p50_ms_le']:g} ms  "
-            f"p99<={figures['p99_ms_le']:g} ms"
-        )
-    for name in sorted(stats):
-        print(f"  {name:40s} {stats[name]}")
     return 0
 
 

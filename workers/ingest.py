@@ -38,8 +38,11 @@ from city.config import CityConfig
 from jobs.route import route_batch
 from queues.keys import Keys
 from queues.limits import MemoryGuard
+from queues.metrics import in_key, record_counts
 from queues.priority import BULK, EMERGENCY, HIGH, QUEUE_FOR_PRIORITY, ROUTINE, make_queue
+from queues.snapshot import ingest_backlog
 from queues.streams import LANES, Entry, IngestStreams, consumer_name, dead_letter
+from workers.logs import Summary
 
 log = logging.getLogger("cityrelay.ingest")
 
@@ -159,13 +162,15 @@ class IngestWorker:
             accepted.append((entry, wire))
         fresh = self._dedupe(accepted)
         counters["duplicates"] += len(accepted) - len(fresh)
-        self._enqueue(pipe, fresh, counters)
+        by_priority: Counter[str] = Counter()
+        self._enqueue(pipe, fresh, counters, by_priority)
         self.streams.ack(pipe, entries)
         for name, value in counters.items():
             if name.startswith("in:") or name == "duplicates":
                 pipe.hincrby(
                     self.keys.stats, "ingest_duplicates" if name == "duplicates" else name, value
                 )
+        record_counts(pipe, self.keys, by_priority)
         pipe.execute()
         counters["accepted"] += len(fresh)
         return counters
@@ -187,12 +192,19 @@ class IngestWorker:
         return fresh
 
     def _enqueue(
-        self, pipe: Any, fresh: list[tuple[Entry, dict[str, Any]]], counters: Counter[str]
+        self,
+        pipe: Any,
+        fresh: list[tuple[Entry, dict[str, Any]]],
+        counters: Counter[str],
+        by_priority: Counter[str] | None = None,
     ) -> None:
         by_queue: dict[str, list[tuple[Entry, dict[str, Any]]]] = {}
         for entry, wire in fresh:
             counters[f"in:{entry.dept}"] += 1
-            queue = QUEUE_FOR_PRIORITY[self.catalog.priority_of(wire["type"], wire.get("priority"))]
+            priority = self.catalog.priority_of(wire["type"], wire.get("priority"))
+            if by_priority is not None:
+                by_priority[in_key(entry.dept, priority.value)] += 1
+            queue = QUEUE_FOR_PRIORITY[priority]
             by_queue.setdefault(queue, []).append((entry, wire))
         prefix = self.keys.prefix
         for queue_name, items in by_queue.items():
@@ -231,24 +243,48 @@ class IngestWorker:
         recover_every = max(self.routing.claim_idle_ms / 2000, 0.5)
         next_recover = next_guard = 0.0
         backoff = 0.1
+        summary = Summary(
+            log,
+            "ingest summary",
+            fields=("batches", "accepted", "dead_lettered", "duplicates"),
+            skip=("in",),
+        )
+        log.info(
+            "ingest started",
+            extra={"consumer": self.consumer, "streams": len(self.streams.streams)},
+        )
         while not stop():
             try:
                 if time.monotonic() >= next_guard:
                     self.guard.check()
                     next_guard = time.monotonic() + GUARD_EVERY_S
                 if time.monotonic() >= next_recover:
-                    self.recover()
+                    summary.add(self.recover(), step="recover")
                     next_recover = time.monotonic() + recover_every
                 started = time.monotonic()
-                if not self.gather(block) and time.monotonic() - started < block / 2000:
+                counters = self.gather(block)
+                if counters:
+                    summary.add({**counters, "batches": 1}, step="batch")
+                elif time.monotonic() - started < block / 2000:
                     # The server answered an empty blocking read at once (stand-ins such as
                     # fakeredis do not block): wait out the block time instead of spinning.
                     time.sleep(block / 1000)
+                summary.tick(self.lag)
                 backoff = 0.1
             except (RedisConnectionError, RedisTimeoutError) as exc:
-                log.warning("redis unavailable (%s); retrying in %.1fs", exc, backoff)
+                log.warning(
+                    "redis unavailable; retrying",
+                    extra={"error": f"{type(exc).__name__}: {exc}", "retry_in_s": backoff,
+                           "consumer": self.consumer},
+                )  # fmt: skip
                 time.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
+        summary.flush()
+
+    def lag(self) -> dict[str, int]:
+        """Entries waiting in the ingest streams: not yet read (lag) and read but not yet
+        acknowledged by any consumer (pending), summed over the streams (one round trip)."""
+        return ingest_backlog(self.redis, self.streams.streams, self.streams.group)
 
 
 def _job_id(prefix: str, queue: str, batch: Sequence[tuple[Entry, dict[str, Any]]]) -> str:

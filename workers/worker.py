@@ -56,6 +56,7 @@ from rq.utils import now
 from jobs.context import RouteContext, set_context
 from queues.keys import Keys
 from queues.priority import queues_for_role, register_queues
+from workers.logs import Summary, job_counts
 
 log = logging.getLogger("cityrelay.worker")
 
@@ -193,6 +194,15 @@ class CityWorker(SimpleWorker):
         self.stop_signalled = True
         super().request_stop(signum, frame)
 
+    summary: Summary | None = None  # set by `build_worker`: one INFO line per interval
+
+    def perform_job(self, job: Job, queue: Queue, execution: Execution) -> bool:
+        ok = super().perform_job(job, queue, execution)
+        if self.summary is not None:
+            self.summary.add(job_counts(job, ok), queue=queue.name, job=job.id)
+            self.summary.tick()
+        return ok
+
     def _set_ip_address(self, connection: Redis) -> None:
         try:
             super()._set_ip_address(connection)
@@ -247,7 +257,7 @@ def build_worker(
         set_context(context)
     queues = queues_for_role(redis, keys, role)
     register_queues(redis, queues)
-    return CityWorker(
+    worker = CityWorker(
         [CityQueue(q.name, connection=redis, serializer=JSONSerializer) for q in queues],
         connection=redis,
         serializer=JSONSerializer,
@@ -256,6 +266,12 @@ def build_worker(
         # RQ blocks an idle worker for worker_ttl - 15 s between maintenance checks.
         worker_ttl=DEQUEUE_TIMEOUT_S + 15,
     )
+    worker.summary = Summary(
+        logging.getLogger(f"cityrelay.worker.{role}"),
+        "worker summary",
+        fields=("jobs", "failed", "delivered"),
+    )
+    return worker
 
 
 def run_worker(
@@ -278,9 +294,12 @@ def run_worker(
     while not stop.is_set():
         worker_name = name if generation == 0 or name is None else f"{name}.{generation}"
         worker: CityWorker | None = None
+        ticking: threading.Event | None = None
         began = time.monotonic()
         try:
             worker = build_worker(redis, keys, role, context, worker_name)
+            assert worker.summary is not None
+            ticking = worker.summary.every_interval()  # a summary line per interval
             worked = (
                 worker.work(burst=burst, logging_level=log_level, with_scheduler=True) or worked
             )
@@ -289,6 +308,10 @@ def run_worker(
         else:
             if burst:
                 return worked
+        finally:
+            if worker is not None and worker.summary is not None and ticking is not None:
+                ticking.set()
+                worker.summary.flush()
         if worker is not None and (worker.stop_signalled or worker._stop_requested):
             return worked
         # Between two workers a SIGTERM/SIGINT just ends the process.

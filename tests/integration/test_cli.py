@@ -153,8 +153,8 @@ def test_metrics_expose_counters_queues_inboxes_and_latency(
     capsys.readouterr()
     assert cli("metrics", "--once") == 0
     text = capsys.readouterr().out
-    assert 'cityrelay_deliveries_total{department="spd-west"} 1.0' in text
-    assert 'cityrelay_events_in_total{department="sdot"} 1.0' in text
+    assert 'cityrelay_deliveries_total{department="spd-west",priority="high"} 1.0' in text
+    assert 'cityrelay_events_in_total{department="sdot",priority="high"} 1.0' in text
     assert 'cityrelay_dead_letters_total{reason="malformed_json"} 1.0' in text
     assert 'cityrelay_inbox_length{department="spd-west"} 1.0' in text
     assert 'cityrelay_queue_depth{queue="routine"} 0.0' in text
