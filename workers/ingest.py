@@ -34,6 +34,7 @@ from rq import Queue, Retry
 from city.catalog import EventCatalog, InvalidEvent
 from city.config import CityConfig
 from jobs.route import route_batch
+from queues.ingest_decode import dead_letter_body, decode_entry
 from queues.keys import Keys
 from queues.priority import BULK, EMERGENCY, HIGH, QUEUE_FOR_PRIORITY, ROUTINE, make_queue
 from queues.streams import LANES, Entry, IngestStreams, consumer_name, dead_letter
@@ -127,26 +128,24 @@ class IngestWorker:
         pipe = self.redis.pipeline(transaction=True)
         accepted: list[tuple[Entry, dict[str, Any]]] = []
         for entry in entries:
-            body = entry.body
             try:
-                if body is None:
-                    raise InvalidEvent("malformed_entry", "stream entry has no 'e' field")
-                wire = self.catalog.accept(body, entry.dept)
+                wires = decode_entry(entry, self.catalog)  # JSON event, or CAP alert -> events
             except InvalidEvent as exc:
+                body, message = dead_letter_body(entry, str(exc))
                 dead_letter(
                     pipe,
                     self.keys,
                     reason=exc.reason,
-                    message=str(exc),
+                    message=message,
                     stage="ingest",
                     dept=entry.dept,
                     stream=entry.stream,
                     entry_id=entry.id,
-                    body=body if body is not None else repr(entry.fields),
+                    body=body,
                 )
                 counters["dead_lettered"] += 1
                 continue
-            accepted.append((entry, wire))
+            accepted.extend((entry, wire) for wire in wires)
         fresh = self._dedupe(accepted)
         counters["duplicates"] += len(accepted) - len(fresh)
         self._enqueue(pipe, fresh, counters)
@@ -188,11 +187,10 @@ class IngestWorker:
         for queue_name, items in by_queue.items():
             rq_queue = self.queues[queue_name]
             if queue_name == EMERGENCY:
-                batches = [[item] for item in items]
+                batches = _batches(items, 1)
                 timeout, retry = EMERGENCY_TIMEOUT_S, Retry(max=5, interval=[0, 1, 2, 5, 10])
             else:
-                size = self.routing.batch_max_events
-                batches = [items[i : i + size] for i in range(0, len(items), size)]
+                batches = _batches(items, self.routing.batch_max_events)
                 timeout, retry = BATCH_TIMEOUT_S, Retry(max=3, interval=[1, 5, 30])
             datas = [
                 Queue.prepare_data(
@@ -236,6 +234,23 @@ class IngestWorker:
                 log.warning("redis unavailable (%s); retrying in %.1fs", exc, backoff)
                 time.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
+
+
+def _batches(
+    items: list[tuple[Entry, dict[str, Any]]], size: int
+) -> list[list[tuple[Entry, dict[str, Any]]]]:
+    """Chunks of `size` events, except that the events of one entry (a CAP alert's infos) are
+    never split: job ids are made from entry ids, so two jobs starting and ending in the same
+    entry would collide and RQ would keep only one of them."""
+    batches: list[list[tuple[Entry, dict[str, Any]]]] = []
+    for item in items:
+        last = batches[-1][-1][0] if batches else None
+        same_entry = last is not None and (last.stream, last.id) == (item[0].stream, item[0].id)
+        if batches and (len(batches[-1]) < size or same_entry):
+            batches[-1].append(item)
+        else:
+            batches.append([item])
+    return batches
 
 
 def _job_id(prefix: str, queue: str, batch: Sequence[tuple[Entry, dict[str, Any]]]) -> str:
