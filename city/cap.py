@@ -397,6 +397,13 @@ def circle_polygon(
     """A closed counter-clockwise ring approximating a circle on the sphere (great-circle)."""
     phi1, lam1 = math.radians(lat), math.radians(lon)
     delta = radius_m / EARTH_RADIUS_M
+    if delta >= math.pi / 2 - abs(phi1):
+        # The circle contains a pole: its vertices never reach latitude 90, but the lon/lat ring
+        # through them would describe a band around the pole, not the cap containing it.
+        raise CapError(
+            f"circle at {lat},{lon} with radius {radius_m / 1000:g} km contains a pole;"
+            " describe the area with polygons instead"
+        )
     ring: list[list[float]] = []
     for i in range(segments):
         theta = -2 * math.pi * i / segments  # clockwise bearings -> counter-clockwise ring
