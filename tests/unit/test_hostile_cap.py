@@ -198,7 +198,30 @@ CASES: dict[str, tuple[bytes, str | None]] = {
         ),
         "invalid_cap",
     ),  # fmt: skip
-    "deep nesting inside info": (before_info_end(NWS, nested(100_000)), "invalid_cap"),
+    "nesting inside info": (before_info_end(NWS, nested(1000)), "invalid_cap"),
+    "deep nesting: too many elements": (before_info_end(NWS, nested(100_000)), "too_large"),
+    "65 info blocks": (
+        DHS.replace(
+            b"</alert>", DHS[DHS.index(b"<info>") : DHS.index(b"</info>") + 7] * 64 + b"</alert>"
+        ),
+        "too_large",
+    ),  # fmt: skip
+    "300 circles in one info block": (
+        before_info_end(DHS, area(*[circle(f"47.6,-122.3 {r}") for r in range(1, 301)])),
+        "too_large",
+    ),
+    "40 infos of 150 circles each (6,000 circles)": (
+        DHS.replace(
+            b"</alert>",
+            before_info_end(
+                DHS[DHS.index(b"<info>") : DHS.index(b"</info>") + 7],
+                area(*[circle(f"47.6,-122.3 {r}") for r in range(1, 151)]),
+            )
+            * 40
+            + b"</alert>",
+        ),
+        "too_large",
+    ),
     "deep nesting past the size cap": (before_info_end(NWS, nested(200_000)), "too_large"),
     "description over the event limit": (
         re.sub(rb"<description>", b"<description>" + b"d" * 70_000, NWS, count=1),
