@@ -4,8 +4,10 @@ Each department writes to its own streams (so a Redis ACL can confine it): ``ing
 for routine traffic and ``ingest:{dept}:emergency`` for emergencies, which therefore never queue
 behind routine backlog. The router reads all of them through one consumer group.
 
-An entry carries one field, ``e``: the event as JSON. Entries are acknowledged only after the
-next hop (RQ enqueue or the dead-letter stream) has accepted them, in the same transaction.
+An entry carries one field, ``e``: the event as JSON (or ``cap``: a raw CAP alert from a feed
+bridge, see `Producer.publish_cap` and queues/ingest_decode.py). Entries are acknowledged only
+after the next hop (RQ enqueue or the dead-letter stream) has accepted them, in the same
+transaction.
 """
 
 from __future__ import annotations

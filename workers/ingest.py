@@ -4,13 +4,15 @@ One loop step:
 1. XREADGROUP every department's streams (emergency lane first) and keep reading until the
    micro-batch is full (`batch_max_events`) or `batch_max_ms` passed since its first entry;
    an emergency closes the batch at once.
-2. Validate each entry (`EventCatalog.accept`). Refused entries go to the dead-letter stream
-   with the reason and the original bytes.
+2. Validate each entry (`EventCatalog.accept`; a raw CAP alert becomes one event per info
+   block first, queues/ingest_decode.py). Refused entries go to the dead-letter stream with the
+   reason and the original bytes.
 3. Dedupe by event id: ``SET seen:{dept}:{id} <entry id> NX GET``. A marker holding this very
    entry's id means a redelivery after a crash, which must go through; any other value is a
    duplicate publish.
-4. In ONE transaction: enqueue emergencies one job each on ``emergency`` and the rest as
-   micro-batches on ``high``/``routine``/``bulk``, write dead letters, XACK everything handled.
+4. In ONE transaction: enqueue emergencies one job each on ``emergency`` (one per entry: a CAP
+   alert's emergency infos travel together) and the rest as micro-batches on
+   ``high``/``routine``/``bulk``, write dead letters, XACK everything handled.
    So an entry is acknowledged exactly when its next hop holds it.
 
 Entries read by a consumer that died are reclaimed after `claim_idle_ms`; one delivered more than
