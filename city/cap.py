@@ -322,9 +322,9 @@ def _safe_root(xml: bytes | str) -> ET.Element:
 
 def alert_priority(xml: bytes | str) -> Priority | None:
     """The highest priority the alert's info blocks will have, from a parse WITHOUT schema
-    validation (tens of microseconds, for a producer choosing a lane); None when the document
-    is not even a readable alert (ingest will dead-letter it). Values outside CAP's
-    enumerations count as Unknown here; ingest refuses them."""
+    validation (0.1-0.2 ms, a fifth of `events_from_cap`: for a producer choosing a lane).
+    None when the document is not even a readable alert (ingest will dead-letter it). Values
+    outside CAP's enumerations count as Unknown here; ingest refuses them."""
     try:
         root = _safe_root(xml)
     except CapError:
