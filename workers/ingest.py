@@ -256,6 +256,15 @@ def _batches(
 
 
 def _job_id(prefix: str, queue: str, batch: Sequence[tuple[Entry, dict[str, Any]]]) -> str:
-    """Idempotent job id from the stream ids it carries."""
+    """Idempotent job id from the stream entries it carries. Entry ids are unique per stream
+    only, so the lane (e/r) goes in too: a department's two lanes can hold the same id, and an
+    emergency-lane entry's non-emergency events (a CAP alert's) share queues with routine ones."""
     first, last = batch[0][0], batch[-1][0]
-    return f"{prefix}-{queue}-{first.dept}-{first.id}-{len(batch)}-{last.id}"
+    return (
+        f"{prefix}-{queue}-{first.dept}-{_lane(first)}{first.id}-{len(batch)}-"
+        f"{_lane(last)}{last.id}"
+    )
+
+
+def _lane(entry: Entry) -> str:
+    return "e" if entry.stream.endswith(":emergency") else "r"

@@ -191,3 +191,17 @@ def test_an_event_time_outside_the_utc_range_is_refused_not_a_crash(harness, red
     assert harness.ingest_all()["dead_lettered"] == 1
     (letter,) = harness.deadletters()
     assert letter["reason"] == "invalid_envelope" and "representable" in letter["message"]
+
+
+def test_entries_with_one_id_on_both_lanes_become_two_jobs_not_one(harness, redis, keys):
+    """Stream ids are per stream: a department's two lanes can hold the same id. A CAP alert on
+    the emergency lane may carry only high-priority infos, which share the high queue with the
+    routine lane's events; their jobs must not get the same id (RQ would keep one)."""
+    moderate = bilingual_alert("lane-a").replace(b"<severity>Extreme", b"<severity>Moderate")
+    redis.xadd(keys.ingest(OEM, "emergency"), {CAP_FIELD: moderate}, id="5-0")
+    assert harness.ingest_all()["jobs:high"] == 1
+    other = bilingual_alert("lane-b").replace(b"<severity>Extreme", b"<severity>Moderate")
+    redis.xadd(keys.ingest(OEM, "routine"), {CAP_FIELD: other}, id="5-0")
+    assert harness.ingest_all()["jobs:high"] == 1
+    harness.work("routine")
+    assert len(harness.inbox_ids(OEM)) == 4
