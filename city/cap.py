@@ -43,9 +43,10 @@ from city.events import MAX_EVENT_BYTES, Event, Priority, source_for
 CAP12_NS = "urn:oasis:names:tc:emergency:cap:1.2"
 CAP11_NS = "urn:oasis:names:tc:emergency:cap:1.1"
 SCHEMA_PATH = Path(__file__).parent / "data" / "cap12.xsd"
-# Checked before parsing. Real alerts are a few KiB (the largest NWS ones with long polygons
-# ~100 KiB) and each info block must fit one 64 KiB event anyway; 1 MiB bounds the time one
-# hostile document can hold ingest (parse + schema validation, well under a second).
+# Checked before parsing. The sample alerts (tests/data/cap) are 2-5 KiB and each info block
+# must fit one 64 KiB event anyway; 1 MiB bounds the time one hostile document can hold ingest.
+# An alert embedding large resources (<derefUri>, base64 audio or images, not carried in the
+# events) can exceed it: such feeds must be relayed without the embedded content.
 MAX_CAP_BYTES = 1024 * 1024
 # Work bounds checked on the parsed tree BEFORE schema validation and geometry, which cost
 # ~50 us per element and ~1 ms per circle: without them one hostile 1 MiB document (13,000
