@@ -146,7 +146,10 @@ class Event(BaseModel):
     def _time_is_aware(cls, value: datetime) -> datetime:
         if value.tzinfo is None:
             raise ValueError("time must carry a timezone (RFC 3339, e.g. 2026-11-25T10:00:00Z)")
-        return value.astimezone(UTC)
+        try:
+            return value.astimezone(UTC)
+        except OverflowError:  # e.g. 9999-12-31T23:59:59-12:00: a ValueError makes it a refusal
+            raise ValueError("time is outside the representable range once in UTC") from None
 
     @model_validator(mode="after")
     def _extensions_are_valid(self) -> Event:

@@ -4,8 +4,10 @@ Each department writes to its own streams (so a Redis ACL can confine it): ``ing
 for routine traffic and ``ingest:{dept}:emergency`` for emergencies, which therefore never queue
 behind routine backlog. The router reads all of them through one consumer group.
 
-An entry carries one field, ``e``: the event as JSON. Entries are acknowledged only after the
-next hop (RQ enqueue or the dead-letter stream) has accepted them, in the same transaction.
+An entry carries one field, ``e``: the event as JSON (or ``cap``: a raw CAP alert from a feed
+bridge, see `Producer.publish_cap` and queues/ingest_decode.py). Entries are acknowledged only
+after the next hop (RQ enqueue or the dead-letter stream) has accepted them, in the same
+transaction.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from redis import Redis
 from redis.client import Pipeline
 from redis.exceptions import ResponseError
 
+from city.cap import alert_priority
 from city.events import Event, Priority, new_event_id, source_for
 from city.schemas import BUILTIN_TYPES
 from queues.keys import ROUTER_GROUP, Keys
@@ -28,6 +31,7 @@ from queues.limits import Backpressure, PressureGauge, is_oom
 from queues.spool import REDIS_DOWN, Spool, SpoolFlusher, xadd_or_spool
 
 EVENT_FIELD = b"e"
+CAP_FIELD = b"cap"  # a raw CAP alert (Producer.publish_cap), decoded by queues/ingest_decode.py
 LANES = ("emergency", "routine")
 PUBLISH_CHUNK = 1000  # events per pipeline round trip (bounds client and server buffers)
 
@@ -175,6 +179,30 @@ class Producer:
         return self.redis.xadd(
             self.keys.ingest(self.department, lane), {EVENT_FIELD: body}
         ).decode()
+
+    def publish_cap(self, xml: bytes, lane: str | None = None) -> str:
+        """Publish a raw CAP 1.2 alert (for bridges relaying NWS/IPAWS feeds); returns the
+        stream entry id (the spool sequence number, prefixed ``spool:``, while Redis is down).
+
+        Ingest parses and validates it, turns each ``<info>`` into an event (deterministic ids:
+        a re-sent alert dedupes) or dead-letters it with a reason; nothing is checked here.
+        The lane: given, or the emergency lane when a quick parse without schema validation
+        (`city.cap.alert_priority`) finds an info block of priority emergency, so an imminent
+        threat never queues behind routine backlog while Test, Minor or unreadable alerts do
+        not crowd the emergency lane.
+        """
+        if lane is None:
+            lane = "emergency" if alert_priority(xml) == Priority.EMERGENCY else "routine"
+        if lane not in LANES:
+            raise ValueError(f"unknown lane {lane!r}; lanes are {', '.join(LANES)}")
+        stream = self.keys.ingest(self.department, lane)
+        if self.spool is not None:
+            where = xadd_or_spool(
+                self.redis, self.spool, stream, {"cap": xml}, flusher=self.flusher
+            )
+            return where.ref if where.where == "redis" else f"spool:{where.ref}"
+        entry_id = self.redis.xadd(stream, {CAP_FIELD: xml})
+        return entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,9 @@ SEATTLE = ROOT / "examples" / "seattle" / "city.yaml"
 SHARED_DATA = ROOT.parent / "shared" / "data"
 
 _backend: dict[str, str] = {}
-HOSTILE_TRIED = {"n": 0}  # inputs tried by tests/unit/test_hostile_input.py
+# Inputs tried at ingest: "n" JSON bodies (tests/unit/test_hostile_input.py), "cap" raw CAP
+# documents (tests/unit/test_hostile_cap.py).
+HOSTILE_TRIED = {"n": 0, "cap": 0}
 
 
 @pytest.fixture(scope="session")
@@ -96,5 +98,8 @@ def real_redis(redis_url: str, keys: Keys) -> Iterator[Redis]:
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     if "redis" in _backend:
         terminalreporter.write_line(f"integration tests ran against: {_backend['redis']}")
-    if HOSTILE_TRIED["n"]:
-        terminalreporter.write_line(f"hostile inputs tried at ingest: {HOSTILE_TRIED['n']}")
+    if HOSTILE_TRIED["n"] or HOSTILE_TRIED["cap"]:
+        terminalreporter.write_line(
+            f"hostile inputs tried at ingest: {HOSTILE_TRIED['n'] + HOSTILE_TRIED['cap']}"
+            f" ({HOSTILE_TRIED['n']} JSON events, {HOSTILE_TRIED['cap']} CAP XML documents)"
+        )

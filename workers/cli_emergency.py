@@ -3,7 +3,7 @@
 cityrelay ack EVENT --dept fire [--by "Capt. Ortiz"]
 cityrelay emergency status EVENT [--json]
 cityrelay emergency list [--count 20]
-cityrelay publish --dept oem --cap alert.xml [--dry-run]
+cityrelay publish --dept oem --cap alert.xml [--dry-run] [--raw]
 """
 
 from __future__ import annotations
@@ -16,7 +16,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from city.cap import CapError, events_from_cap
+from city.cap import CapError, alert_priority, events_from_cap
+from city.events import Priority
 from queues.acks import EmergencyStore, acknowledge
 from queues.streams import Producer
 from workers.runtime import Runtime
@@ -105,6 +106,8 @@ def publish_cap(args: argparse.Namespace, runtime: Runtime) -> int:
     """Publish the events a CAP alert becomes, or with --dry-run print them (JSON lines)."""
     try:
         xml = sys.stdin.buffer.read() if args.cap == "-" else Path(args.cap).read_bytes()
+        if getattr(args, "raw", False):
+            return _publish_raw_cap(args, runtime, xml)
         events = events_from_cap(xml, department=args.dept)
     except OSError as exc:
         print(f"publish: cannot read {args.cap}: {exc.strerror or exc}", file=sys.stderr)
@@ -119,4 +122,19 @@ def publish_cap(args: argparse.Namespace, runtime: Runtime) -> int:
     ids = Producer(runtime.redis(), args.dept, runtime.keys).publish_many(events)
     for event, event_id in zip(events, ids, strict=True):
         print(json.dumps({"id": event_id, "type": event.type, "priority": str(event.priority)}))
+    return 0
+
+
+def _publish_raw_cap(args: argparse.Namespace, runtime: Runtime, xml: bytes) -> int:
+    """--raw: send the XML as it is, the way a feed bridge does; ingest parses it and routes
+    its events or dead-letters it (`cityrelay deadletters` shows why). --dry-run prints the
+    lane and the events ingest would make, without sending."""
+    priority = alert_priority(xml)
+    lane = "emergency" if priority == Priority.EMERGENCY else "routine"
+    if args.dry_run:
+        events = events_from_cap(xml, department=args.dept)  # CapError: reported by the caller
+        print(json.dumps({"lane": lane, "bytes": len(xml), "events": [e.id for e in events]}))
+        return 0
+    entry = Producer(runtime.redis(), args.dept, runtime.keys).publish_cap(xml, lane=lane)
+    print(json.dumps({"entry": entry, "lane": lane, "bytes": len(xml)}))
     return 0

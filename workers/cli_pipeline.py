@@ -61,6 +61,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.add_argument("--file", help="JSON Lines file of events (CloudEvents JSON), '-' for stdin")
     p.add_argument("--cap", help="a CAP 1.2 alert (XML file, '-' for stdin): publish its events")
     p.add_argument("--dry-run", action="store_true", help="with --cap: print the events only")
+    p.add_argument("--raw", action="store_true", help="with --cap: send the XML; ingest parses it")
     p.set_defaults(func=cmd_publish)
 
     p = subparsers.add_parser("ingest", help="run the ingest consumer (streams -> RQ queues)")

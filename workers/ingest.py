@@ -4,13 +4,15 @@ One loop step:
 1. XREADGROUP every department's streams (emergency lane first) and keep reading until the
    micro-batch is full (`batch_max_events`) or `batch_max_ms` passed since its first entry;
    an emergency closes the batch at once.
-2. Validate each entry (`EventCatalog.accept`). Refused entries go to the dead-letter stream
-   with the reason and the original bytes.
+2. Validate each entry (`EventCatalog.accept`; a raw CAP alert becomes one event per info
+   block first, queues/ingest_decode.py). Refused entries go to the dead-letter stream with the
+   reason and the original bytes.
 3. Dedupe by event id: ``SET seen:{dept}:{id} <entry id> NX GET``. A marker holding this very
    entry's id means a redelivery after a crash, which must go through; any other value is a
    duplicate publish.
-4. In ONE transaction: enqueue emergencies one job each on ``emergency`` and the rest as
-   micro-batches on ``high``/``routine``/``bulk``, write dead letters, XACK everything handled.
+4. In ONE transaction: enqueue emergencies one job each on ``emergency`` (one per entry: a CAP
+   alert's emergency infos travel together) and the rest as micro-batches on
+   ``high``/``routine``/``bulk``, write dead letters, XACK everything handled.
    So an entry is acknowledged exactly when its next hop holds it.
 
 Entries read by a consumer that died are reclaimed after `claim_idle_ms`; one delivered more than
@@ -36,6 +38,7 @@ from rq import Queue, Retry
 from city.catalog import EventCatalog, InvalidEvent
 from city.config import CityConfig
 from jobs.route import route_batch
+from queues.ingest_decode import dead_letter_body, decode_entry
 from queues.keys import Keys
 from queues.limits import MemoryGuard
 from queues.metrics import in_key, record_counts
@@ -140,26 +143,24 @@ class IngestWorker:
         pipe = self.redis.pipeline(transaction=True)
         accepted: list[tuple[Entry, dict[str, Any]]] = []
         for entry in entries:
-            body = entry.body
             try:
-                if body is None:
-                    raise InvalidEvent("malformed_entry", "stream entry has no 'e' field")
-                wire = self.catalog.accept(body, entry.dept)
+                wires = decode_entry(entry, self.catalog)  # JSON event, or CAP alert -> events
             except InvalidEvent as exc:
+                body, message = dead_letter_body(entry, str(exc))
                 dead_letter(
                     pipe,
                     self.keys,
                     reason=exc.reason,
-                    message=str(exc),
+                    message=message,
                     stage="ingest",
                     dept=entry.dept,
                     stream=entry.stream,
                     entry_id=entry.id,
-                    body=body if body is not None else repr(entry.fields),
+                    body=body,
                 )
                 counters["dead_lettered"] += 1
                 continue
-            accepted.append((entry, wire))
+            accepted.extend((entry, wire) for wire in wires)
         fresh = self._dedupe(accepted)
         counters["duplicates"] += len(accepted) - len(fresh)
         by_priority: Counter[str] = Counter()
@@ -210,11 +211,10 @@ class IngestWorker:
         for queue_name, items in by_queue.items():
             rq_queue = self.queues[queue_name]
             if queue_name == EMERGENCY:
-                batches = [[item] for item in items]
+                batches = _batches(items, 1)
                 timeout, retry = EMERGENCY_TIMEOUT_S, Retry(max=5, interval=[0, 1, 2, 5, 10])
             else:
-                size = self.routing.batch_max_events
-                batches = [items[i : i + size] for i in range(0, len(items), size)]
+                batches = _batches(items, self.routing.batch_max_events)
                 timeout, retry = BATCH_TIMEOUT_S, Retry(max=3, interval=[1, 5, 30])
             datas = [
                 Queue.prepare_data(
@@ -287,7 +287,33 @@ class IngestWorker:
         return ingest_backlog(self.redis, self.streams.streams, self.streams.group)
 
 
+def _batches(
+    items: list[tuple[Entry, dict[str, Any]]], size: int
+) -> list[list[tuple[Entry, dict[str, Any]]]]:
+    """Chunks of `size` events, except that the events of one entry (a CAP alert's infos) are
+    never split: job ids are made from entry ids, so two jobs starting and ending in the same
+    entry would collide and RQ would keep only one of them."""
+    batches: list[list[tuple[Entry, dict[str, Any]]]] = []
+    for item in items:
+        last = batches[-1][-1][0] if batches else None
+        same_entry = last is not None and (last.stream, last.id) == (item[0].stream, item[0].id)
+        if batches and (len(batches[-1]) < size or same_entry):
+            batches[-1].append(item)
+        else:
+            batches.append([item])
+    return batches
+
+
 def _job_id(prefix: str, queue: str, batch: Sequence[tuple[Entry, dict[str, Any]]]) -> str:
-    """Idempotent job id from the stream ids it carries."""
+    """Idempotent job id from the stream entries it carries. Entry ids are unique per stream
+    only, so the lane (e/r) goes in too: a department's two lanes can hold the same id, and an
+    emergency-lane entry's non-emergency events (a CAP alert's) share queues with routine ones."""
     first, last = batch[0][0], batch[-1][0]
-    return f"{prefix}-{queue}-{first.dept}-{first.id}-{len(batch)}-{last.id}"
+    return (
+        f"{prefix}-{queue}-{first.dept}-{_lane(first)}{first.id}-{len(batch)}-"
+        f"{_lane(last)}{last.id}"
+    )
+
+
+def _lane(entry: Entry) -> str:
+    return "e" if entry.stream.endswith(":emergency") else "r"

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+from datetime import datetime, timedelta, timezone
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -40,6 +41,18 @@ def deep(levels: int) -> object:
     return value
 
 
+# Valid RFC 3339 times whose UTC form may fall outside years 1..9999 (an OverflowError once
+# crashed ingest instead of refusing the event).
+times_near_the_edges = st.builds(
+    lambda when, minutes: when.replace(tzinfo=timezone(timedelta(minutes=minutes))).isoformat(),
+    st.one_of(
+        st.datetimes(min_value=datetime(1, 1, 1), max_value=datetime(1, 1, 2)),
+        st.datetimes(min_value=datetime(9999, 12, 31), max_value=datetime(9999, 12, 31, 23, 59)),
+        st.datetimes(),
+    ),
+    st.integers(-1439, 1439),
+)
+
 mutations = st.one_of(
     st.builds(lambda k, v: {**VALID, k: v}, st.sampled_from(sorted(VALID)), json_values),
     st.builds(lambda k: {x: y for x, y in VALID.items() if x != k}, st.sampled_from(sorted(VALID))),
@@ -58,6 +71,7 @@ mutations = st.one_of(
     ),  # fmt: skip
     st.builds(lambda n: {**VALID, "data": deep(n)}, st.integers(1, 3000)),
     st.builds(lambda t: {**VALID, "type": t}, st.text(max_size=40)),
+    st.builds(lambda t: {**VALID, "time": t}, st.text(max_size=40) | times_near_the_edges),
     st.builds(lambda d: {**VALID, "department": d}, st.text(min_size=1, max_size=20)),
     st.builds(lambda s: {**VALID, "source": s}, st.text(min_size=1, max_size=60)),
 )
@@ -97,6 +111,7 @@ def test_any_input_is_accepted_or_dead_lettered_with_a_reason(redis, keys, seatt
     if dead:
         ((_, fields),) = redis.xrevrange(keys.deadletter, count=1)
         assert fields[b"reason"] and fields[b"message"]
+        assert fields[b"reason"] != b"decode_failed", fields[b"message"]  # a validation bug
         assert fields[b"body"] == body  # the original bytes, for whoever fixes the producer
     else:
         wire = json.loads(body)
