@@ -55,22 +55,24 @@ def deliver_items(
     """Route and deliver a batch; returns counters (delivered, duplicates, deliveries, ...)."""
     router = context.router
     # After the batch was read (see queues/jurisdictions.py): the versions in force now.
-    authorizer, grant_version, world = context.state(redis)
+    # Control data (one shard of a partitioned city; see queues/partition.py).
+    control = context.control_redis(redis)
+    authorizer, grant_version, world = context.state(control)
     now = time.time()
     counters: Counter[str] = Counter()
     keys = context.keys
     stage = context.privacy
     if stage.enabled:
         # The PIA gate: an integration without an approved assessment is never routed.
-        gate = redis.pipeline(transaction=False)
-        admitted, held = stage.admit(redis, [item["e"] for item in items], gate, now)
+        gate = control.pipeline(transaction=False)
+        admitted, held = stage.admit(control, [item["e"] for item in items], gate, now)
         if held:
             gate.execute()
             counters["quarantined"] += len(held)
             admitted_ids = {id(event) for event in admitted}
             items = [item for item in items if id(item["e"]) in admitted_ids]
     events = [item["e"] for item in items]
-    prepared = stage.prepare(redis, events, now)
+    prepared = stage.prepare(control, events, now)
     outcomes: list[Routed | Exception]
     try:
         outcomes = list(router.route_batch(events, authorizer, now, world))
@@ -204,7 +206,9 @@ def _derived_outputs(context: RouteContext, event: dict[str, Any]) -> list[Outpu
     for derived in derivation.events:
         lane = "emergency" if derived.get("priority") == "emergency" else "routine"
         body = json.dumps(derived, separators=(",", ":"))
-        outputs.append(Output(context.keys.ingest(derived["department"], lane), [("e", body)]))
+        issuer = derived["department"]  # its ingest stream is on its home shard
+        key = context.keys.ingest(issuer, lane)
+        outputs.append(context.placement.output(issuer, key, [("e", body)]))
     for problem in derivation.problems:
         fields: list[tuple[str, str | bytes]] = [
             ("reason", "rule_failed"), ("message", problem), ("stage", "rules"),
@@ -243,8 +247,10 @@ def _outputs(
                 delivery.withheld.add((d.dept, d.purpose))
                 continue
             body = orjson.dumps(shown).decode()
+        # A recipient at home on another shard: its shard's outbox, same script (placement).
         delivery.outputs.append(
-            Output(
+            context.placement.output(
+                d.dept,
                 keys.inbox(d.dept),
                 [
                     ("e", body),

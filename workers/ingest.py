@@ -35,6 +35,7 @@ from city.catalog import EventCatalog, InvalidEvent
 from city.config import CityConfig
 from jobs.route import route_batch
 from queues.keys import Keys
+from queues.partition import home_departments
 from queues.priority import BULK, EMERGENCY, HIGH, QUEUE_FOR_PRIORITY, ROUTINE, make_queue
 from queues.streams import LANES, Entry, IngestStreams, consumer_name, dead_letter
 
@@ -61,7 +62,8 @@ class IngestWorker:
         self.config = config
         self.routing = config.routing
         self.catalog = catalog or EventCatalog(config)
-        self.streams = IngestStreams(redis, keys, config.department_ids, lanes)
+        # A partitioned city: only the departments at home on this shard (queues/partition.py).
+        self.streams = IngestStreams(redis, keys, home_departments(config), lanes)
         self.consumer = consumer or consumer_name()
         self.read_count = read_count or self.routing.batch_max_events
         self.queues: dict[str, Queue] = {
