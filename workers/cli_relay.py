@@ -17,9 +17,10 @@ from workers.runtime import Runtime
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = subparsers.add_parser(
         "relay",
-        help="partitioned city: relay this shard's outbox for shard B into B (or show routes)",
+        help="partitioned city: relay this shard's outboxes into the other shards (--routes: "
+        "each department's home shard)",
     )
-    p.add_argument("--to", dest="dest", help="the destination shard")
+    p.add_argument("--to", dest="dest", help="the destination shard (default: every other one)")
     p.add_argument(
         "--from",
         dest="source",
@@ -42,8 +43,18 @@ def cmd_relay(args: argparse.Namespace, runtime: Runtime) -> int:
     config, _ = runtime.city()
     parts = config.partitions
     if parts is None:
-        print("the city has no partitions: section (everything is on one Redis)", file=sys.stderr)
-        return 2
+        if args.routes or args.dest or args.drain:
+            print(
+                "the city has no partitions: section: one Redis, nothing to relay", file=sys.stderr
+            )
+            return 2
+        # One Procfile for every city: an unpartitioned city's relay waits for SIGTERM.
+        print("relay: the city is not partitioned; nothing to relay", file=sys.stderr)
+        idle = threading.Event()
+        signal.signal(signal.SIGTERM, lambda *_: idle.set())
+        signal.signal(signal.SIGINT, lambda *_: idle.set())
+        idle.wait()
+        return 0
     if args.routes:
         routes = {
             "default": parts.default,
@@ -58,44 +69,62 @@ def cmd_relay(args: argparse.Namespace, runtime: Runtime) -> int:
         }
         print(json.dumps(routes, indent=2))
         return 0
-    if not args.dest:
-        print("relay: give --to SHARD (or --routes)", file=sys.stderr)
-        return 2
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
     try:
         source = args.source or local_shard(config)
-        dest_url = shard_url(parts, args.dest) if args.dest in parts.shards else ""
+        dests = [args.dest] if args.dest else [name for name in parts.shards if name != source]
         options = {"consumer": args.consumer} if args.consumer else {}
-        relay = Relay.for_city(
-            config,
-            runtime.keys,
-            runtime.redis(),
-            Redis.from_url(dest_url),
-            str(source),
-            args.dest,
-            **options,
-        )
+        relays = [
+            Relay.for_city(
+                config,
+                runtime.keys,
+                runtime.redis(),
+                Redis.from_url(shard_url(parts, dest) if dest in parts.shards else ""),
+                str(source),
+                dest,
+                **options,
+            )
+            for dest in dests
+        ]
     except PartitionError as exc:
         print(f"relay: {exc}", file=sys.stderr)
         return 2
     if args.drain:
-        relay.ensure_group()
-        totals: dict[str, int] = {}
-        while True:
-            step = relay.relay(relay.reclaim()) + relay.step(None)
-            for name, value in step.items():
-                totals[name] = totals.get(name, 0) + value
-            if not step:
-                break
-        print(json.dumps({"outbox": relay.outbox, **totals, **relay.backlog()}))
+        for relay in relays:
+            print(json.dumps(drain(relay)))
         return 0
     from workers.relay import run_relay
 
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
-    print(
-        f"relay: {relay.outbox} on shard {source} -> shard {args.dest}, consumer {relay.consumer}",
-        file=sys.stderr,
-    )
-    run_relay(relay, stop, idle_block_ms=args.block_ms)
+    threads = []
+    for relay in relays:
+        print(
+            f"relay: {relay.outbox} on shard {source} -> shard {relay.dest_shard}, "
+            f"consumer {relay.consumer}",
+            file=sys.stderr,
+        )
+        thread = threading.Thread(
+            target=run_relay, args=(relay, stop, args.block_ms), name=f"relay-{relay.dest_shard}"
+        )
+        thread.start()
+        threads.append(thread)
+    while any(thread.is_alive() for thread in threads):
+        stop.wait(0.5)
+    for thread in threads:
+        thread.join()
     return 0
+
+
+def drain(relay: Relay) -> dict[str, object]:
+    """Relay until the outbox is empty (claiming what dead relays left at once)."""
+    relay.ensure_group()
+    relay.claim_idle_ms = 0
+    totals: dict[str, int] = {}
+    while True:
+        step = relay.relay(relay.reclaim()) + relay.step(None)
+        for name, value in step.items():
+            totals[name] = totals.get(name, 0) + value
+        if not step:
+            break
+    return {"outbox": relay.outbox, **totals, **relay.backlog()}

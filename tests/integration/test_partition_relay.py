@@ -67,7 +67,7 @@ def start_relay(
     env = dict(
         os.environ, REDIS_URL=a.url, SHARD_B_URL=b.url, PYTHONPATH=str(ROOT), **{SHARD_ENV: "a"}
     )
-    args = ["--prefix", keys.prefix, "--config", str(config), "relay", "--to", "b"]
+    args = ["--prefix", keys.prefix, "--config", str(config), "relay"]  # to every other shard
     args += ["--consumer", "relay-b", "--block-ms", "100"]
     return subprocess.Popen([sys.executable, "-m", "workers.cli", *args], env=env, cwd=ROOT)
 

@@ -363,3 +363,26 @@ def test_config_file_round_trip(tmp_path: Path):
     path.write_text(yaml.safe_dump(doc))
     config, _ = load_city(path)
     assert config.partitions is not None and config.partitions.home("spd-west") == "b"
+
+
+def test_cli_prints_each_departments_home_shard(tmp_path: Path, capsys):
+    import json
+
+    from workers import cli
+
+    doc = city_doc()
+    for layer in doc["layers"].values():
+        layer["path"] = str(SEATTLE.parent / layer["path"])
+    path = tmp_path / "city.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    assert cli.main(["--config", str(path), "relay", "--routes"]) == 0
+    routes = json.loads(capsys.readouterr().out)
+    assert routes["default"] == "a" and routes["control"] == "a"
+    assert routes["shards"]["b"] == {
+        "redis": "redis://b.invalid:6379/0",
+        "departments": ["spd-west", "emergency-management"],
+    }
+    assert routes["shards"]["a"]["redis"] == "$SHARD_A_URL"
+    assert "sdot" in routes["shards"]["a"]["departments"]
+    assert cli.main(["--config", str(SEATTLE), "relay", "--routes"]) == 2  # not partitioned
+    assert "nothing to relay" in capsys.readouterr().err
