@@ -27,7 +27,7 @@ from typing import Any
 from redis import Redis
 from redis.exceptions import ResponseError
 
-from city.config import CityConfig, PartitionsConfig
+from city.config import CityConfig, ConfigError, PartitionsConfig
 from queues.inbox import Output
 from queues.keys import RELAY_GROUP, Keys
 from queues.streams import LANES, consumer_name, dead_letter
@@ -36,8 +36,14 @@ SHARD_ENV = "CITYRELAY_SHARD"
 TO = "to"  # outbox field naming the destination key on the destination shard
 
 
-class PartitionError(RuntimeError):
-    """A process of a partitioned city does not know (or misnames) the shard it serves."""
+class PartitionError(ConfigError):
+    """A process of a partitioned city does not know (or misnames) the shard it serves, or a
+    relay is asked for something the `partitions:` section does not allow. A config error, so
+    the CLI reports it in one line (exit 2)."""
+
+    def __init__(self, message: str):
+        super().__init__("partitions", [("", message)])
+        self.message = message
 
 
 def local_shard(config: CityConfig, environ: Mapping[str, str] | None = None) -> str | None:
@@ -213,11 +219,18 @@ class Relay:
             self._own_pending = False
         return self._read(">", block_ms)
 
+    def retry_own(self) -> None:
+        """After a failed batch: read this consumer's pending entries again first, at once,
+        instead of waiting `claim_idle_ms` for them to be claimed."""
+        self._own_pending = True
+
     def _read(self, start: str, block_ms: int | None) -> list[Entry]:
         reply = self.source.xreadgroup(
             RELAY_GROUP, self.consumer, {self.outbox: start}, count=self.batch, block=block_ms
         )
-        return [(_text(eid), fields) for _, items in reply or [] for eid, fields in items]
+        # An entry deleted while pending reads as None: it is acknowledged, there is nothing
+        # to move (only XDEL after XACK deletes outbox entries, so this is an operator's DEL).
+        return [(_text(eid), fields or {}) for _, items in reply or [] for eid, fields in items]
 
     def reclaim(self) -> list[Entry]:
         """Entries a dead relay read and never acknowledged (idle > claim_idle_ms)."""
@@ -236,6 +249,8 @@ class Relay:
         args: list[Any] = [self.marker_ttl_s]
         bad: list[tuple[str, str, dict[bytes, bytes]]] = []
         for entry_id, fields in entries:
+            if not fields:
+                continue  # deleted while pending (see `_read`): acknowledged below
             to = _text(fields.get(TO.encode(), b""))
             if to not in self.allowed:
                 bad.append((entry_id, to, fields))

@@ -89,7 +89,7 @@ def cmd_relay(args: argparse.Namespace, runtime: Runtime) -> int:
             for dest in dests
         ]
     except PartitionError as exc:
-        print(f"relay: {exc}", file=sys.stderr)
+        print(f"relay: {exc.message}", file=sys.stderr)
         return 2
     if args.drain:
         for relay in relays:

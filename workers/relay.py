@@ -16,6 +16,7 @@ from collections import Counter
 from collections.abc import Callable
 
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from queues.partition import Relay
@@ -52,6 +53,15 @@ def run_relay(
             backoff = 0.1
         except (RedisConnectionError, RedisTimeoutError) as exc:
             log.warning("redis unavailable (%s); retrying in %.1fs", exc, backoff)
+            relay.retry_own()
+            time.sleep(backoff)
+            backoff = min(backoff * 2, 5.0)
+        except ResponseError as exc:
+            # The destination refusing writes (OOM, a missing ACL) or the outbox group gone
+            # (the key was deleted): the entries stay in the outbox; retry, recreating the group.
+            log.error("relay to %s refused (%s); retrying in %.1fs", relay.dest_shard, exc, backoff)
+            ready = ready and "NOGROUP" not in str(exc)
+            relay.retry_own()
             time.sleep(backoff)
             backoff = min(backoff * 2, 5.0)
     return totals

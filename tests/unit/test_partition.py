@@ -386,3 +386,67 @@ def test_cli_prints_each_departments_home_shard(tmp_path: Path, capsys):
     assert "sdot" in routes["shards"]["a"]["departments"]
     assert cli.main(["--config", str(SEATTLE), "relay", "--routes"]) == 2  # not partitioned
     assert "nothing to relay" in capsys.readouterr().err
+
+
+def test_the_relay_loop_waits_out_a_refusing_destination_and_a_deleted_outbox(city, keys):
+    """B out of memory (a script error), then the outbox key deleted under the relay (its
+    group gone): the loop keeps the entries and carries on; nothing lost, nothing twice."""
+    from redis.exceptions import ResponseError
+
+    from workers.relay import run_relay
+
+    config, a, b = city
+    forward = relay(config, keys, a, b, claim_idle_ms=0)
+    a.redis.xadd(keys.outbox("b"), {"to": keys.inbox("spd-west"), "e": '{"n":1}'})
+    script = forward._script
+    refusals = {"left": 2}
+
+    def refusing(**kwargs: Any) -> Any:
+        if refusals["left"]:
+            refusals["left"] -= 1
+            raise ResponseError("OOM command not allowed when used memory > 'maxmemory'.")
+        return script(**kwargs)
+
+    forward._script = refusing  # type: ignore[method-assign]
+    calls = {"n": 0, "deleted": 0}
+
+    def done() -> bool:
+        calls["n"] += 1
+        if b.redis.xlen(keys.inbox("spd-west")) == 1 and not calls["deleted"]:
+            calls["deleted"] = 1
+            a.redis.delete(keys.outbox("b"))  # the group goes with the key
+            a.redis.xadd(keys.outbox("b"), {"to": keys.inbox("spd-west"), "e": '{"n":2}'})
+        return b.redis.xlen(keys.inbox("spd-west")) == 2 or calls["n"] > 40
+
+    totals = run_relay(forward, done, idle_block_ms=1)
+    assert refusals["left"] == 0 and totals == {"relayed": 2}
+    assert [e["n"] for e in b.inbox("spd-west", keys)] == [1, 2]
+
+
+def test_an_entry_deleted_while_pending_is_acknowledged(city, keys):
+    config, a, b = city
+    entry = a.redis.xadd(keys.outbox("b"), {"to": keys.inbox("spd-west"), "e": "{}"})
+    doomed = relay(config, keys, a, b, consumer="relay-1")
+    assert len(doomed.read(None)) == 1
+    a.redis.xdel(keys.outbox("b"), entry)  # an operator's hand
+    restarted = relay(config, keys, a, b, consumer="relay-1")
+    assert restarted.step(None) == {}
+    assert restarted.backlog() == {"length": 0, "pending": 0}
+
+
+def test_cli_says_which_shard_setting_is_missing(tmp_path: Path, capsys, monkeypatch):
+    from workers import cli
+
+    monkeypatch.delenv(SHARD_ENV, raising=False)
+    doc = city_doc()
+    for layer in doc["layers"].values():
+        layer["path"] = str(SEATTLE.parent / layer["path"])
+    path = tmp_path / "city.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    assert cli.main(["--config", str(path), "relay", "--to", "b"]) == 2
+    assert f"set {SHARD_ENV}" in capsys.readouterr().err
+    # Every process of a partitioned city: ingest and workers say the same, in one line.
+    assert cli.main(["--config", str(path), "ingest"]) == 2
+    assert f"config error:\npartitions: <top>: the city is partitioned: set {SHARD_ENV}" in (
+        capsys.readouterr().err
+    )
