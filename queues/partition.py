@@ -94,6 +94,12 @@ class Placement:
     keys: Keys
     partitions: PartitionsConfig | None = None
     local: str | None = None
+    _homes: dict[str, str] = field(init=False, default_factory=dict)  # listed departments
+
+    def __post_init__(self) -> None:
+        if self.partitions is not None:
+            for name, shard in self.partitions.shards.items():
+                self._homes.update(dict.fromkeys(shard.departments, name))
 
     @classmethod
     def for_city(
@@ -105,7 +111,7 @@ class Placement:
         """The department's shard when that is not this one."""
         if self.partitions is None:
             return None
-        home = self.partitions.home(dept)
+        home = self._homes.get(dept, self.partitions.default)  # one dict lookup per delivery
         return None if home == self.local else home
 
     def output(self, dept: str, key: str, fields: list[tuple[str, str | bytes]]) -> Output:
