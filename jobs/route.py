@@ -208,7 +208,7 @@ def _derived_outputs(context: RouteContext, event: dict[str, Any]) -> list[Outpu
         body = json.dumps(derived, separators=(",", ":"))
         issuer = derived["department"]  # its ingest stream is on its home shard
         key = context.keys.ingest(issuer, lane)
-        outputs.append(context.placement.output(issuer, key, [("e", body)]))
+        outputs.append(context.placement.output(issuer, key, [("e", body)], lane))
     for problem in derivation.problems:
         fields: list[tuple[str, str | bytes]] = [
             ("reason", "rule_failed"), ("message", problem), ("stage", "rules"),
@@ -258,6 +258,7 @@ def _outputs(
                     ("ing", ing),
                     ("pri", priority),
                 ],
+                "emergency" if priority == "emergency" else "routine",
             )
         )
     derived = _derived_outputs(context, event)

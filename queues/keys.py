@@ -219,12 +219,15 @@ class Keys:
         return f"{self.prefix}:ack:{dept}:{event_id}"
 
     # Partitions (queues/partition.py): deliveries to departments at home on another shard.
-    def outbox(self, shard: str) -> str:
+    def outbox(self, shard: str, lane: str = "routine") -> str:
         """Stream on the routing shard of entries bound for `shard` (field ``to``: the key
-        there), written by the delivery script; the relay (group ``relay``) moves them."""
-        return f"{self.prefix}:outbox:{shard}"
+        there), written by the delivery script; the relay (group ``relay``) moves them.
+        Emergencies have their own lane (``...:emergency``), which the relay reads first."""
+        base = f"{self.prefix}:outbox:{shard}"
+        return base if lane == "routine" else f"{base}:{lane}"
 
-    def relayed(self, source: str, entry_id: str) -> str:
+    def relayed(self, source: str, entry_id: str, lane: str = "routine") -> str:
         """On the destination shard: set in the relay script with the entry's XADD, so an
         outbox entry redelivered after a relay crash is written only once."""
-        return f"{self.prefix}:relayed:{source}:{entry_id}"
+        base = f"{self.prefix}:relayed:{source}"
+        return f"{base}:{entry_id}" if lane == "routine" else f"{base}:{lane}:{entry_id}"

@@ -4,16 +4,17 @@ A partitioned city (``partitions:`` in the city config) gives each department a 
 event is routed on its producer's home shard (the routing shard). A delivery to a department at
 home there is an ordinary inbox append; a delivery (or a derived event) bound for a department
 at home on shard B is appended, inside the same atomic delivery script, to the outbox stream
-``{p}:outbox:{B}`` on the routing shard, with the destination key in field ``to`` and the
-inbox entry's own fields after it (a transactional outbox: no second Redis takes part in the
-delivery, so none can lose half of it).
+``{p}:outbox:{B}`` (``{p}:outbox:{B}:emergency`` for emergencies) on the routing shard, with
+the destination key in field ``to`` and the inbox entry's own fields after it (a transactional
+outbox: no second Redis takes part in the delivery, so none can lose half of it).
 
-`Relay` moves one outbox to its shard: it reads the outbox through the consumer group ``relay``,
-writes a batch into B with one Lua call (each entry's XADD together with its marker
-``{p}:relayed:{A}:{entry id}``, skipped when the marker exists), then XACKs and deletes the
-batch on A in one MULTI. A relay killed after B's write and before A's XACK leaves the entries
-pending; they are read again (by it after a restart, or claimed by another relay after
-``routing.claim_idle_ms``) and the markers absorb them: nothing lost, nothing twice.
+`Relay` moves the outboxes for B to B: it reads them through the consumer group ``relay``
+(emergencies first), writes a batch into B with one Lua call (each entry's XADD together with
+its marker ``{p}:relayed:{A}:[emergency:]{entry id}``, skipped when the marker exists), then
+XACKs and deletes the batch on A in one MULTI. A relay killed after B's write and before A's
+XACK leaves the entries pending; they are read again (by it after a restart, or claimed by
+another relay after ``routing.claim_idle_ms``) and the markers absorb them: nothing lost,
+nothing twice.
 """
 
 from __future__ import annotations
@@ -114,12 +115,15 @@ class Placement:
         home = self._homes.get(dept, self.partitions.default)  # one dict lookup per delivery
         return None if home == self.local else home
 
-    def output(self, dept: str, key: str, fields: list[tuple[str, str | bytes]]) -> Output:
-        """`key` is the department's own key (inbox, ingest stream) on its home shard."""
+    def output(
+        self, dept: str, key: str, fields: list[tuple[str, str | bytes]], lane: str = "routine"
+    ) -> Output:
+        """`key` is the department's own key (inbox, ingest stream) on its home shard; `lane`
+        is ``emergency`` for emergencies (their own outbox, relayed first)."""
         home = self.remote_home(dept)
         if home is None:
             return Output(key, fields)
-        return Output(self.keys.outbox(home), [(TO, key), *fields])
+        return Output(self.keys.outbox(home, lane), [(TO, key), *fields])
 
 
 # KEYS: per entry, the destination stream then its marker. ARGV: marker ttl, then per entry:
@@ -146,7 +150,9 @@ end
 return written
 """
 
-Entry = tuple[str, dict[bytes, bytes]]
+# (outbox stream, entry id, fields)
+Entry = tuple[str, str, dict[bytes, bytes]]
+OUTBOX_LANES = ("emergency", "routine")  # read in this order: emergencies never wait behind
 
 
 def _text(value: bytes | str) -> str:
@@ -155,12 +161,13 @@ def _text(value: bytes | str) -> str:
 
 @dataclass
 class Relay:
-    """Moves the outbox ``{p}:outbox:{dest_shard}`` on `source` into `dest`.
+    """Moves the outboxes ``{p}:outbox:{dest_shard}[:emergency]`` on `source` into `dest`.
 
-    `allowed` are the destination keys the relay may write (the inboxes and ingest streams of
-    the departments at home on the destination shard); an entry naming any other key is
-    dead-lettered on the source shard (reason ``relay_bad_destination``), never dropped.
-    `maxlen` caps a destination stream's length (``XADD MAXLEN ~``) by key.
+    Each read takes the emergency lane first, so an emergency waits behind at most one batch
+    of a routine backlog. `allowed` are the destination keys the relay may write (the inboxes
+    and ingest streams of the departments at home on the destination shard); an entry naming
+    any other key is dead-lettered on the source shard (reason ``relay_bad_destination``),
+    never dropped. `maxlen` caps a destination stream's length (``XADD MAXLEN ~``) by key.
     """
 
     source: Redis
@@ -176,7 +183,8 @@ class Relay:
     maxlen: Mapping[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self.outbox = self.keys.outbox(self.dest_shard)
+        self.lanes = {self.keys.outbox(self.dest_shard, lane): lane for lane in OUTBOX_LANES}
+        self.outbox = self.keys.outbox(self.dest_shard)  # the routine lane, for messages
         self._script = self.dest.register_script(RELAY_LUA)
         self._own_pending = True  # read our own unacknowledged entries first (after a restart)
 
@@ -210,14 +218,16 @@ class Relay:
         return cls(source, dest, keys, source_shard, dest_shard, frozenset(allowed), **options)
 
     def ensure_group(self) -> None:
-        try:
-            self.source.xgroup_create(self.outbox, RELAY_GROUP, id="0", mkstream=True)
-        except ResponseError as exc:
-            if "BUSYGROUP" not in str(exc):
-                raise
+        for outbox in self.lanes:
+            try:
+                self.source.xgroup_create(outbox, RELAY_GROUP, id="0", mkstream=True)
+            except ResponseError as exc:
+                if "BUSYGROUP" not in str(exc):
+                    raise
 
     def read(self, block_ms: int | None = None) -> list[Entry]:
-        """This consumer's own pending entries first (after a restart), then new ones."""
+        """This consumer's own pending entries first (after a restart), then new ones; in each,
+        the emergency lane first."""
         if self._own_pending:
             entries = self._read("0", None)
             if entries:
@@ -232,18 +242,31 @@ class Relay:
 
     def _read(self, start: str, block_ms: int | None) -> list[Entry]:
         reply = self.source.xreadgroup(
-            RELAY_GROUP, self.consumer, {self.outbox: start}, count=self.batch, block=block_ms
+            RELAY_GROUP,
+            self.consumer,
+            dict.fromkeys(self.lanes, start),
+            count=self.batch,
+            block=block_ms,
         )
         # An entry deleted while pending reads as None: it is acknowledged, there is nothing
         # to move (only XDEL after XACK deletes outbox entries, so this is an operator's DEL).
-        return [(_text(eid), fields or {}) for _, items in reply or [] for eid, fields in items]
+        entries = [
+            (_text(stream), _text(eid), fields or {})
+            for stream, items in reply or []
+            for eid, fields in items
+        ]
+        order = list(self.lanes)
+        return sorted(entries, key=lambda entry: order.index(entry[0]))  # stable: emergency 1st
 
     def reclaim(self) -> list[Entry]:
         """Entries a dead relay read and never acknowledged (idle > claim_idle_ms)."""
-        reply = self.source.xautoclaim(
-            self.outbox, RELAY_GROUP, self.consumer, self.claim_idle_ms, "0-0", count=self.batch
-        )
-        return [(_text(eid), fields) for eid, fields in reply[1] if fields]
+        found: list[Entry] = []
+        for outbox in self.lanes:
+            reply = self.source.xautoclaim(
+                outbox, RELAY_GROUP, self.consumer, self.claim_idle_ms, "0-0", count=self.batch
+            )
+            found.extend((outbox, _text(eid), fields) for eid, fields in reply[1] if fields)
+        return found
 
     def relay(self, entries: Sequence[Entry]) -> Counter[str]:
         """Write `entries` into the destination (one call), then ack and delete them at the
@@ -253,16 +276,16 @@ class Relay:
             return counters
         keys: list[str] = []
         args: list[Any] = [self.marker_ttl_s]
-        bad: list[tuple[str, str, dict[bytes, bytes]]] = []
-        for entry_id, fields in entries:
+        bad: list[tuple[str, str, str, dict[bytes, bytes]]] = []
+        for outbox, entry_id, fields in entries:
             if not fields:
                 continue  # deleted while pending (see `_read`): acknowledged below
             to = _text(fields.get(TO.encode(), b""))
             if to not in self.allowed:
-                bad.append((entry_id, to, fields))
+                bad.append((outbox, entry_id, to, fields))
                 continue
             keys.append(to)
-            keys.append(self.keys.relayed(self.source_shard, entry_id))
+            keys.append(self.keys.relayed(self.source_shard, entry_id, self.lanes[outbox]))
             items = [v for name, value in fields.items() if name != b"to" for v in (name, value)]
             cap = self.maxlen.get(to)
             args.extend(["" if cap is None else cap, len(items), *items])
@@ -270,23 +293,25 @@ class Relay:
             written = int(self._script(keys=keys, args=args))
             counters.update(relayed=written, redelivered=len(keys) // 2 - written)
         pipe = self.source.pipeline(transaction=True)
-        for entry_id, to, fields in bad:
+        for outbox, entry_id, to, fields in bad:
             dead_letter(
                 pipe,
                 self.keys,
                 reason="relay_bad_destination",
-                message=f"outbox {self.outbox}: {to!r} is no inbox or ingest stream on shard "
+                message=f"outbox {outbox}: {to!r} is no inbox or ingest stream on shard "
                 f"{self.dest_shard!r}",
                 stage="relay",
                 dept="",
-                stream=self.outbox,
+                stream=outbox,
                 entry_id=entry_id,
                 body=_text(fields.get(b"e", b"")),
             )
             counters["dead_lettered"] += 1
-        ids = [entry_id for entry_id, _ in entries]
-        pipe.xack(self.outbox, RELAY_GROUP, *ids)
-        pipe.xdel(self.outbox, *ids)
+        for outbox in self.lanes:
+            ids = [entry_id for stream, entry_id, _ in entries if stream == outbox]
+            if ids:
+                pipe.xack(outbox, RELAY_GROUP, *ids)
+                pipe.xdel(outbox, *ids)
         for name, value in counters.items():
             if value:
                 pipe.hincrby(self.keys.stats, f"{name}:relay:{self.dest_shard}", value)
@@ -297,7 +322,14 @@ class Relay:
         return self.relay(self.read(block_ms))
 
     def backlog(self) -> dict[str, int]:
-        """Outbox length and entries read but not yet acknowledged."""
+        """Outbox length and entries read but not yet acknowledged (both lanes)."""
         self.ensure_group()
-        pending = self.source.xpending(self.outbox, RELAY_GROUP)
-        return {"length": int(self.source.xlen(self.outbox)), "pending": int(pending["pending"])}
+        pipe = self.source.pipeline(transaction=False)
+        for outbox in self.lanes:
+            pipe.xlen(outbox)
+            pipe.xpending(outbox, RELAY_GROUP)
+        replies = pipe.execute()
+        return {
+            "length": sum(int(n) for n in replies[0::2]),
+            "pending": sum(int(p["pending"]) for p in replies[1::2]),
+        }

@@ -450,3 +450,32 @@ def test_cli_says_which_shard_setting_is_missing(tmp_path: Path, capsys, monkeyp
     assert f"config error:\npartitions: <top>: the city is partitioned: set {SHARD_ENV}" in (
         capsys.readouterr().err
     )
+
+
+def test_an_emergency_for_another_shard_overtakes_a_routine_backlog(city, keys):
+    config, a, b = city
+    for _ in range(120):
+        Producer(a.redis, "sdot", keys).publish(incident())
+    a.harness.run()
+    mci = Event.new(
+        "health.emergency",
+        source_for("ems"),
+        {"incident_number": "MCI-1", "kind": "mass_casualty", "patients": 3},
+        location=WEST,
+    )
+    Producer(a.redis, "ems", keys).publish(mci)
+    a.harness.run()
+    lane = [f for _, f in a.redis.xrange(keys.outbox("b", "emergency"))]
+    # The emergency itself for OEM, and the two requests OEM's rule issues (ingest on b).
+    assert sorted(f[b"to"].decode() for f in lane) == sorted(
+        [keys.inbox("emergency-management")]
+        + [keys.ingest("emergency-management", "emergency")] * 2
+    )
+    forward = relay(config, keys, a, b, batch=50)
+    first = forward.read(None)
+    assert [s for s, _, _ in first[:3]] == [keys.outbox("b", "emergency")] * 3
+    assert len(first) == 53  # and one batch of the 120 routine entries behind them
+    assert forward.relay(first) == {"relayed": 53}
+    assert [e["id"] for e in b.inbox("emergency-management", keys)] == [mci.id]
+    assert drain(forward) == {"relayed": 70}
+    assert forward.backlog() == {"length": 0, "pending": 0}
