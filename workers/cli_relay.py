@@ -28,8 +28,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     )
     p.add_argument(
         "--consumer",
-        help="consumer name (default: host-pid); a stable name resumes its own batch at once "
-        "after a restart instead of after routing.claim_idle_ms",
+        help="consumer name (default: relay-{from}-{to}): a relay restarted under its name "
+        "resumes its unacknowledged batch at once; two relays sharing a name are safe (the "
+        "markers make the second write of an entry a no-op)",
     )
     p.add_argument("--block-ms", type=int, default=1000, help="idle wait per read")
     p.add_argument("--drain", action="store_true", help="relay until the outbox is empty, exit")
@@ -75,7 +76,6 @@ def cmd_relay(args: argparse.Namespace, runtime: Runtime) -> int:
     try:
         source = args.source or local_shard(config)
         dests = [args.dest] if args.dest else [name for name in parts.shards if name != source]
-        options = {"consumer": args.consumer} if args.consumer else {}
         relays = [
             Relay.for_city(
                 config,
@@ -84,7 +84,7 @@ def cmd_relay(args: argparse.Namespace, runtime: Runtime) -> int:
                 Redis.from_url(shard_url(parts, dest) if dest in parts.shards else ""),
                 str(source),
                 dest,
-                **options,
+                consumer=args.consumer or f"relay-{source}-{dest}",
             )
             for dest in dests
         ]

@@ -68,7 +68,7 @@ def start_relay(
         os.environ, REDIS_URL=a.url, SHARD_B_URL=b.url, PYTHONPATH=str(ROOT), **{SHARD_ENV: "a"}
     )
     args = ["--prefix", keys.prefix, "--config", str(config), "relay"]  # to every other shard
-    args += ["--consumer", "relay-b", "--block-ms", "100"]
+    args += ["--block-ms", "100"]  # the default consumer name: relay-a-b, stable over restarts
     return subprocess.Popen([sys.executable, "-m", "workers.cli", *args], env=env, cwd=ROOT)
 
 
