@@ -122,7 +122,7 @@ def deliver_items(
     # Emergency acknowledgement (jobs/emergency.py): deadlines for the departments that
     # actually received each emergency (not those its privacy rule withheld it from).
     received = [
-        (event, _received_by(outcome, delivery_of[id(event)]), item)
+        (event, _received_by(context, outcome, delivery_of[id(event)]), item)
         for event, outcome, item in routed
     ]
     track_emergencies(pipe, context, received, flags, now_s)
@@ -192,8 +192,15 @@ def _audit_frame(
     return AuditFrame(context.keys.audit_inbox, head + '"rows":[', "]" + tail)
 
 
-def _received_by(outcome: Routed, delivery: EventDelivery) -> list[str]:
-    return [d.dept for d in outcome.deliveries if (d.dept, d.purpose) not in delivery.withheld]
+def _received_by(context: RouteContext, outcome: Routed, delivery: EventDelivery) -> list[str]:
+    """Recipients tracked here: those the privacy rule did not withhold it from and, in a
+    partitioned city, at home on this shard (the relay tracks the others on theirs)."""
+    return [
+        d.dept
+        for d in outcome.deliveries
+        if (d.dept, d.purpose) not in delivery.withheld
+        and context.placement.remote_home(d.dept) is None
+    ]
 
 
 def _derived_outputs(context: RouteContext, event: dict[str, Any]) -> list[Output]:

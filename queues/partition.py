@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import os
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -181,6 +181,9 @@ class Relay:
     claim_idle_ms: int = 30_000
     consumer: str = field(default_factory=consumer_name)
     maxlen: Mapping[str, int] = field(default_factory=dict)
+    # Called with the batch's entries once they are in the destination and before they are
+    # acknowledged here (so again after a crash): emergency tracking there (workers/relay.py).
+    on_written: Callable[[Sequence[Entry]], None] | None = None
 
     def __post_init__(self) -> None:
         self.lanes = {self.keys.outbox(self.dest_shard, lane): lane for lane in OUTBOX_LANES}
@@ -277,6 +280,7 @@ class Relay:
         keys: list[str] = []
         args: list[Any] = [self.marker_ttl_s]
         bad: list[tuple[str, str, str, dict[bytes, bytes]]] = []
+        good: list[Entry] = []
         for outbox, entry_id, fields in entries:
             if not fields:
                 continue  # deleted while pending (see `_read`): acknowledged below
@@ -284,6 +288,7 @@ class Relay:
             if to not in self.allowed:
                 bad.append((outbox, entry_id, to, fields))
                 continue
+            good.append((outbox, entry_id, fields))
             keys.append(to)
             keys.append(self.keys.relayed(self.source_shard, entry_id, self.lanes[outbox]))
             items = [v for name, value in fields.items() if name != b"to" for v in (name, value)]
@@ -292,6 +297,8 @@ class Relay:
         if keys:
             written = int(self._script(keys=keys, args=args))
             counters.update(relayed=written, redelivered=len(keys) // 2 - written)
+            if self.on_written is not None:
+                self.on_written(good)
         pipe = self.source.pipeline(transaction=True)
         for outbox, entry_id, to, fields in bad:
             dead_letter(

@@ -11,6 +11,7 @@ import threading
 from redis import Redis
 
 from queues.partition import PartitionError, Relay, local_shard, shard_url
+from workers.relay import EmergencyHandover, run_relay
 from workers.runtime import Runtime
 
 
@@ -41,7 +42,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 
 
 def cmd_relay(args: argparse.Namespace, runtime: Runtime) -> int:
-    config, _ = runtime.city()
+    config, base_dir = runtime.city()
     parts = config.partitions
     if parts is None:
         if args.routes or args.dest or args.drain:
@@ -76,18 +77,24 @@ def cmd_relay(args: argparse.Namespace, runtime: Runtime) -> int:
     try:
         source = args.source or local_shard(config)
         dests = [args.dest] if args.dest else [name for name in parts.shards if name != source]
-        relays = [
-            Relay.for_city(
-                config,
-                runtime.keys,
-                runtime.redis(),
-                Redis.from_url(shard_url(parts, dest) if dest in parts.shards else ""),
-                str(source),
-                dest,
-                consumer=args.consumer or f"relay-{source}-{dest}",
+        relays = []
+        for dest in dests:
+            if dest not in parts.shards:
+                raise PartitionError(f"no shard named {dest!r} ({', '.join(parts.shards)})")
+            target = Redis.from_url(shard_url(parts, dest))
+            relays.append(
+                Relay.for_city(
+                    config,
+                    runtime.keys,
+                    runtime.redis(),
+                    target,
+                    str(source),
+                    dest,
+                    consumer=args.consumer or f"relay-{source}-{dest}",
+                    # emergencies are tracked (deadlines, escalation) on the recipient's shard
+                    on_written=EmergencyHandover.for_city(config, base_dir, runtime.keys, target),
+                )
             )
-            for dest in dests
-        ]
     except PartitionError as exc:
         print(f"relay: {exc.message}", file=sys.stderr)
         return 2
@@ -95,8 +102,6 @@ def cmd_relay(args: argparse.Namespace, runtime: Runtime) -> int:
         for relay in relays:
             print(json.dumps(drain(relay)))
         return 0
-    from workers.relay import run_relay
-
     threads = []
     for relay in relays:
         print(

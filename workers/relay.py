@@ -9,19 +9,95 @@ batches.
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
+from redis import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from queues.partition import Relay
+from city.config import CityConfig
+from city.escalation import severity_of
+from jobs.emergency import EscalationPlan, schedule
+from queues.acks import track
+from queues.keys import Keys
+from queues.partition import Entry, Relay
+from queues.priority import ESCALATION, make_queue
 
 log = logging.getLogger("cityrelay.relay")
+
+
+@dataclass
+class EmergencyHandover:
+    """Emergencies relayed into an inbox on the destination shard are tracked there.
+
+    The routing shard tracks (deadlines, escalation checks) only the recipients at home on it;
+    a recipient at home here acknowledges here (`Inbox.ack`), so its deadline, escalation
+    checks and acknowledgement must live here too. Runs as the relay's `on_written` hook:
+    after the batch is in this shard and before the outbox acknowledges it, so a crash in
+    between repeats it; a recipient already tracked for the event is left as it is (its
+    deadline does not move). Severity, and so the deadline, come from the recipient's view.
+    """
+
+    dest: Redis
+    keys: Keys
+    plan: EscalationPlan
+
+    @classmethod
+    def for_city(
+        cls, config: CityConfig, base_dir: Path | None, keys: Keys, dest: Redis
+    ) -> EmergencyHandover:
+        return cls(dest, keys, EscalationPlan.from_config(config, base_dir))
+
+    def __call__(self, entries: Sequence[Entry]) -> None:
+        inbox = self.keys.inbox("")
+        found: dict[str, tuple[dict[str, Any], str, list[str]]] = {}
+        for _, _, fields in entries:
+            to = fields.get(b"to", b"").decode()
+            # Derived events go to ingest streams: they are tracked where they are routed.
+            if fields.get(b"pri") != b"emergency" or not to.startswith(inbox):
+                continue
+            event = json.loads(fields[b"e"])
+            ing = fields.get(b"ing", b"").decode()
+            found.setdefault(str(event["id"]), (event, ing, []))[2].append(to[len(inbox) :])
+        if not found:
+            return
+        check = self.dest.pipeline(transaction=False)
+        check.time()
+        pairs = [(event_id, dept) for event_id, (_, _, depts) in found.items() for dept in depts]
+        for event_id, dept in pairs:
+            check.hexists(self.keys.emergency(event_id), f"{dept}|delivered")
+        (secs, micros), *tracked = check.execute()
+        now_ms = int(secs) * 1000 + int(micros) // 1000
+        todo = {pair for pair, done in zip(pairs, tracked, strict=True) if not done}
+        pipe = self.dest.pipeline(transaction=False)
+        queue = make_queue(self.dest, self.keys, ESCALATION)
+        for event_id, (event, ing, depts) in found.items():
+            new = [dept for dept in depts if (event_id, dept) in todo]
+            if not new:
+                continue
+            severity = severity_of(event)
+            deadlines = {
+                dept: now_ms + int(self.plan.escalation(dept).deadline_s(severity) * 1000)
+                for dept in new
+            }
+            body = json.dumps(event, separators=(",", ":"))
+            track(pipe, self.keys, event_id, body, severity, ing, now_ms, deadlines)
+            groups: dict[int, list[str]] = {}
+            for dept, deadline in deadlines.items():
+                if self.plan.escalation(dept).max_level >= 1:
+                    groups.setdefault(deadline, []).append(dept)
+            for deadline, group in groups.items():
+                schedule(queue, self.keys, event_id, group, 1, deadline, pipeline=pipe)
+        pipe.execute()
 
 
 def run_relay(

@@ -24,6 +24,7 @@ from queues.streams import Producer
 from tests.conftest import SEATTLE
 from tests.pipeline_harness import Harness
 from workers.ingest import IngestWorker
+from workers.relay import EmergencyHandover
 
 WEST = {"lat": 47.6205, "lon": -122.3493}  # Seattle Center: West precinct
 # Shard b holds the West precinct and the Office of Emergency Management; the rest is on a.
@@ -163,9 +164,29 @@ def city(keys, monkeypatch, seattle_router):
 
 
 def relay(config: CityConfig, keys: Keys, source: Shard, dest: Shard, **options: Any) -> Relay:
+    """The relay as `cityrelay relay` builds it (with the emergency handover)."""
+    options.setdefault(
+        "on_written", EmergencyHandover.for_city(config, SEATTLE.parent, keys, dest.redis)
+    )
     made = Relay.for_city(config, keys, source.redis, dest.redis, source.name, dest.name, **options)
     made.ensure_group()
     return made
+
+
+def kill_before_ack(patch: pytest.MonkeyPatch, source: Redis) -> None:
+    """The source shard's MULTI (XACK + XDEL) never runs: the relay process died before it."""
+    real = source.pipeline
+
+    def pipeline(*args: Any, **kwargs: Any) -> Any:
+        pipe = real(*args, **kwargs)
+
+        def die(*_: Any, **__: Any) -> None:
+            raise RedisConnectionError("killed before XACK")
+
+        pipe.execute = die  # type: ignore[method-assign]
+        return pipe
+
+    patch.setattr(source, "pipeline", pipeline)
 
 
 def drain(made: Relay) -> dict[str, int]:
@@ -245,11 +266,8 @@ def test_relay_killed_between_write_and_ack_delivers_nothing_twice(city, keys, m
     a.harness.run()
     doomed = relay(config, keys, a, b, consumer="relay-1", batch=4)
 
-    def die(*args: Any, **kwargs: Any) -> None:
-        raise RedisConnectionError("killed before XACK")
-
     with monkeypatch.context() as patch:
-        patch.setattr(type(a.redis.pipeline()), "execute", die)
+        kill_before_ack(patch, a.redis)
         with pytest.raises(RedisConnectionError):
             doomed.step(None)  # four entries written into b, not acknowledged on a
     assert len(b.inbox("spd-west", keys)) == 4
@@ -479,3 +497,52 @@ def test_an_emergency_for_another_shard_overtakes_a_routine_backlog(city, keys):
     assert [e["id"] for e in b.inbox("emergency-management", keys)] == [mci.id]
     assert drain(forward) == {"relayed": 70}
     assert forward.backlog() == {"length": 0, "pending": 0}
+
+
+def test_an_emergency_is_tracked_and_acknowledged_on_the_recipients_own_shard(
+    city, keys, monkeypatch
+):
+    """OEM (on b) gets an emergency routed on a: its deadline and escalation checks live on b,
+    where its acknowledgement is recorded; a's tracking covers a's recipients only."""
+    from queues.priority import ESCALATION
+
+    config, a, b = city
+    mci = Event.new(
+        "health.emergency",
+        source_for("ems"),
+        {"incident_number": "MCI-5", "kind": "mass_casualty", "patients": 4},
+        location=WEST,
+    )
+    Producer(a.redis, "ems", keys).publish(mci)
+    a.harness.run()
+    tracking = keys.emergency(mci.id)
+    assert a.redis.hexists(tracking, "fire|delivered")
+    assert not a.redis.hexists(tracking, "emergency-management|delivered")
+    # A relay killed after writing into b and tracking there, before acknowledging on a...
+    doomed = relay(config, keys, a, b, consumer="relay-1")
+    with monkeypatch.context() as patch:
+        kill_before_ack(patch, a.redis)
+        with pytest.raises(RedisConnectionError):
+            doomed.step(None)
+    deadline = b.redis.hget(tracking, "emergency-management|deadline")
+    assert deadline is not None
+    # ...and restarted: the redelivery neither writes twice nor moves the deadline.
+    assert relay(config, keys, a, b, consumer="relay-1").step(None) == {"redelivered": 3}
+    assert b.redis.hget(tracking, "emergency-management|deadline") == deadline
+    assert [e["id"] for e in b.inbox("emergency-management", keys)] == [mci.id]
+    scheduled = make_queue(b.redis, keys, ESCALATION).scheduled_job_registry.get_job_ids()
+    assert len(scheduled) == 1
+    on_a = make_queue(a.redis, keys, ESCALATION)
+    assert all(
+        "emergency-management" not in on_a.fetch_job(job_id).args[1]
+        for job_id in on_a.scheduled_job_registry.get_job_ids()
+    )
+    inbox = Inbox(b.redis, "emergency-management", keys)
+    inbox.ack(inbox.read())
+    assert b.redis.get(keys.ack("emergency-management", mci.id)) is not None
+    # The escalation check on b (as b's escalation worker runs it when due) sees the ack.
+    from jobs.emergency import run_level
+
+    b.redis.hset(tracking, "emergency-management|deadline", 1)  # due now
+    outcome = run_level(b.harness.context, b.redis, mci.id, ["emergency-management"], 1)
+    assert outcome == {"emergency-management": "acked"}  # no reminder, no escalation
