@@ -137,6 +137,10 @@ def worker_key_patterns(keys: Keys) -> dict[str, list[str]]:
             f"~{p}:inbox:*",
             f"~{p}:ingest:*",
             f"~{p}:relayed:*",
+            # emergencies for departments at home there are tracked on the destination
+            f"~{p}:emergency:*",
+            f"~{keys.emergencies}",
+            *rq,
         ],
         # `cityrelay grant ...` run by a data steward: grants and the audit chain only.
         "steward": [

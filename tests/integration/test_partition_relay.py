@@ -29,6 +29,7 @@ from queues.partition import SHARD_ENV
 from queues.streams import Producer
 from tests.conftest import ROOT, write_city
 from tests.pipeline_harness import Harness
+from workers.relay import EmergencyHandover
 from workers.standins import LocalRedisServer
 
 pytestmark = pytest.mark.integration
@@ -160,14 +161,27 @@ def test_the_derived_acl_users_can_route_into_the_outbox_and_relay_it(
         location=WEST,
         department="sdot",
     )
-    ing = Redis.from_url(a.url).xadd(keys.ingest("sdot"), {"e": "-"}).decode()
-    assert deliver_items(context, router_a, [{"e": event.to_wire(), "ing": ing}])["delivered"] == 1
-    relay = Relay.for_city(config, keys, login(a, "relay"), login(b, "relay"), "a", "b")
+    fire = Event.new(
+        "safety.dispatch",
+        source_for("fire"),
+        {"incident_number": "F-1", "nature": "structure fire"},
+        location=WEST,
+        department="fire",
+        priority="emergency",
+    )
+    items = [
+        {"e": e.to_wire(), "ing": Redis.from_url(a.url).xadd(keys.ingest("x"), {"e": "-"}).decode()}
+        for e in (event, fire)
+    ]
+    assert deliver_items(context, router_a, items)["delivered"] == 2
+    relay_b = login(b, "relay")
+    handover = EmergencyHandover.for_city(config, base, keys, relay_b)
+    relay = Relay.for_city(config, keys, login(a, "relay"), relay_b, "a", "b", on_written=handover)
     relay.ensure_group()
-    assert relay.step(None) == {"relayed": 2}
-    for dept in ON_B:
-        assert [m.event_id for m in Inbox(Redis.from_url(b.url), dept, keys).history()] == [
-            event.id
-        ]
+    assert relay.step(None)["relayed"] >= 3
+    history = Inbox(Redis.from_url(b.url), "spd-west", keys).history()
+    assert sorted(m.event_id for m in history) == sorted([event.id, fire.id])
+    # The emergency is tracked on b for spd-west, with its escalation check scheduled there.
+    assert Redis.from_url(b.url).hexists(keys.emergency(fire.id), "spd-west|delivered")
     with pytest.raises(NoPermissionError):
         login(a, "relay").get(keys.grants_version)
