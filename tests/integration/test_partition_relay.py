@@ -185,3 +185,27 @@ def test_the_derived_acl_users_can_route_into_the_outbox_and_relay_it(
     assert Redis.from_url(b.url).hexists(keys.emergency(fire.id), "spd-west|delivered")
     with pytest.raises(NoPermissionError):
         login(a, "relay").get(keys.grants_version)
+
+
+def test_drain_moves_what_waits_including_a_dead_relays_batch(
+    shards, keys, tmp_path, monkeypatch, capsys
+):
+    import json
+
+    from workers import cli
+
+    a, b = shards
+    path = partitioned_city(tmp_path, a, b)
+    monkeypatch.setenv("SHARD_B_URL", b.url)
+    ra, rb = Redis.from_url(a.url), Redis.from_url(b.url)
+    outbox = keys.outbox("b")
+    ra.xgroup_create(outbox, RELAY_GROUP, id="0", mkstream=True)
+    for n in range(30):
+        ra.xadd(outbox, {"to": keys.inbox("spd-west"), "e": json.dumps({"id": f"e{n}"})})
+    ra.xreadgroup(RELAY_GROUP, "relay-dead", {outbox: ">"}, count=10)  # read, then died
+    args = ["--redis-url", a.url, "--prefix", keys.prefix, "--config", str(path)]
+    assert cli.main([*args, "relay", "--from", "a", "--drain"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report == {"outbox": outbox, "relayed": 30, "length": 0, "pending": 0}
+    ids = [json.loads(f[b"e"])["id"] for _, f in rb.xrange(keys.inbox("spd-west"))]
+    assert sorted(ids) == sorted(f"e{n}" for n in range(30))
