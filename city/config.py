@@ -115,6 +115,57 @@ class LimitsConfig(_Strict):
         return self
 
 
+SHARD_NAME = re.compile(r"^[a-z][a-z0-9-]{0,31}$")
+ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+class ShardConfig(_Strict):
+    """One Redis instance of a partitioned city: how to reach it, and who lives there."""
+
+    url: str | None = Field(default=None, description="Redis URL (redis:// or redis+sentinel://)")
+    url_env: str | None = Field(default=None, description="environment variable holding the URL")
+    departments: list[str] = Field(default_factory=list, description="departments at home here")
+
+    @field_validator("url_env")
+    @classmethod
+    def _env_name(cls, value: str | None) -> str | None:
+        if value is not None and not ENV_NAME.match(value):
+            raise ValueError("an environment variable name: letters, digits and '_'")
+        return value
+
+
+class PartitionsConfig(_Strict):
+    """Department streams partitioned across several Redis instances (docs/operations.md).
+
+    Each department has one home shard: its ingest streams, inbox, dedupe markers and
+    acknowledgements live there; a department listed under no shard lives on `default`.
+    Control data (grants, jurisdiction versions, PIAs, consent) lives on `control` (default:
+    the default shard) and every shard's route workers read it there.
+    """
+
+    shards: dict[str, ShardConfig] = Field(min_length=1)
+    default: str
+    control: str | None = None
+    relay_batch: int = Field(default=500, ge=1, le=10_000, description="entries per relay call")
+    relay_marker_ttl_s: int = Field(
+        default=600, ge=10, description="how long a relayed entry's marker absorbs redelivery"
+    )
+
+    @property
+    def control_shard(self) -> str:
+        return self.control or self.default
+
+    def home(self, dept: str) -> str:
+        """The shard a department's streams and inbox live on."""
+        for name, shard in self.shards.items():
+            if dept in shard.departments:
+                return name
+        return self.default
+
+    def departments_on(self, shard: str, all_departments: list[str]) -> list[str]:
+        return [dept for dept in all_departments if self.home(dept) == shard]
+
+
 class CityConfig(_Strict):
     city: str
     layers: dict[str, LayerConfig]
@@ -127,6 +178,7 @@ class CityConfig(_Strict):
     # Sections owned by other modules, validated by their own parsers (privacy, retention).
     privacy: dict[str, Any] | None = None
     retention: dict[str, Any] | None = None
+    partitions: PartitionsConfig | None = None
 
     def department(self, dept_id: str) -> DepartmentConfig:
         for dept in self.departments:
@@ -226,6 +278,33 @@ def _cross_check(config: CityConfig) -> list[tuple[str, str]]:
             for pattern in sub.types:
                 if not _pattern_matches_any(pattern, known_types):
                     problems.append((f"{swhere}.types", f"{pattern!r} matches no known event type"))
+    if config.partitions is not None:
+        problems.extend(_check_partitions(config.partitions, seen_depts))
+    return problems
+
+
+def _check_partitions(parts: PartitionsConfig, departments: set[str]) -> list[tuple[str, str]]:
+    problems: list[tuple[str, str]] = []
+    for field_name in ("default", "control"):
+        name = getattr(parts, field_name)
+        if name is not None and name not in parts.shards:
+            problems.append((f"partitions.{field_name}", f"no shard named {name!r} in shards:"))
+    homes: dict[str, str] = {}
+    for name, shard in parts.shards.items():
+        where = f"partitions.shards.{name}"
+        if not SHARD_NAME.match(name):
+            problems.append((where, "shard names are lower-case letters, digits and '-', max 32"))
+        if (shard.url is None) == (shard.url_env is None):
+            problems.append((where, "give exactly one of `url:` or `url_env:`"))
+        for j, dept in enumerate(shard.departments):
+            if dept not in departments:
+                problems.append((f"{where}.departments[{j}]", f"no department {dept!r}"))
+            elif dept in homes:
+                problems.append(
+                    (f"{where}.departments[{j}]", f"{dept!r} is already at home on {homes[dept]!r}")
+                )
+            else:
+                homes[dept] = name
     return problems
 
 

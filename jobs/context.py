@@ -26,6 +26,7 @@ from queues.inbox import Deliverer
 from queues.jurisdictions import JurisdictionStore, JurisdictionWatcher
 from queues.keys import Keys
 from queues.limits import InboxAlarms, inbox_bounds
+from queues.partition import PartitionError, Placement, local_shard, shard_url
 
 
 @dataclass
@@ -35,6 +36,11 @@ class RouteContext:
     keys: Keys
     redis_url: str = "redis://127.0.0.1:6379/0"
     base_dir: Path | None = None  # the city YAML's folder (privacy key files resolve there)
+    # Partitioned city: the shard this process routes on (default: $CITYRELAY_SHARD), where
+    # each recipient's inbox goes from here, and the client of the control shard.
+    shard: str | None = None
+    placement: Placement = field(init=False)
+    control: Redis | None = None
     _deliverers: dict[int, Deliverer] = field(default_factory=dict)
     _audits: dict[int, AuditLog] = field(default_factory=dict)
     _via_cache: dict[tuple[object, ...], str] = field(default_factory=dict)
@@ -42,6 +48,25 @@ class RouteContext:
     _authorizer: Authorizer | None = None
     _watchers: dict[int, JurisdictionWatcher] = field(default_factory=dict)
     _inbox_alarms: InboxAlarms | None = None
+
+    def __post_init__(self) -> None:
+        parts = self.config.partitions
+        if parts is not None and self.shard is None:
+            self.shard = local_shard(self.config)
+        if parts is not None and self.shard not in parts.shards:
+            raise PartitionError(f"no shard named {self.shard!r} ({', '.join(parts.shards)})")
+        self.placement = Placement(self.keys, parts, self.shard)
+
+    def control_redis(self, redis: Redis) -> Redis:
+        """Where grants, jurisdiction versions, PIAs and consent are read (and the PIA gate's
+        quarantine written): this shard's Redis, unless the city is partitioned and another
+        shard is the control shard."""
+        parts = self.config.partitions
+        if parts is None or parts.control_shard == self.shard:
+            return redis
+        if self.control is None:
+            self.control = Redis.from_url(shard_url(parts, parts.control_shard))
+        return self.control
 
     @classmethod
     def load(

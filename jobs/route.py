@@ -55,22 +55,24 @@ def deliver_items(
     """Route and deliver a batch; returns counters (delivered, duplicates, deliveries, ...)."""
     router = context.router
     # After the batch was read (see queues/jurisdictions.py): the versions in force now.
-    authorizer, grant_version, world = context.state(redis)
+    # Control data (one shard of a partitioned city; see queues/partition.py).
+    control = context.control_redis(redis)
+    authorizer, grant_version, world = context.state(control)
     now = time.time()
     counters: Counter[str] = Counter()
     keys = context.keys
     stage = context.privacy
     if stage.enabled:
         # The PIA gate: an integration without an approved assessment is never routed.
-        gate = redis.pipeline(transaction=False)
-        admitted, held = stage.admit(redis, [item["e"] for item in items], gate, now)
+        gate = control.pipeline(transaction=False)
+        admitted, held = stage.admit(control, [item["e"] for item in items], gate, now)
         if held:
             gate.execute()
             counters["quarantined"] += len(held)
             admitted_ids = {id(event) for event in admitted}
             items = [item for item in items if id(item["e"]) in admitted_ids]
     events = [item["e"] for item in items]
-    prepared = stage.prepare(redis, events, now)
+    prepared = stage.prepare(control, events, now)
     outcomes: list[Routed | Exception]
     try:
         outcomes = list(router.route_batch(events, authorizer, now, world))
@@ -121,7 +123,7 @@ def deliver_items(
     # Emergency acknowledgement (jobs/emergency.py): deadlines for the departments that
     # actually received each emergency (not those its privacy rule withheld it from).
     received = [
-        (event, _received_by(outcome, delivery_of[id(event)]), item)
+        (event, _received_by(context, outcome, delivery_of[id(event)]), item)
         for event, outcome, item in routed
     ]
     tracked = track_emergencies(pipe, context, received, flags, now_s)
@@ -197,8 +199,15 @@ def _audit_frame(
     return AuditFrame(context.keys.audit_inbox, head + '"rows":[', "]" + tail)
 
 
-def _received_by(outcome: Routed, delivery: EventDelivery) -> list[str]:
-    return [d.dept for d in outcome.deliveries if (d.dept, d.purpose) not in delivery.withheld]
+def _received_by(context: RouteContext, outcome: Routed, delivery: EventDelivery) -> list[str]:
+    """Recipients tracked here: those the privacy rule did not withhold it from and, in a
+    partitioned city, at home on this shard (the relay tracks the others on theirs)."""
+    return [
+        d.dept
+        for d in outcome.deliveries
+        if (d.dept, d.purpose) not in delivery.withheld
+        and context.placement.remote_home(d.dept) is None
+    ]
 
 
 def _derived_outputs(context: RouteContext, event: dict[str, Any]) -> list[Output]:
@@ -211,7 +220,9 @@ def _derived_outputs(context: RouteContext, event: dict[str, Any]) -> list[Outpu
     for derived in derivation.events:
         lane = "emergency" if derived.get("priority") == "emergency" else "routine"
         body = json.dumps(derived, separators=(",", ":"))
-        outputs.append(Output(context.keys.ingest(derived["department"], lane), [("e", body)]))
+        issuer = derived["department"]  # its ingest stream is on its home shard
+        key = context.keys.ingest(issuer, lane)
+        outputs.append(context.placement.output(issuer, key, [("e", body)], lane))
     for problem in derivation.problems:
         fields: list[tuple[str, str | bytes]] = [
             ("reason", "rule_failed"), ("message", problem), ("stage", "rules"),
@@ -250,8 +261,10 @@ def _outputs(
                 delivery.withheld.add((d.dept, d.purpose))
                 continue
             body = orjson.dumps(shown).decode()
+        # A recipient at home on another shard: its shard's outbox, same script (placement).
         delivery.outputs.append(
-            Output(
+            context.placement.output(
+                d.dept,
                 keys.inbox(d.dept),
                 [
                     ("e", body),
@@ -259,6 +272,7 @@ def _outputs(
                     ("ing", ing),
                     ("pri", priority),
                 ],
+                "emergency" if priority == "emergency" else "routine",
             )
         )
     derived = _derived_outputs(context, event)

@@ -96,6 +96,9 @@ def worker_key_patterns(keys: Keys) -> dict[str, list[str]]:
             f"%R~{keys.grants_version}",
             # rule-derived events are appended to the issuing department's ingest stream
             f"%W~{p}:ingest:*",
+            # partitioned city: deliveries for departments at home on another shard (keys a
+            # script declares need read and write permission, so not %W)
+            f"~{p}:outbox:*",
             # versioned jurisdictions (read) and the privacy stage
             f"%R~{p}:juris:*",
             f"%R~{keys.pia}",
@@ -125,6 +128,21 @@ def worker_key_patterns(keys: Keys) -> dict[str, list[str]]:
             f"~{keys.stats}",  # escalation, acknowledgement and notification counters
             f"~{keys.audit}",
             f"~{keys.audit_head}",
+            *rq,
+        ],
+        # `cityrelay relay` (queues/partition.py): the outbox and its dead letters on the
+        # source shard; inboxes, ingest streams and markers on the destination (declared keys
+        # of the relay script: Redis requires read and write permission on those).
+        "relay": [
+            f"~{p}:outbox:*",
+            f"~{keys.deadletter}",
+            f"~{keys.stats}",
+            f"~{p}:inbox:*",
+            f"~{p}:ingest:*",
+            f"~{p}:relayed:*",
+            # emergencies for departments at home there are tracked on the destination
+            f"~{p}:emergency:*",
+            f"~{keys.emergencies}",
             *rq,
         ],
         # `cityrelay grant ...` run by a data steward: grants and the audit chain only.

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 DEFAULT_PREFIX = "city"
 ROUTER_GROUP = "router"
+RELAY_GROUP = "relay"  # consumer group of the relays on every outbox stream
 PREFIX_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 
@@ -227,3 +228,17 @@ class Keys:
         """A department's acknowledgement of one emergency (``{ms}|{by}``, set once). Under
         the department's own prefix, so its ACL lets it acknowledge only for itself."""
         return f"{self.prefix}:ack:{dept}:{event_id}"
+
+    # Partitions (queues/partition.py): deliveries to departments at home on another shard.
+    def outbox(self, shard: str, lane: str = "routine") -> str:
+        """Stream on the routing shard of entries bound for `shard` (field ``to``: the key
+        there), written by the delivery script; the relay (group ``relay``) moves them.
+        Emergencies have their own lane (``...:emergency``), which the relay reads first."""
+        base = f"{self.prefix}:outbox:{shard}"
+        return base if lane == "routine" else f"{base}:{lane}"
+
+    def relayed(self, source: str, entry_id: str, lane: str = "routine") -> str:
+        """On the destination shard: set in the relay script with the entry's XADD, so an
+        outbox entry redelivered after a relay crash is written only once."""
+        base = f"{self.prefix}:relayed:{source}"
+        return f"{base}:{entry_id}" if lane == "routine" else f"{base}:{lane}:{entry_id}"

@@ -42,6 +42,7 @@ from queues.ingest_decode import dead_letter_body, decode_entry
 from queues.keys import Keys
 from queues.limits import MemoryGuard
 from queues.metrics import in_key, record_counts
+from queues.partition import home_departments
 from queues.priority import BULK, EMERGENCY, HIGH, QUEUE_FOR_PRIORITY, ROUTINE, make_queue
 from queues.snapshot import ingest_backlog
 from queues.streams import LANES, Entry, IngestStreams, consumer_name, dead_letter
@@ -75,7 +76,8 @@ class IngestWorker:
         self.config = config
         self.routing = config.routing
         self.catalog = catalog or EventCatalog(config)
-        self.streams = IngestStreams(redis, keys, config.department_ids, lanes)
+        # A partitioned city: only the departments at home on this shard (queues/partition.py).
+        self.streams = IngestStreams(redis, keys, home_departments(config), lanes)
         self.consumer = consumer or consumer_name()
         self.read_count = read_count or self.routing.batch_max_events
         self.queues: dict[str, Queue] = {

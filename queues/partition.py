@@ -1,0 +1,350 @@
+"""Partitions: department streams on several Redis instances, joined by outboxes and relays.
+
+A partitioned city (``partitions:`` in the city config) gives each department a home shard. An
+event is routed on its producer's home shard (the routing shard). A delivery to a department at
+home there is an ordinary inbox append; a delivery (or a derived event) bound for a department
+at home on shard B is appended, inside the same atomic delivery script, to the outbox stream
+``{p}:outbox:{B}`` (``{p}:outbox:{B}:emergency`` for emergencies) on the routing shard, with
+the destination key in field ``to`` and the inbox entry's own fields after it (a transactional
+outbox: no second Redis takes part in the delivery, so none can lose half of it).
+
+`Relay` moves the outboxes for B to B: it reads them through the consumer group ``relay``
+(emergencies first), writes a batch into B with one Lua call (each entry's XADD together with
+its marker ``{p}:relayed:{A}:[emergency:]{entry id}``, skipped when the marker exists), then
+XACKs and deletes the batch on A in one MULTI. A relay killed after B's write and before A's
+XACK leaves the entries pending; they are read again (by it after a restart, or claimed by
+another relay after ``routing.claim_idle_ms``) and the markers absorb them: nothing lost,
+nothing twice.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from redis import Redis
+from redis.exceptions import ResponseError
+
+from city.config import CityConfig, ConfigError, PartitionsConfig
+from queues.inbox import Output
+from queues.keys import RELAY_GROUP, Keys
+from queues.streams import LANES, consumer_name, dead_letter
+
+SHARD_ENV = "CITYRELAY_SHARD"
+TO = "to"  # outbox field naming the destination key on the destination shard
+
+
+class PartitionError(ConfigError):
+    """A process of a partitioned city does not know (or misnames) the shard it serves, or a
+    relay is asked for something the `partitions:` section does not allow. A config error, so
+    the CLI reports it in one line (exit 2)."""
+
+    def __init__(self, message: str):
+        super().__init__("partitions", [("", message)])
+        self.message = message
+
+
+def local_shard(config: CityConfig, environ: Mapping[str, str] | None = None) -> str | None:
+    """The shard this process serves (``CITYRELAY_SHARD``); None for an unpartitioned city.
+
+    A partitioned city refuses to guess: a worker that took itself for the wrong shard would
+    append deliveries to inboxes nobody reads."""
+    parts = config.partitions
+    if parts is None:
+        return None
+    name = (environ if environ is not None else os.environ).get(SHARD_ENV, "")
+    if not name:
+        raise PartitionError(
+            f"the city is partitioned: set {SHARD_ENV} to the shard this process serves "
+            f"(one of {', '.join(parts.shards)})"
+        )
+    if name not in parts.shards:
+        raise PartitionError(f"{SHARD_ENV}={name!r}: no such shard ({', '.join(parts.shards)})")
+    return name
+
+
+def shard_url(parts: PartitionsConfig, shard: str, environ: Mapping[str, str] | None = None) -> str:
+    """A shard's Redis URL: its ``url:``, or the environment variable its ``url_env:`` names."""
+    spec = parts.shards[shard]
+    if spec.url is not None:
+        return spec.url
+    env = environ if environ is not None else os.environ
+    value = env.get(spec.url_env or "", "")
+    if not value:
+        raise PartitionError(f"shard {shard!r}: environment variable {spec.url_env} is not set")
+    return value
+
+
+def home_departments(config: CityConfig, environ: Mapping[str, str] | None = None) -> list[str]:
+    """The departments whose ingest streams this process reads: all of them in an
+    unpartitioned city, those at home on `local_shard` in a partitioned one."""
+    shard = local_shard(config, environ)
+    if shard is None or config.partitions is None:
+        return config.department_ids
+    return config.partitions.departments_on(shard, config.department_ids)
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where the routing shard writes an output bound for a department: the department's key
+    when it is at home here (or the city is not partitioned), else the outbox of its shard."""
+
+    keys: Keys
+    partitions: PartitionsConfig | None = None
+    local: str | None = None
+    _homes: dict[str, str] = field(init=False, default_factory=dict)  # listed departments
+
+    def __post_init__(self) -> None:
+        if self.partitions is not None:
+            for name, shard in self.partitions.shards.items():
+                self._homes.update(dict.fromkeys(shard.departments, name))
+
+    @classmethod
+    def for_city(
+        cls, config: CityConfig, keys: Keys, environ: Mapping[str, str] | None = None
+    ) -> Placement:
+        return cls(keys, config.partitions, local_shard(config, environ))
+
+    def remote_home(self, dept: str) -> str | None:
+        """The department's shard when that is not this one."""
+        if self.partitions is None:
+            return None
+        home = self._homes.get(dept, self.partitions.default)  # one dict lookup per delivery
+        return None if home == self.local else home
+
+    def output(
+        self, dept: str, key: str, fields: list[tuple[str, str | bytes]], lane: str = "routine"
+    ) -> Output:
+        """`key` is the department's own key (inbox, ingest stream) on its home shard; `lane`
+        is ``emergency`` for emergencies (their own outbox, relayed first)."""
+        home = self.remote_home(dept)
+        if home is None:
+            return Output(key, fields)
+        return Output(self.keys.outbox(home, lane), [(TO, key), *fields])
+
+
+# KEYS: per entry, the destination stream then its marker. ARGV: marker ttl, then per entry:
+# maxlen ('' for none: the seam for per-inbox length caps), number of field/value items, items.
+# Returns the number of entries written now (the others were written before: redelivery).
+RELAY_LUA = """
+local a, written = 2, 0
+for k = 1, #KEYS, 2 do
+  local maxlen, n = ARGV[a], tonumber(ARGV[a + 1])
+  a = a + 2
+  if redis.call('EXISTS', KEYS[k + 1]) == 0 then
+    local args = {'XADD', KEYS[k]}
+    if maxlen ~= '' then
+      args[#args + 1] = 'MAXLEN'; args[#args + 1] = '~'; args[#args + 1] = maxlen
+    end
+    args[#args + 1] = '*'
+    for i = a, a + n - 1 do args[#args + 1] = ARGV[i] end
+    local id = redis.call(unpack(args))
+    redis.call('SET', KEYS[k + 1], id, 'EX', ARGV[1])
+    written = written + 1
+  end
+  a = a + n
+end
+return written
+"""
+
+# (outbox stream, entry id, fields)
+Entry = tuple[str, str, dict[bytes, bytes]]
+OUTBOX_LANES = ("emergency", "routine")  # read in this order: emergencies never wait behind
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+@dataclass
+class Relay:
+    """Moves the outboxes ``{p}:outbox:{dest_shard}[:emergency]`` on `source` into `dest`.
+
+    Each read takes the emergency lane first, so an emergency waits behind at most one batch
+    of a routine backlog. `allowed` are the destination keys the relay may write (the inboxes
+    and ingest streams of the departments at home on the destination shard); an entry naming
+    any other key is dead-lettered on the source shard (reason ``relay_bad_destination``),
+    never dropped. `maxlen` caps a destination stream's length (``XADD MAXLEN ~``) by key.
+    """
+
+    source: Redis
+    dest: Redis
+    keys: Keys
+    source_shard: str
+    dest_shard: str
+    allowed: frozenset[str]
+    batch: int = 500
+    marker_ttl_s: int = 600
+    claim_idle_ms: int = 30_000
+    consumer: str = field(default_factory=consumer_name)
+    maxlen: Mapping[str, int] = field(default_factory=dict)
+    # Called with the batch's entries once they are in the destination and before they are
+    # acknowledged here (so again after a crash): emergency tracking there (workers/relay.py).
+    on_written: Callable[[Sequence[Entry]], None] | None = None
+
+    def __post_init__(self) -> None:
+        self.lanes = {self.keys.outbox(self.dest_shard, lane): lane for lane in OUTBOX_LANES}
+        self.outbox = self.keys.outbox(self.dest_shard)  # the routine lane, for messages
+        self._script = self.dest.register_script(RELAY_LUA)
+        self._own_pending = True  # read our own unacknowledged entries first (after a restart)
+
+    @classmethod
+    def for_city(
+        cls,
+        config: CityConfig,
+        keys: Keys,
+        source: Redis,
+        dest: Redis,
+        source_shard: str,
+        dest_shard: str,
+        **options: Any,
+    ) -> Relay:
+        parts = config.partitions
+        if parts is None:
+            raise PartitionError("the city has no partitions: section; there is nothing to relay")
+        for name in (source_shard, dest_shard):
+            if name not in parts.shards:
+                raise PartitionError(f"no shard named {name!r} ({', '.join(parts.shards)})")
+        if source_shard == dest_shard:
+            raise PartitionError("a relay moves entries between two different shards")
+        allowed = {
+            key
+            for dept in parts.departments_on(dest_shard, config.department_ids)
+            for key in (keys.inbox(dept), *(keys.ingest(dept, lane) for lane in LANES))
+        }
+        # The destination inboxes keep their bounds (limits.inbox_max_len) when fed by a relay.
+        options.setdefault(
+            "maxlen",
+            {
+                keys.inbox(dept): config.inbox_max_len(dept)
+                for dept in parts.departments_on(dest_shard, config.department_ids)
+            },
+        )
+        options.setdefault("batch", parts.relay_batch)
+        options.setdefault("marker_ttl_s", parts.relay_marker_ttl_s)
+        options.setdefault("claim_idle_ms", config.routing.claim_idle_ms)
+        return cls(source, dest, keys, source_shard, dest_shard, frozenset(allowed), **options)
+
+    def ensure_group(self) -> None:
+        for outbox in self.lanes:
+            try:
+                self.source.xgroup_create(outbox, RELAY_GROUP, id="0", mkstream=True)
+            except ResponseError as exc:
+                if "BUSYGROUP" not in str(exc):
+                    raise
+
+    def read(self, block_ms: int | None = None) -> list[Entry]:
+        """This consumer's own pending entries first (after a restart), then new ones; in each,
+        the emergency lane first."""
+        if self._own_pending:
+            entries = self._read("0", None)
+            if entries:
+                return entries
+            self._own_pending = False
+        return self._read(">", block_ms)
+
+    def retry_own(self) -> None:
+        """After a failed batch: read this consumer's pending entries again first, at once,
+        instead of waiting `claim_idle_ms` for them to be claimed."""
+        self._own_pending = True
+
+    def _read(self, start: str, block_ms: int | None) -> list[Entry]:
+        reply = self.source.xreadgroup(
+            RELAY_GROUP,
+            self.consumer,
+            dict.fromkeys(self.lanes, start),
+            count=self.batch,
+            block=block_ms,
+        )
+        # An entry deleted while pending reads as None: it is acknowledged, there is nothing
+        # to move (only XDEL after XACK deletes outbox entries, so this is an operator's DEL).
+        entries = [
+            (_text(stream), _text(eid), fields or {})
+            for stream, items in reply or []
+            for eid, fields in items
+        ]
+        order = list(self.lanes)
+        return sorted(entries, key=lambda entry: order.index(entry[0]))  # stable: emergency 1st
+
+    def reclaim(self) -> list[Entry]:
+        """Entries a dead relay read and never acknowledged (idle > claim_idle_ms)."""
+        found: list[Entry] = []
+        for outbox in self.lanes:
+            reply = self.source.xautoclaim(
+                outbox, RELAY_GROUP, self.consumer, self.claim_idle_ms, "0-0", count=self.batch
+            )
+            found.extend((outbox, _text(eid), fields) for eid, fields in reply[1] if fields)
+        return found
+
+    def relay(self, entries: Sequence[Entry]) -> Counter[str]:
+        """Write `entries` into the destination (one call), then ack and delete them at the
+        source (one MULTI). Returns counters: relayed, redelivered, dead_lettered."""
+        counters: Counter[str] = Counter()
+        if not entries:
+            return counters
+        keys: list[str] = []
+        args: list[Any] = [self.marker_ttl_s]
+        bad: list[tuple[str, str, str, dict[bytes, bytes]]] = []
+        good: list[Entry] = []
+        for outbox, entry_id, fields in entries:
+            if not fields:
+                continue  # deleted while pending (see `_read`): acknowledged below
+            to = _text(fields.get(TO.encode(), b""))
+            if to not in self.allowed:
+                bad.append((outbox, entry_id, to, fields))
+                continue
+            good.append((outbox, entry_id, fields))
+            keys.append(to)
+            keys.append(self.keys.relayed(self.source_shard, entry_id, self.lanes[outbox]))
+            items = [v for name, value in fields.items() if name != b"to" for v in (name, value)]
+            cap = self.maxlen.get(to)
+            args.extend(["" if cap is None else cap, len(items), *items])
+        if keys:
+            written = int(self._script(keys=keys, args=args))
+            counters.update(relayed=written, redelivered=len(keys) // 2 - written)
+            if self.on_written is not None:
+                self.on_written(good)
+        pipe = self.source.pipeline(transaction=True)
+        for outbox, entry_id, to, fields in bad:
+            dead_letter(
+                pipe,
+                self.keys,
+                reason="relay_bad_destination",
+                message=f"outbox {outbox}: {to!r} is no inbox or ingest stream on shard "
+                f"{self.dest_shard!r}",
+                stage="relay",
+                dept="",
+                stream=outbox,
+                entry_id=entry_id,
+                body=_text(fields.get(b"e", b"")),
+            )
+            counters["dead_lettered"] += 1
+        for outbox in self.lanes:
+            ids = [entry_id for stream, entry_id, _ in entries if stream == outbox]
+            if ids:
+                pipe.xack(outbox, RELAY_GROUP, *ids)
+                pipe.xdel(outbox, *ids)
+        for name, value in counters.items():
+            if value:
+                pipe.hincrby(self.keys.stats, f"{name}:relay:{self.dest_shard}", value)
+        pipe.execute()
+        return +counters  # without the zero counts
+
+    def step(self, block_ms: int | None = None) -> Counter[str]:
+        return self.relay(self.read(block_ms))
+
+    def backlog(self) -> dict[str, int]:
+        """Outbox length and entries read but not yet acknowledged (both lanes)."""
+        self.ensure_group()
+        pipe = self.source.pipeline(transaction=False)
+        for outbox in self.lanes:
+            pipe.xlen(outbox)
+            pipe.xpending(outbox, RELAY_GROUP)
+        replies = pipe.execute()
+        return {
+            "length": sum(int(n) for n in replies[0::2]),
+            "pending": sum(int(p["pending"]) for p in replies[1::2]),
+        }
