@@ -149,7 +149,9 @@ class RouteContext:
         found = self._deliverers.get(id(redis))
         if found is None:
             bounds = inbox_bounds(self.keys, self.config)
-            found = Deliverer(redis, self.config.routing.dedupe_window_s, bounds)
+            found = Deliverer(
+                redis, self.config.routing.dedupe_window_s, bounds, stats_key=self.keys.stats
+            )
             self._deliverers[id(redis)] = found
         return found
 

@@ -102,6 +102,7 @@ def deliver_items(
             for dept, sub_id, decision in outcome.decisions
         ]
         delivery.audit_rows = orjson.dumps(rows).decode()[1:-1]
+        delivery.counts = _counts(event, outcome, delivery)
         if outcome.where is not None:
             versions_used.add(",".join(f"{k}:{v}" for k, v in sorted(outcome.versions.items())))
         batch.append(delivery)
@@ -146,7 +147,6 @@ def deliver_items(
                 continue
             counters[f"delivered:{d.dept}"] += 1
             counters["deliveries"] += 1
-            by_priority[delivered_key(d.dept, event.get("priority", "routine"))] += 1
         counters["denied"] += sum(1 for _, _, decision in outcome.decisions if not decision.allow)
         ing = str(item.get("ing", ""))
         if ing:
@@ -165,17 +165,8 @@ def deliver_items(
             body=json.dumps(event),
         )
         counters["dead_lettered"] += 1
-    for name, value in counters.items():
-        if name.startswith("delivered:") or name in (
-            "delivered",
-            "duplicates",
-            "unrouted",
-            "denied",
-            "derived",
-            "withheld",
-            "quarantined",
-        ):
-            pipe.hincrby(keys.stats, name, value)
+    # What the delivered events count went with them in the delivery script (`_counts`).
+    record_counts(pipe, keys, {name: counters[name] for name in ("duplicates", "quarantined")})
     record_counts(pipe, keys, by_priority)
     if types:
         pipe.sadd(keys.hot_types, *types)
@@ -197,6 +188,21 @@ def _audit_frame(
     text = orjson.dumps(body).decode()
     head, tail = text.split('"rows":[]', 1)
     return AuditFrame(context.keys.audit_inbox, head + '"rows":[', "]" + tail)
+
+
+def _counts(event: dict[str, Any], outcome: Routed, delivery: EventDelivery) -> list[str]:
+    """The stats fields this event adds to if it is delivered now (once each, repeats add)."""
+    priority = event.get("priority", "routine")
+    counts = ["delivered", *["derived"] * delivery.derived]
+    if not outcome.deliveries:
+        counts.append("unrouted")
+    for d in outcome.deliveries:
+        if (d.dept, d.purpose) in delivery.withheld:
+            counts.append("withheld")
+        else:
+            counts += [f"delivered:{d.dept}", delivered_key(d.dept, priority)]
+    counts += ["denied"] * sum(1 for _, _, decision in outcome.decisions if not decision.allow)
+    return counts
 
 
 def _received_by(context: RouteContext, outcome: Routed, delivery: EventDelivery) -> list[str]:

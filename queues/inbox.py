@@ -22,30 +22,39 @@ from queues.keys import Keys
 
 # KEYS: the seen marker of each event, then every output stream.
 # ARGV: ttl, audit inbox key index (0: none), audit body head, audit body tail, the bounded
-# streams as JSON [[key index, max length, alarm length], ...], then one JSON document per event:
-# [[[key index, [field, value, ...]], ...], "audit rows fragment"].
+# streams as JSON [[key index, max length, alarm length], ...], the stats hash key index (0: none),
+# then one JSON document per event:
+# [[[key index, [field, value, ...]], ...], "audit rows fragment", [stats field, ...]].
 # One argument per event keeps the client's encoding work small; cjson decodes it in C. The
 # audit rows of the events delivered now (not the duplicates) become one audit inbox entry.
 # A bounded stream (an inbox) longer than its maximum loses its oldest entries (XTRIM ~, whole
 # radix-tree nodes, so O(1) amortised); the ones at or above their alarm length are reported.
+# The counters of the events delivered now are added in the same step, so a job that dies after
+# delivering and runs again neither loses nor doubles them.
 DELIVER_LUA = """
 local ttl = tonumber(ARGV[1])
 local audit_key = tonumber(ARGV[2])
+local stats_key = tonumber(ARGV[6])
 local flags = {}
 local rows = {}
-for i = 6, #ARGV do
-  local seen = KEYS[i - 5]
+local tally = {}
+for i = 7, #ARGV do
+  local seen = KEYS[i - 6]
   if redis.call('GET', seen) ~= 'delivered' then
     local spec = cjson.decode(ARGV[i])
     for _, out in ipairs(spec[1]) do
       redis.call('XADD', KEYS[out[1]], '*', unpack(out[2]))
     end
     if spec[2] ~= '' then rows[#rows + 1] = spec[2] end
+    for _, name in ipairs(spec[3]) do tally[name] = (tally[name] or 0) + 1 end
     redis.call('SET', seen, 'delivered', 'EX', ttl)
-    flags[i - 5] = 1
+    flags[i - 6] = 1
   else
-    flags[i - 5] = 0
+    flags[i - 6] = 0
   end
+end
+if stats_key > 0 then
+  for name, n in pairs(tally) do redis.call('HINCRBY', KEYS[stats_key], name, n) end
 end
 if audit_key > 0 and #rows > 0 then
   local body = ARGV[3] .. table.concat(rows, ',') .. ARGV[4]
@@ -90,6 +99,7 @@ class EventDelivery:
     withheld: set[tuple[str, str]] = field(default_factory=set)  # (dept, purpose) not sent
     notes: dict[tuple[str, str], Any] = field(default_factory=dict)  # privacy notes for audit
     audit_rows: str = ""  # JSON rows (without the brackets) recorded if delivered now
+    counts: list[str] = field(default_factory=list)  # stats fields +1 if delivered now
 
 
 @dataclass(frozen=True)
@@ -130,15 +140,21 @@ class Deliverer:
     """Runs the delivery script for a batch (one round trip per `CHUNK` events).
 
     `bounds` maps stream keys (the department inboxes) to their `StreamBound`; streams not in
-    it grow until their owner trims them (hot tier: the archive; audit: never).
+    it grow until their owner trims them (hot tier: the archive; audit: never). `stats_key`
+    is the counters hash each event's `counts` go to when it is delivered.
     """
 
     def __init__(
-        self, redis: Redis, dedupe_ttl_s: int, bounds: dict[str, StreamBound] | None = None
+        self,
+        redis: Redis,
+        dedupe_ttl_s: int,
+        bounds: dict[str, StreamBound] | None = None,
+        stats_key: str | None = None,
     ):
         self.redis = redis
         self.ttl = dedupe_ttl_s
         self.bounds = bounds or {}
+        self.stats_key = stats_key
         self._script = redis.register_script(DELIVER_LUA)
 
     def deliver(
@@ -165,9 +181,12 @@ class Deliverer:
         key_index: dict[str, int] = {}
         if audit is not None:
             keys.append(audit.key)
-            args: list[Any] = [self.ttl, len(keys), audit.head, audit.tail, ""]
+            args: list[Any] = [self.ttl, len(keys), audit.head, audit.tail, "", 0]
         else:
-            args = [self.ttl, 0, "", "", ""]
+            args = [self.ttl, 0, "", "", "", 0]
+        if self.stats_key is not None:
+            keys.append(self.stats_key)
+            args[5] = len(keys)
         for delivery in batch:
             outputs = []
             for out in delivery.outputs:
@@ -180,7 +199,7 @@ class Deliverer:
                     flat.append(name)
                     flat.append(value if isinstance(value, str) else value.decode())
                 outputs.append((index, flat))
-            args.append(orjson.dumps([outputs, delivery.audit_rows]))
+            args.append(orjson.dumps([outputs, delivery.audit_rows, delivery.counts]))
         bounded = [
             (index, bound.max_len, bound.alarm_len)
             for key, index in key_index.items()
