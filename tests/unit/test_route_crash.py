@@ -24,8 +24,10 @@ class Killed(Exception):
 def items(config, events: list[tuple[str, Event]], ing_ms: int) -> list[dict]:
     catalog = EventCatalog(config)
     return [
-        {"e": catalog.accept(json.dumps(e.to_wire() | {"department": d}).encode(), d),
-         "ing": f"{ing_ms}-{n}"}  # fmt: skip
+        {
+            "e": catalog.accept(json.dumps(e.to_wire() | {"department": d}).encode(), d),
+            "ing": f"{ing_ms}-{n}",
+        }  # fmt: skip
         for n, (d, e) in enumerate(events)
     ]
 
