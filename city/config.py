@@ -88,6 +88,10 @@ class RoutingConfig(_Strict):
     dedupe_window_s: int = Field(default=3600, ge=1)
     max_deliveries: int = Field(default=5, ge=1, le=100)
     claim_idle_ms: int = Field(default=30_000, ge=100)
+    # The emergency lane's entries are reclaimed from a dead consumer sooner: a second
+    # consumer processing a slow one's entry costs a duplicate job (delivery dedupes), while
+    # waiting costs an emergency its seconds.
+    emergency_claim_idle_ms: int = Field(default=5_000, ge=100)
     max_event_bytes: int = Field(default=64 * 1024, ge=1024, le=1024 * 1024)
 
 

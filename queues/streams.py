@@ -283,9 +283,15 @@ class IngestStreams:
         return entries
 
     def reclaim(
-        self, consumer: str, min_idle_ms: int, max_deliveries: int, count: int = 500
+        self,
+        consumer: str,
+        min_idle_ms: int,
+        max_deliveries: int,
+        count: int = 500,
+        emergency_idle_ms: int | None = None,
     ) -> tuple[list[Entry], list[tuple[Entry, int]]]:
-        """Take over entries another consumer read but never acknowledged (it died).
+        """Take over entries another consumer read but never acknowledged (it died): idle for
+        `min_idle_ms`, or `emergency_idle_ms` on the emergency streams.
 
         Returns (entries to process again, entries delivered too often with their delivery
         count). The second kind must be dead-lettered: an entry that crashes every consumer
@@ -294,8 +300,11 @@ class IngestStreams:
         claimed: list[Entry] = []
         poison: list[tuple[Entry, int]] = []
         for stream in self.streams:
+            idle = min_idle_ms
+            if emergency_idle_ms is not None and _is_emergency(stream):
+                idle = emergency_idle_ms
             pending = self.redis.xpending_range(
-                stream, self.group, min="-", max="+", count=count, idle=min_idle_ms
+                stream, self.group, min="-", max="+", count=count, idle=idle
             )
             if not pending:
                 continue
@@ -306,7 +315,7 @@ class IngestStreams:
                 if p["times_delivered"] >= max_deliveries
             }
             ids = retry_ids + list(poison_counts)
-            reply = self.redis.xclaim(stream, self.group, consumer, min_idle_ms, ids)
+            reply = self.redis.xclaim(stream, self.group, consumer, idle, ids)
             for entry in self._entries([(stream, [item for item in reply if item and item[0]])]):
                 if entry.id in poison_counts:
                     poison.append((entry, poison_counts[entry.id]))

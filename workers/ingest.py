@@ -15,7 +15,8 @@ One loop step:
    ``high``/``routine``/``bulk``, write dead letters, XACK everything handled.
    So an entry is acknowledged exactly when its next hop holds it.
 
-Entries read by a consumer that died are reclaimed after `claim_idle_ms`; one delivered more than
+Entries read by a consumer that died are reclaimed after `claim_idle_ms` (the emergency lane's after
+`emergency_claim_idle_ms`); one delivered more than
 `max_deliveries` times is dead-lettered as poison instead of circulating forever. The same pass
 trims what every consumer group has acknowledged from the streams, and about once a second the
 loop checks Redis memory and raises or lowers producer backpressure (queues/limits.py).
@@ -116,7 +117,10 @@ class IngestWorker:
     def recover(self) -> Counter[str]:
         """Reclaim entries of dead consumers; dead-letter the ones that keep failing."""
         claimed, poison = self.streams.reclaim(
-            self.consumer, self.routing.claim_idle_ms, self.routing.max_deliveries
+            self.consumer,
+            self.routing.claim_idle_ms,
+            self.routing.max_deliveries,
+            emergency_idle_ms=self.routing.emergency_claim_idle_ms,
         )
         counters = self.process(claimed) if claimed else Counter()
         if poison:
@@ -242,7 +246,10 @@ class IngestWorker:
         """Loop until `should_stop`; survives Redis restarts by reconnecting with backoff."""
         stop = should_stop.is_set if isinstance(should_stop, threading.Event) else should_stop
         block = idle_block_ms or self.routing.batch_max_ms
-        recover_every = max(self.routing.claim_idle_ms / 2000, 0.5)
+        shortest = self.routing.claim_idle_ms
+        if "emergency" in self.streams.lanes:
+            shortest = min(shortest, self.routing.emergency_claim_idle_ms)
+        recover_every = max(shortest / 2000, 0.5)
         next_recover = next_guard = 0.0
         backoff = 0.1
         summary = Summary(
