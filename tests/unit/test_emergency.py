@@ -183,19 +183,22 @@ def test_tracking_records_deadlines_and_schedules_one_check(redis, keys, tmp_pat
     assert EmergencyStore(redis, keys).recent() == [(event_id, fire.delivered_ms)]
 
 
-def test_only_fresh_emergencies_with_recipients_are_tracked(redis, keys, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_only_untracked_emergencies_with_recipients_are_tracked(redis, keys, tmp_path) -> None:  # type: ignore[no-untyped-def]
     config = small_city(tmp_path)
     context = RouteContext(config=config, router=Router.from_config(config, Path(".")), keys=keys)
     emergency = {"id": "e1", "priority": "emergency", "type": "health.emergency"}
     routed = [
-        (emergency, ["fire"], {"ing": "1-0"}),  # a duplicate (not fresh)
+        (emergency, ["fire"], {"ing": "1-0"}),  # a duplicate (not fresh), tracked before
         ({**emergency, "id": "e2", "priority": "high"}, ["fire"], {}),
         ({**emergency, "id": "e3"}, [], {}),  # nobody to tell
     ]
+    redis.hset(keys.emergency("e1"), "event", "{}")
     pipe = redis.pipeline(transaction=False)
     assert track_emergencies(pipe, context, routed, [False, True, True], 1.0) == 0
     pipe.execute()
-    assert redis.keys(f"{keys.prefix}:emergency*") == [] and scheduled(redis, keys) == []
+    assert redis.keys(f"{keys.prefix}:emergency*") == [keys.emergency("e1").encode()]
+    assert redis.hgetall(keys.emergency("e1")) == {b"event": b"{}"}
+    assert scheduled(redis, keys) == []
 
 
 def test_recipients_come_as_deliveries_ids_or_a_routing_outcome() -> None:
