@@ -94,8 +94,10 @@ def worker_key_patterns(keys: Keys) -> dict[str, list[str]]:
             f"~{keys.audit_inbox}:lock",
             f"%R~{keys.grants}",
             f"%R~{keys.grants_version}",
-            # rule-derived events are appended to the issuing department's ingest stream
-            f"%W~{p}:ingest:*",
+            # rule-derived events are appended to the issuing department's ingest stream inside
+            # the delivery script, and Redis (7.0) requires read and write permission on every
+            # key a script declares: a write-only pattern fails the whole delivery (NOPERM).
+            f"~{p}:ingest:*",
             # partitioned city: deliveries for departments at home on another shard (keys a
             # script declares need read and write permission, so not %W)
             f"~{p}:outbox:*",

@@ -18,6 +18,7 @@ from redis import Redis
 from redis.exceptions import NoPermissionError
 
 from queues import acl
+from queues.inbox import Deliverer, EventDelivery, Output
 from queues.keys import Keys
 from workers import cli
 
@@ -93,11 +94,13 @@ def test_worker_roles_get_what_they_need_and_no_more(admin: tuple[Redis, Keys]) 
     router.client_setname("router-1")  # and names its connection
     with pytest.raises(NoPermissionError):
         router.hset(keys.grants, "g-1", "{}")  # grants are read-only for routers
-    # Rules emit derived events on a department's behalf: the router may append to ingest
-    # streams (write-only), never read them.
-    router.xadd(keys.ingest("police"), {"e": "{}"})
-    with pytest.raises(NoPermissionError):
-        router.xrange(keys.ingest("police"))
+    # Rules emit derived events on a department's behalf, appended to its ingest stream by
+    # the delivery script itself (a key a script declares needs read and write permission).
+    delivery = EventDelivery(keys.seen("fire", "e-1"))
+    delivery.outputs.append(Output(keys.inbox("fire"), [("e", "{}")]))
+    delivery.outputs.append(Output(keys.ingest("police"), [("e", "{}")]))
+    assert Deliverer(router, 60, stats_key=keys.stats).deliver([delivery]).flags == [True]
+    assert client.xlen(keys.ingest("police")) == 1
     with pytest.raises(NoPermissionError):
         router.flushdb()
     with pytest.raises(NoPermissionError):
