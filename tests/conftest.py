@@ -76,6 +76,17 @@ def redis_url() -> Iterator[str]:
     embedded.stop()
 
 
+def require_redis_server(why: str) -> None:
+    """For tests that start, stop or reconfigure their own redis-server: CI must have one, so
+    there a missing binary fails the test; elsewhere it is skipped, saying why."""
+    if LocalRedisServer.available():
+        return
+    message = f"redis-server is not installed: {why}"
+    if os.environ.get("CI") == "true":
+        pytest.fail(message, pytrace=False)
+    pytest.skip(message)
+
+
 def write_city(tmp_path: Path, **routing: object) -> Path:
     """The demo city with other routing settings, as a YAML file the processes can load."""
     doc = yaml.safe_load(SEATTLE.read_text())

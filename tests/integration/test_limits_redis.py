@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 
 import pytest
@@ -13,6 +12,7 @@ from city.config import LimitsConfig
 from city.events import Event, source_for
 from queues.limits import Backpressure, MemoryGuard, read_pressure
 from queues.streams import Producer
+from tests.conftest import require_redis_server
 from workers.standins import LocalRedisServer
 
 pytestmark = pytest.mark.integration
@@ -41,11 +41,7 @@ def test_the_guard_raises_and_lowers_backpressure_from_redis_memory(redis, keys)
 
 @pytest.fixture
 def small_redis() -> Iterator[Redis]:
-    if not LocalRedisServer.available():
-        message = "redis-server is not installed: this test sets maxmemory on its own server"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message, pytrace=False)
-        pytest.skip(message)
+    require_redis_server("this test sets maxmemory on its own server")
     server = LocalRedisServer().start()
     client = Redis.from_url(server.url)
     yield client

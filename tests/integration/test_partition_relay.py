@@ -27,7 +27,7 @@ from queues.inbox import Inbox
 from queues.keys import RELAY_GROUP, Keys
 from queues.partition import SHARD_ENV
 from queues.streams import Producer
-from tests.conftest import ROOT, write_city
+from tests.conftest import ROOT, require_redis_server, write_city
 from tests.pipeline_harness import Harness
 from workers.relay import EmergencyHandover
 from workers.standins import LocalRedisServer
@@ -39,11 +39,7 @@ ON_B = ["spd-west", "traffic-management"]
 
 @pytest.fixture
 def shards() -> Iterator[tuple[LocalRedisServer, LocalRedisServer]]:
-    if not LocalRedisServer.available():
-        message = "redis-server is not installed: this test runs two shards of its own"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message, pytrace=False)
-        pytest.skip(message)
+    require_redis_server("this test runs two shards of its own")
     a, b = LocalRedisServer().start(), LocalRedisServer().start()
     yield a, b
     a.stop()

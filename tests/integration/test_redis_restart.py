@@ -9,7 +9,6 @@ then start on the same port and data directory) in the middle. It never restarts
 from __future__ import annotations
 
 import json
-import os
 import time
 import uuid
 from collections.abc import Iterator
@@ -33,7 +32,7 @@ from queues.keys import Keys
 from queues.metrics import read_stats
 from queues.spool import Spool, SpoolFlusher
 from queues.streams import Producer
-from tests.conftest import write_city
+from tests.conftest import require_redis_server, write_city
 from workers.standins import LocalRedisServer
 
 pytestmark = pytest.mark.integration
@@ -44,11 +43,7 @@ STOP_AT, DOWN_S = 1.5, 2.0  # Redis stops 1.5 s in and stays down 2 s
 
 @pytest.fixture
 def server() -> Iterator[LocalRedisServer]:
-    if not LocalRedisServer.available():
-        message = "redis-server is not installed: this test stops and restarts a real one"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message, pytrace=False)
-        pytest.skip(message)
+    require_redis_server("this test stops and restarts a real one")
     found = LocalRedisServer(appendonly=True).start()
     yield found
     found.stop()

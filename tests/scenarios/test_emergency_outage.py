@@ -4,7 +4,6 @@ cannot send; after the restart every emergency reaches every recipient exactly o
 
 from __future__ import annotations
 
-import os
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -18,6 +17,7 @@ from queues.inbox import Inbox
 from queues.keys import Keys
 from queues.spool import Spool, SpoolFlusher
 from queues.streams import Producer
+from tests.conftest import require_redis_server
 from tests.scenarios.emergency_city import Webhooks, city, harness, status
 from workers.standins import LocalRedisServer
 
@@ -28,12 +28,7 @@ CENTER = {"lat": 47.6205, "lon": -122.3493}
 
 @pytest.fixture
 def server() -> Iterator[LocalRedisServer]:
-    if not LocalRedisServer.available():
-        # This scenario stops and restarts a real server; CI must have one (never skip there).
-        message = "redis-server is not installed: this scenario stops and restarts a real one"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message, pytrace=False)
-        pytest.skip(message)
+    require_redis_server("this scenario stops and restarts a real one")
     found = LocalRedisServer(appendonly=True).start()
     yield found
     found.stop()
