@@ -19,14 +19,16 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from redis import Redis
-from redis.backoff import ExponentialWithJitterBackoff
+from redis.backoff import EqualJitterBackoff
 from redis.retry import Retry
 from redis.sentinel import Sentinel
 
 SENTINEL_SCHEME = "redis+sentinel"
 DEFAULT_SENTINEL_PORT = 26379
-# Workers: ride out restarts and failovers (about 0.05+0.1+...+2 s, jittered, per command).
-WORKER_SETTINGS: dict[str, Any] = {"retries": 6, "backoff_base": 0.05, "backoff_cap": 2.0}
+# Workers: ride out restarts and failovers. A command is retried 12 times, waiting half of
+# min(2 s, 0.05 s * 2^n) plus up to as much again at random: between 8.5 and 17 s in all, enough
+# for a Sentinel failover with down-after-milliseconds 5000 (see docs/operations.md).
+WORKER_SETTINGS: dict[str, Any] = {"retries": 12, "backoff_base": 0.05, "backoff_cap": 2.0}
 # Producers: answer within ~0.5 s when Redis is gone, so the event can be spooled instead.
 PRODUCER_SETTINGS: dict[str, Any] = {"retries": 0, "socket_connect_timeout": 0.5}
 
@@ -79,8 +81,12 @@ def parse_sentinel_url(url: str) -> SentinelURL:
 
 
 def retry_policy(retries: int, backoff_base: float, backoff_cap: float) -> Retry:
-    """Retry connection errors and timeouts with jittered exponential backoff."""
-    return Retry(ExponentialWithJitterBackoff(cap=backoff_cap, base=backoff_base), retries)
+    """Retry connection errors and timeouts with exponential backoff and equal jitter.
+
+    Equal jitter (half fixed, half random) keeps a known minimum total wait, so a retry budget
+    reliably spans a failover, while clients that lost Redis together do not retry in step.
+    """
+    return Retry(EqualJitterBackoff(cap=backoff_cap, base=backoff_base), retries)
 
 
 def redis_from_url(

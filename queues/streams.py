@@ -30,6 +30,22 @@ EVENT_FIELD = b"e"
 LANES = ("emergency", "routine")
 
 
+class NotReplicatedError(Exception):
+    """Redis took the events, but fewer replicas than asked confirmed them within the timeout.
+
+    They are NOT acknowledged: a failover now could lose them. Publish them again (same ids;
+    ingest drops the copies that did survive) or let a spool keep them.
+    """
+
+    def __init__(self, event_ids: Sequence[str], replicas: int, required: int, timeout_ms: int):
+        self.event_ids = list(event_ids)
+        self.replicas, self.required, self.timeout_ms = replicas, required, timeout_ms
+        super().__init__(
+            f"{len(self.event_ids)} event(s) reached {replicas} of the {required} replica(s)"
+            f" required within {timeout_ms} ms; not acknowledged"
+        )
+
+
 def _default_priority(event_type: str) -> Priority | None:
     known = BUILTIN_TYPES.get(event_type)
     return known[1] if known else None
@@ -51,6 +67,8 @@ class Producer:
         priorities: dict[str, Priority] | None = None,
         spool: Spool | None = None,
         flusher: SpoolFlusher | None = None,
+        min_replicas: int = 0,
+        replica_timeout_ms: int = 1000,
     ):
         self.redis = redis
         self.department = department
@@ -61,6 +79,12 @@ class Producer:
         # to it and returns; `flusher` replays it in order when Redis is back.
         self.spool = spool
         self.flusher = flusher
+        # Durable acknowledgement (opt-in): a publish counts only once `min_replicas` replicas
+        # hold it (WAIT in the same pipeline), so a failover cannot lose an acknowledged event.
+        if min_replicas < 0 or (min_replicas and replica_timeout_ms <= 0):
+            raise ValueError("min_replicas must be >= 0 and replica_timeout_ms > 0")
+        self.min_replicas = min_replicas
+        self.replica_timeout_ms = replica_timeout_ms
 
     def _lane(self, event_type: str, priority: Any) -> str:
         resolved = priority or self._priorities.get(event_type) or _default_priority(event_type)
@@ -91,6 +115,8 @@ class Producer:
 
     def publish(self, event: Event | dict[str, Any]) -> str:
         """Publish one event; returns its id."""
+        if self.min_replicas:
+            return self.publish_many([event])[0]
         stream, event_id, body = self.encode(event)
         if self.spool is not None:
             xadd_or_spool(self.redis, self.spool, stream, {"e": body}, event_id=event_id,
@@ -103,6 +129,8 @@ class Producer:
         """Publish a batch in one round trip; returns the ids in order."""
         if self.spool is not None:
             return self._publish_many_or_spool(events)
+        if self.min_replicas:
+            return self._publish_replicated([self.encode(event) for event in events])
         pipe = self.redis.pipeline(transaction=False)
         ids: list[str] = []
         for event in events:
@@ -119,23 +147,50 @@ class Producer:
         encoded = [self.encode(event) for event in events]
         if not self.spool.has_pending():
             try:
+                if self.min_replicas:
+                    return self._publish_replicated(encoded)
                 pipe = self.redis.pipeline(transaction=False)
                 for stream, _, body in encoded:
                     pipe.xadd(stream, {EVENT_FIELD: body})
                 pipe.execute()
                 return [event_id for _, event_id, _ in encoded]
-            except REDIS_DOWN:
-                pass
+            except (*REDIS_DOWN, NotReplicatedError):
+                pass  # spooled below; copies that did reach Redis are dropped by ingest's dedupe
         self.spool.append_many([(stream, {"e": body}, eid) for stream, eid, body in encoded])
         if self.flusher is not None:
             self.flusher.wake()
         return [event_id for _, event_id, _ in encoded]
 
+    def _publish_replicated(self, encoded: Sequence[tuple[str, str, bytes]]) -> list[str]:
+        """XADD the batch and ``WAIT min_replicas timeout`` in one pipelined round trip.
+
+        WAIT blocks until that many replicas confirmed every write this connection made, so
+        the reply covers the whole batch. Fewer -> `NotReplicatedError` (nothing acknowledged).
+        """
+        pipe = self.redis.pipeline(transaction=False)
+        for stream, _, body in encoded:
+            pipe.xadd(stream, {EVENT_FIELD: body})
+        pipe.wait(self.min_replicas, self.replica_timeout_ms)
+        replicas = int(pipe.execute()[-1])
+        ids = [event_id for _, event_id, _ in encoded]
+        if replicas < self.min_replicas:
+            raise NotReplicatedError(ids, replicas, self.min_replicas, self.replica_timeout_ms)
+        return ids
+
     def publish_raw(self, body: bytes, lane: str = "routine") -> str:
         """Publish bytes as they are (for bridges that relay already-encoded events)."""
-        return self.redis.xadd(
-            self.keys.ingest(self.department, lane), {EVENT_FIELD: body}
-        ).decode()
+        stream = self.keys.ingest(self.department, lane)
+        if self.min_replicas:
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.xadd(stream, {EVENT_FIELD: body})
+            pipe.wait(self.min_replicas, self.replica_timeout_ms)
+            entry_id, replicas = pipe.execute()
+            if int(replicas) < self.min_replicas:
+                raise NotReplicatedError(
+                    [entry_id.decode()], int(replicas), self.min_replicas, self.replica_timeout_ms
+                )
+            return str(entry_id.decode())
+        return self.redis.xadd(stream, {EVENT_FIELD: body}).decode()
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from redis.backoff import ExponentialWithJitterBackoff
+from redis.backoff import EqualJitterBackoff
 from redis.sentinel import SentinelConnectionPool
 
 from queues.connect import PRODUCER_SETTINGS, parse_sentinel_url, redis_from_url
@@ -49,7 +49,7 @@ def test_plain_url_client_has_timeouts_and_backoff() -> None:
     assert (kwargs["socket_timeout"], kwargs["socket_connect_timeout"]) == (5.0, 2.0)
     retry = kwargs["retry"]
     assert retry.get_retries() == 4
-    assert isinstance(retry._backoff, ExponentialWithJitterBackoff)
+    assert isinstance(retry._backoff, EqualJitterBackoff)
 
 
 def test_producer_settings_fail_fast() -> None:
