@@ -21,7 +21,8 @@ from urllib.parse import parse_qs, unquote, urlsplit
 from redis import Redis
 from redis.backoff import EqualJitterBackoff
 from redis.retry import Retry
-from redis.sentinel import Sentinel
+from redis.sentinel import Sentinel, SentinelManagedConnection
+from redis.utils import SENTINEL
 
 SENTINEL_SCHEME = "redis+sentinel"
 DEFAULT_SENTINEL_PORT = 26379
@@ -31,6 +32,48 @@ DEFAULT_SENTINEL_PORT = 26379
 WORKER_SETTINGS: dict[str, Any] = {"retries": 12, "backoff_base": 0.05, "backoff_cap": 2.0}
 # Producers: answer within ~0.5 s when Redis is gone, so the event can be spooled instead.
 PRODUCER_SETTINGS: dict[str, Any] = {"retries": 0, "socket_connect_timeout": 0.5}
+
+
+class FailoverConnection(SentinelManagedConnection):
+    """redis-py's Sentinel-managed connection with two fixes (both seen with redis-py 8.1 in
+    tests/integration/test_sentinel_failover.py).
+
+    - It asks the sentinels for the master on EVERY reconnect. The stock class looks the master
+      up only in `connect()`, which the pool calls when it hands a connection out; a command
+      retried on the same connection after the master died reconnects through
+      `connect_check_health()` to the old address - the dead master - until its retries run
+      out. Here that path re-resolves too, and leaves retrying to the command's retry policy
+      so each attempt asks the sentinels again.
+    - A read interrupted by an exception closes the connection, as for plain connections. The
+      stock class defaults `disconnect_on_error` to False, so an RQ worker stopped by SIGTERM
+      while blocked in BLPOP put the connection back in the pool with the BLPOP reply still
+      pending, and its next command (RQ's register_death) waited for that reply for minutes.
+    """
+
+    def read_response(
+        self,
+        disable_decoding: bool = False,
+        *,
+        timeout: float | object = SENTINEL,
+        disconnect_on_error: bool | None = True,
+        push_request: bool | None = False,
+    ) -> Any:
+        return super().read_response(
+            disable_decoding,
+            timeout=timeout,
+            disconnect_on_error=disconnect_on_error,
+            push_request=push_request,
+        )
+
+    def connect_check_health(
+        self, check_health: bool = True, retry_socket_connect: bool = True
+    ) -> None:
+        if self._sock:
+            return
+        if self.connection_pool.is_master:
+            self.host, self.port = self.connection_pool.get_master_address()
+            retry_socket_connect = False
+        super().connect_check_health(check_health, retry_socket_connect)
 
 
 @dataclass(frozen=True)
@@ -124,6 +167,7 @@ def redis_from_url(
     sentinel = Sentinel(spec.sentinels, sentinel_kwargs=sentinel_kwargs)
     return sentinel.master_for(
         spec.service,
+        connection_class=FailoverConnection,
         db=spec.db,
         username=spec.username,
         password=spec.password,
