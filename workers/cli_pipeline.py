@@ -18,7 +18,7 @@ from jobs.context import RouteContext
 from queues.inbox import Inbox
 from queues.metrics import PRIORITIES, histogram, percentile, read_stats
 from queues.priority import ROLES, make_queue
-from queues.streams import Producer
+from queues.streams import NotReplicatedError, Producer
 from workers.runtime import Runtime
 
 PUBLISH_CHUNK = 500
@@ -55,6 +55,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.add_argument("--file", help="JSON Lines file of events (CloudEvents JSON), '-' for stdin")
     p.add_argument("--cap", help="a CAP 1.2 alert (XML file, '-' for stdin): publish its events")
     p.add_argument("--dry-run", action="store_true", help="with --cap: print the events only")
+    p.add_argument(
+        "--min-replicas",
+        type=int,
+        default=int(os.environ.get("CITYRELAY_MIN_REPLICAS", "0")),
+        help="acknowledge only once this many replicas hold the events (WAIT); exit 3 if"
+        " they do not within --replica-timeout-ms (env CITYRELAY_MIN_REPLICAS, default 0)",
+    )
+    p.add_argument("--replica-timeout-ms", type=int, default=1000, help="default: 1000")
     p.set_defaults(func=cmd_publish)
 
     p = subparsers.add_parser("ingest", help="run the ingest consumer (streams -> RQ queues)")
@@ -92,7 +100,23 @@ def cmd_publish(args: argparse.Namespace, runtime: Runtime) -> int:
         from workers.cli_emergency import publish_cap
 
         return publish_cap(args, runtime)
-    producer = Producer(runtime.redis(), args.dept, runtime.keys)
+    producer = Producer(
+        runtime.redis(),
+        args.dept,
+        runtime.keys,
+        min_replicas=args.min_replicas,
+        replica_timeout_ms=args.replica_timeout_ms,
+    )
+    try:
+        return _publish(args, producer)
+    except NotReplicatedError as exc:
+        # The events may be on the primary, but a failover could lose them: publish again
+        # (same ids; ingest drops the copies that survived).
+        print(f"publish: not acknowledged: {exc}", file=sys.stderr)
+        return 3
+
+
+def _publish(args: argparse.Namespace, producer: Producer) -> int:
     if args.file:
         return _publish_file(producer, args.file)
     if not args.event_type:

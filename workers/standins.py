@@ -139,6 +139,7 @@ class LocalRedisServer:
         ]  # fmt: skip
         if self.replicaof is not None:
             args += ["--replicaof", self.replicaof[0], str(self.replicaof[1])]
+        args += ["--repl-diskless-sync-delay", "0"]  # replicas sync at once, not after 5 s
         self._process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         _wait_for(lambda: redis_reachable(self.url), f"redis-server on port {self.port}")
         return self

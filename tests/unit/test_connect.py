@@ -4,9 +4,16 @@ from __future__ import annotations
 
 import pytest
 from redis.backoff import EqualJitterBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.sentinel import SentinelConnectionPool
 
-from queues.connect import PRODUCER_SETTINGS, parse_sentinel_url, redis_from_url
+from queues.connect import (
+    PRODUCER_SETTINGS,
+    FailoverConnection,
+    parse_sentinel_url,
+    redis_from_url,
+)
+from workers.standins import free_port
 
 
 def test_sentinel_url_with_several_sentinels_db_and_passwords() -> None:
@@ -65,3 +72,16 @@ def test_sentinel_url_gives_a_sentinel_managed_client() -> None:
     assert pool.connection_kwargs["db"] == 4 and pool.connection_kwargs["password"] == "pw"
     sentinel = pool.sentinel_manager.sentinels[0]
     assert sentinel.connection_pool.connection_kwargs["password"] == "sp"
+
+
+def test_sentinel_connections_find_the_master_again_on_every_reconnect() -> None:
+    client = redis_from_url("redis+sentinel://127.0.0.1:1/mymaster/0")
+    pool = client.connection_pool
+    assert pool.connection_class is FailoverConnection
+    connection = pool.make_connection()
+    asked = []
+    pool.proxy.get_master_address = lambda: asked.append(1) or ("127.0.0.1", free_port())  # type: ignore[method-assign]
+    connection.host, connection.port = "127.0.0.1", 1  # where the old master was
+    with pytest.raises(RedisConnectionError):
+        connection.connect_check_health()  # the path a retried command takes
+    assert asked and connection.port != 1
