@@ -1,13 +1,16 @@
 """Redis failover under load: a primary, two replicas and a sentinel on loopback ports.
 
-The real processes (ingest, emergency and routine workers) run with a ``redis+sentinel://``
-URL. The primary is SIGKILLed mid-load; the sentinel promotes a replica. Afterwards every event
-the producer had *acknowledged* (with ``min_replicas=1``: at least one replica held it) must sit
-in exactly the right inboxes, once each, and only invalid input may be dead-lettered.
-
-A second test freezes the replicas (SIGSTOP) so that writes the primary acknowledged never
-reach them: it shows the window asynchronous replication leaves open, and that ``WAIT``
-(`Producer(min_replicas=...)`) closes it - refused, or kept in the spool and replayed.
+1. The real processes (ingest, emergency and routine workers) run with a ``redis+sentinel://``
+   URL. The primary is SIGKILLed mid-load; the sentinel promotes a replica. Every event the
+   producer had *acknowledged* (``min_replicas=1``: a replica held it) must then sit in exactly
+   the right inboxes, once each; only invalid input may be dead-lettered; every process must
+   carry on by itself and still stop on SIGTERM.
+2. In-process ingest and RQ workers, real Redis and Sentinel: the replicas stop replicating
+   before the primary takes a round of writes at every hop and is killed, so those writes are
+   lost. The pipeline must redo each of them once; an event acknowledged without WAIT is lost
+   (the window `--min-replicas` closes); one refused by WAIT is republished or spooled.
+3. A switchover (SENTINEL FAILOVER): the old primary, now a replica, refuses a pinned client's
+   writes (READONLY); Sentinel-managed clients, and the ingest worker built on one, move on.
 """
 
 from __future__ import annotations
@@ -22,20 +25,26 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 from redis import Redis
-from redis.exceptions import RedisError
+from redis.exceptions import ReadOnlyError, RedisError, ResponseError
 
+from city.config import CityConfig, load_city
 from city.events import Event
 from city.routing import Router
+from jobs.context import RouteContext
 from queues.connect import PRODUCER_SETTINGS, redis_from_url
 from queues.keys import Keys
 from queues.priority import BULK, EMERGENCY, HIGH, ROUTINE, make_queue
+from queues.spool import Spool
 from queues.streams import LANES, NotReplicatedError, Producer
 from tests.conftest import ROOT, write_city
 from tests.integration.test_processes import WEST, Processes, random_event
+from workers.ingest import IngestWorker
 from workers.standins import LocalRedisServer, LocalSentinel, sentinel_url
+from workers.worker import build_worker
 
 pytestmark = pytest.mark.integration
 
@@ -337,3 +346,157 @@ def test_failover_under_load_loses_no_acknowledged_event_and_doubles_none(
     assert {reason for reason, _ in dead} == {"invalid_payload"}
     assert {eid for _, eid in dead} == load.invalid
     assert load.refused, "the failover never interrupted the producer: nothing was tested"
+
+
+# -- 2: each hop's writes lost in a failover are redone, not doubled ------------------------------
+def detach(servers: list[LocalRedisServer]) -> None:
+    """Cut the replication link: the replicas keep what they have and receive nothing more.
+
+    (Freezing them with SIGSTOP does not do it: the primary's stream waits in their socket
+    buffers and arrives when they resume, so nothing would be lost.) The sentinel still lists
+    them as replicas and promotes one when the primary dies.
+    """
+    for server in servers:
+        server.client().replicaof("NO", "ONE")
+
+
+def replicated(client: Redis, replicas: int) -> bool:
+    """Every write so far has reached `replicas` replicas (a write, then WAIT, one connection)."""
+    pipe = client.pipeline(transaction=False)
+    pipe.set("failover-test:probe", time.time())
+    pipe.wait(replicas, 5000)
+    return int(pipe.execute()[-1]) >= replicas
+
+
+def test_writes_lost_in_a_failover_are_redone_at_every_hop_and_doubled_nowhere(
+    cluster: Cluster, keys: Keys, seattle_router: Router, tmp_path: Path
+) -> None:
+    """The replicas stop replicating while the primary takes writes, then the primary is
+    killed: everything it did meanwhile is lost, as with a replication lag. Each kind of lost
+    write must be redone by the pipeline itself, once."""
+    config, _ = load_city(write_city(tmp_path, claim_idle_ms=200))
+    departments = config.department_ids
+    redis = redis_from_url(cluster.url)  # the processes' client, kept across the failover
+    fast = redis_from_url(cluster.url, **PRODUCER_SETTINGS)  # the producers' client
+    context = RouteContext(config=config, router=seattle_router, keys=keys)
+    ingest = IngestWorker(redis, keys, config)
+    rng = random.Random(11)
+    expected: dict[str, set[str]] = {}
+
+    def events(count: int) -> dict[str, list[Event]]:
+        by_dept: dict[str, list[Event]] = {}
+        for _ in range(count):
+            dept, event = random_event(rng, len(expected))
+            expected[event.id] = {
+                d.dept for d in seattle_router.route(event.to_wire() | {"department": dept})
+            }
+            by_dept.setdefault(dept, []).append(event)
+        return by_dept
+
+    def ids(batch: dict[str, list[Event]]) -> set[str]:
+        return {event.id for group in batch.values() for event in group}
+
+    def publish(batch: dict[str, list[Event]], **durable: Any) -> None:
+        for dept, group in batch.items():
+            Producer(fast, dept, keys, **durable).publish_many(group)  # type: ignore[arg-type]
+
+    def route_all() -> None:
+        for role in ("emergency", "routine"):
+            build_worker(redis, keys, role, context).work(burst=True)
+
+    durable = {"min_replicas": 1, "replica_timeout_ms": 200}
+    # before the cut, replicated: V read by ingest but not handled, W only published,
+    # X handed to RQ but not routed
+    v, w, x = events(20), events(20), events(20)
+    publish(x, **durable)
+    ingest.step(None)
+    publish(v, **durable)
+    read_v = ingest.streams.read(ingest.consumer, 100, None)
+    publish(w, **durable)
+    assert ids_in_entries(read_v) == ids(v) and replicated(redis, 2)
+
+    detach(cluster.replicas)
+    # everything from here to the kill is lost
+    ingest.process(read_v)  # V: enqueued and acknowledged on the primary only
+    ingest.step(None)  # W: read, enqueued, acknowledged on the primary only
+    route_all()  # X, V, W: delivered on the primary only
+    assert set(inbox_contents(redis, keys, departments)) >= {e for e in ids(x) if expected[e]}
+    y = events(20)
+    publish(y)  # Y: acknowledged without WAIT: lost, although the producer was told "ok"
+    z = events(20)
+    with pytest.raises(NotReplicatedError):
+        publish(z, **durable)  # Z: refused, so its producer still holds it
+    s = events(20)
+    spool = Spool(tmp_path / "spool.db")
+    for dept, group in s.items():  # S: refused by WAIT, kept in the spool
+        Producer(fast, dept, keys, spool=spool, **durable).publish_many(group)  # type: ignore[arg-type]
+    assert ids_in_spool(spool) == ids(s)
+    cluster.primary.stop(kill=True)
+    cluster.servers.remove(cluster.primary)
+    failed_over(cluster)
+    assert not inbox_contents(redis, keys, departments)  # every delivery above was lost
+
+    for _attempt in range(50):  # the producer's retry, same ids: its first try may meet a
+        try:  # connection the failover closed, or sentinels still settling
+            publish(z, **durable)
+            break
+        except (NotReplicatedError, RedisError):
+            time.sleep(0.1)
+    else:
+        raise AssertionError("Z was never acknowledged after the failover")
+    spool.replay(redis)
+    spool.close()
+
+    def settle() -> bool:
+        ingest.recover()  # V: still pending for our consumer -> reclaimed and handled again
+        while ingest.step(None):  # W: unread again; Z, S: new
+            pass
+        route_all()  # X: its job is back in the queue
+        return settled(redis, keys, departments)
+
+    wait_until(settle, "the pipeline redid what was lost", timeout=30)
+    received = inbox_contents(redis, keys, departments)
+    delivered = {eid: depts for eid, depts in expected.items() if depts}
+    should_arrive = {eid for eid in delivered if eid not in ids(y)}
+    assert {eid: sorted(received.get(eid, [])) for eid in should_arrive} == {
+        eid: sorted(delivered[eid]) for eid in should_arrive
+    }  # every one once, to exactly the right inboxes
+    assert not ids(y) & set(received), "Y should be lost: the window --min-replicas closes"
+    assert redis.xlen(keys.deadletter) == 0
+
+
+def ids_in_entries(entries: list[Any]) -> set[str]:
+    return {json.loads(entry.body)["id"] for entry in entries}
+
+
+def ids_in_spool(spool: Spool) -> set[str]:
+    return {str(entry.event_id) for entry in spool.pending()}
+
+
+# -- 3: a client still talking to the old primary -------------------------------------------------
+def test_after_a_switchover_the_old_primary_refuses_writes_and_sentinel_clients_move_on(
+    cluster: Cluster, keys: Keys, seattle: tuple[CityConfig, Path]
+) -> None:
+    config, _ = seattle
+    plain = cluster.primary.client()  # pinned to one server, as a redis:// URL would be
+    managed = redis_from_url(cluster.url)
+    ingest = IngestWorker(managed, keys, config)
+    assert managed.ping() and plain.ping()  # both hold a connection to the primary now
+
+    def switch_over() -> bool:  # refused (NOGOODSLAVE) until the sentinel has fresh replica info
+        try:
+            return bool(cluster.sentinel.client().execute_command("SENTINEL FAILOVER", SERVICE))
+        except ResponseError as exc:
+            if "NOGOODSLAVE" not in str(exc):
+                raise
+            return False
+
+    wait_until(switch_over, "sentinel accepted the switchover")
+    wait_until(lambda: plain.info("replication")["role"] == "slave", "old primary demoted")
+    new_master = failed_over(cluster)
+    with pytest.raises(ReadOnlyError):
+        plain.xadd(keys.ingest("sdot"), {"e": b"{}"})
+    dept, event = random_event(random.Random(3), 0)
+    Producer(managed, dept, keys).publish(event)  # the same client object: now the new master
+    assert new_master.client().xlen(keys.ingest(dept)) == 1
+    assert ingest.step(None)["accepted"] == 1  # built before the switchover, carries on
