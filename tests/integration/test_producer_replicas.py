@@ -16,7 +16,7 @@ from redis import Redis
 
 from city.events import Event, source_for
 from queues.keys import Keys
-from queues.spool import Spool
+from queues.spool import Spool, SpoolReplayError
 from queues.streams import NotReplicatedError, Producer
 from tests.conftest import SEATTLE
 from workers.cli import main
@@ -104,3 +104,22 @@ def test_cli_min_replicas_exits_3_when_not_acknowledged(
     assert main(args) == 3
     assert "not acknowledged: 1 event(s) reached 0 of the 1 replica(s)" in capsys.readouterr().err
     assert main([*args, "--min-replicas", "0"]) == 0  # the flag overrides the environment
+
+
+def test_spool_replay_with_min_replicas_keeps_what_no_replica_holds(
+    redis, keys, tmp_path, primary_and_replica
+) -> None:
+    spool = Spool(tmp_path / "sdot.db")
+    stream = keys.ingest("sdot")
+    try:
+        for n in range(3):
+            spool.append(stream, {"e": incident(n).model_dump_json()}, event_id=f"durable-{n}")
+        with pytest.raises(SpoolReplayError, match="reached 0 of 1 replica"):
+            spool.replay(redis, min_replicas=1, replica_timeout_ms=50)  # no replica here
+        assert len(spool) == 3  # written to that Redis, but not confirmed: still spooled
+        primary, replica = primary_and_replica
+        assert spool.replay(primary.client(), min_replicas=1, replica_timeout_ms=5000) == 3
+        assert len(spool) == 0
+        assert ids_in(replica.client(), stream) == [f"durable-{n}" for n in range(3)]
+    finally:
+        spool.close()
