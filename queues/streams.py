@@ -34,7 +34,8 @@ class NotReplicatedError(Exception):
     """Redis took the events, but fewer replicas than asked confirmed them within the timeout.
 
     They are NOT acknowledged: a failover now could lose them. Publish them again (same ids;
-    ingest drops the copies that did survive) or let a spool keep them.
+    ingest drops the copies that did survive) or let a spool keep them. `event_ids` names them
+    (for `publish_raw`, whose bytes are not parsed here, the stream entry id).
     """
 
     def __init__(self, event_ids: Sequence[str], replicas: int, required: int, timeout_ms: int):
