@@ -30,6 +30,9 @@ DEFAULT_SENTINEL_PORT = 26379
 # min(2 s, 0.05 s * 2^n) plus up to as much again at random: between 8.5 and 17 s in all, enough
 # for a Sentinel failover with down-after-milliseconds 5000 (see docs/operations.md).
 WORKER_SETTINGS: dict[str, Any] = {"retries": 12, "backoff_base": 0.05, "backoff_cap": 2.0}
+# One-shot commands (`cityrelay status`, `publish`, ...): a few quick retries, then a prompt
+# error for the operator (well under a second) instead of waiting out a failover.
+COMMAND_SETTINGS: dict[str, Any] = {"retries": 3, "backoff_base": 0.05, "backoff_cap": 0.5}
 # Producers: answer within ~0.5 s when Redis is gone, so the event can be spooled instead.
 PRODUCER_SETTINGS: dict[str, Any] = {"retries": 0, "socket_connect_timeout": 0.5}
 

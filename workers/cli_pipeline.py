@@ -15,6 +15,7 @@ from tqdm import tqdm
 
 from city.events import Event, source_for
 from jobs.context import RouteContext
+from queues.connect import WORKER_SETTINGS
 from queues.inbox import Inbox
 from queues.metrics import PRIORITIES, histogram, percentile, read_stats
 from queues.priority import ROLES, make_queue
@@ -198,7 +199,7 @@ def cmd_ingest(args: argparse.Namespace, runtime: Runtime) -> int:
     config, _ = runtime.city()
     lanes = [lane.strip() for lane in args.lanes.split(",") if lane.strip()]
     _lower_priority(args.nice, routine_only="emergency" not in lanes)
-    worker = IngestWorker(runtime.redis(), runtime.keys, config, lanes=lanes)
+    worker = IngestWorker(runtime.redis(**WORKER_SETTINGS), runtime.keys, config, lanes=lanes)
     print(
         f"ingest: consumer {worker.consumer} on {len(worker.streams.streams)} streams",
         file=sys.stderr,
@@ -214,7 +215,8 @@ def cmd_worker(args: argparse.Namespace, runtime: Runtime) -> int:
         runtime.city()  # raises the helpful "no city config" message
     _lower_priority(args.nice, routine_only=args.role != "emergency")
     context = RouteContext.load(runtime.config_path, runtime.keys, runtime.redis_url)  # type: ignore[arg-type]
-    run_worker(runtime.redis(), runtime.keys, args.role, context, burst=args.burst, name=args.name)
+    redis = runtime.redis(**WORKER_SETTINGS)
+    run_worker(redis, runtime.keys, args.role, context, burst=args.burst, name=args.name)
     return 0
 
 

@@ -14,7 +14,7 @@ from typing import Any
 from redis import Redis
 
 from city.config import CityConfig, load_city
-from queues.connect import redis_from_url
+from queues.connect import COMMAND_SETTINGS, redis_from_url
 from queues.keys import Keys, default_prefix
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -47,9 +47,10 @@ class Runtime:
     def redis(self, **kwargs: Any) -> Redis:
         """A client for this runtime's Redis (bytes replies: stream payloads are not decoded).
 
-        Built by `redis_from_url`, so ``redis+sentinel://`` URLs work and every process
-        reconnects with backoff (to the new master after a failover)."""
-        return redis_from_url(self.redis_url, **kwargs)
+        Built by `redis_from_url`, so ``redis+sentinel://`` URLs work. By default it suits a
+        one-shot command (a prompt error when Redis is unreachable); long-running processes
+        pass ``**WORKER_SETTINGS`` to ride out restarts and failovers."""
+        return redis_from_url(self.redis_url, **{**COMMAND_SETTINGS, **kwargs})
 
     def city(self) -> tuple[CityConfig, Path]:
         if self.config_path is None:

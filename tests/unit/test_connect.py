@@ -9,10 +9,12 @@ from redis.sentinel import SentinelConnectionPool
 
 from queues.connect import (
     PRODUCER_SETTINGS,
+    WORKER_SETTINGS,
     FailoverConnection,
     parse_sentinel_url,
     redis_from_url,
 )
+from workers.runtime import Runtime
 from workers.standins import free_port
 
 
@@ -85,3 +87,10 @@ def test_sentinel_connections_find_the_master_again_on_every_reconnect() -> None
     with pytest.raises(RedisConnectionError):
         connection.connect_check_health()  # the path a retried command takes
     assert asked and connection.port != 1
+
+
+def test_commands_fail_promptly_while_processes_ride_out_a_failover() -> None:
+    runtime = Runtime.from_env(redis_url="redis+sentinel://127.0.0.1:1/mymaster/0")
+    command = runtime.redis().connection_pool.connection_kwargs["retry"]
+    process = runtime.redis(**WORKER_SETTINGS).connection_pool.connection_kwargs["retry"]
+    assert (command.get_retries(), process.get_retries()) == (3, 12)
