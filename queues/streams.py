@@ -82,6 +82,7 @@ class Producer:
         self.flusher = flusher
         # Durable acknowledgement (opt-in): a publish counts only once `min_replicas` replicas
         # hold it (WAIT in the same pipeline), so a failover cannot lose an acknowledged event.
+        # Keep `replica_timeout_ms` below the client's socket timeout (5 s by default).
         if min_replicas < 0 or (min_replicas and replica_timeout_ms <= 0):
             raise ValueError("min_replicas must be >= 0 and replica_timeout_ms > 0")
         self.min_replicas = min_replicas
