@@ -21,6 +21,7 @@ from city.policy import Authorizer, GrantSet
 from city.routing import Delivery, Routed, Router
 from jobs.privacy_stage import PrivacyStage
 from queues.audit import AuditLog
+from queues.connect import redis_from_url
 from queues.grants import GrantStore
 from queues.inbox import Deliverer
 from queues.jurisdictions import JurisdictionStore, JurisdictionWatcher
@@ -143,7 +144,7 @@ class RouteContext:
         return PrivacyStage.for_config(self.config, self.keys, self.base_dir)
 
     def redis(self) -> Redis:
-        return Redis.from_url(self.redis_url)
+        return redis_from_url(self.redis_url)
 
     def deliverer(self, redis: Redis) -> Deliverer:
         found = self._deliverers.get(id(redis))

@@ -19,16 +19,64 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from redis import Redis
-from redis.backoff import ExponentialWithJitterBackoff
+from redis.backoff import EqualJitterBackoff
 from redis.retry import Retry
-from redis.sentinel import Sentinel
+from redis.sentinel import Sentinel, SentinelManagedConnection
+from redis.utils import SENTINEL
 
 SENTINEL_SCHEME = "redis+sentinel"
 DEFAULT_SENTINEL_PORT = 26379
-# Workers: ride out restarts and failovers (about 0.05+0.1+...+2 s, jittered, per command).
-WORKER_SETTINGS: dict[str, Any] = {"retries": 6, "backoff_base": 0.05, "backoff_cap": 2.0}
+# Workers: ride out restarts and failovers. A command is retried 12 times, waiting half of
+# min(2 s, 0.05 s * 2^n) plus up to as much again at random: between 8.5 and 17 s in all, enough
+# for a Sentinel failover with down-after-milliseconds 5000 (see docs/operations.md).
+WORKER_SETTINGS: dict[str, Any] = {"retries": 12, "backoff_base": 0.05, "backoff_cap": 2.0}
+# One-shot commands (`cityrelay status`, `publish`, ...): a few quick retries, then a prompt
+# error for the operator (well under a second) instead of waiting out a failover.
+COMMAND_SETTINGS: dict[str, Any] = {"retries": 3, "backoff_base": 0.05, "backoff_cap": 0.5}
 # Producers: answer within ~0.5 s when Redis is gone, so the event can be spooled instead.
 PRODUCER_SETTINGS: dict[str, Any] = {"retries": 0, "socket_connect_timeout": 0.5}
+
+
+class FailoverConnection(SentinelManagedConnection):
+    """redis-py's Sentinel-managed connection with two fixes (both seen with redis-py 8.1 in
+    tests/integration/test_sentinel_failover.py).
+
+    - It asks the sentinels for the master on EVERY reconnect. The stock class looks the master
+      up only in `connect()`, which the pool calls when it hands a connection out; a command
+      retried on the same connection after the master died reconnects through
+      `connect_check_health()` to the old address - the dead master - until its retries run
+      out. Here that path re-resolves too, and leaves retrying to the command's retry policy
+      so each attempt asks the sentinels again.
+    - A read interrupted by an exception closes the connection, as for plain connections. The
+      stock class defaults `disconnect_on_error` to False, so an RQ worker stopped by SIGTERM
+      while blocked in BLPOP put the connection back in the pool with the BLPOP reply still
+      pending, and its next command (RQ's register_death) waited for that reply for minutes.
+    """
+
+    def read_response(
+        self,
+        disable_decoding: bool = False,
+        *,
+        timeout: float | object = SENTINEL,
+        disconnect_on_error: bool | None = True,
+        push_request: bool | None = False,
+    ) -> Any:
+        return super().read_response(
+            disable_decoding,
+            timeout=timeout,
+            disconnect_on_error=disconnect_on_error,
+            push_request=push_request,
+        )
+
+    def connect_check_health(
+        self, check_health: bool = True, retry_socket_connect: bool = True
+    ) -> None:
+        if self._sock:
+            return
+        if self.connection_pool.is_master:
+            self.host, self.port = self.connection_pool.get_master_address()
+            retry_socket_connect = False
+        super().connect_check_health(check_health, retry_socket_connect)
 
 
 @dataclass(frozen=True)
@@ -79,8 +127,12 @@ def parse_sentinel_url(url: str) -> SentinelURL:
 
 
 def retry_policy(retries: int, backoff_base: float, backoff_cap: float) -> Retry:
-    """Retry connection errors and timeouts with jittered exponential backoff."""
-    return Retry(ExponentialWithJitterBackoff(cap=backoff_cap, base=backoff_base), retries)
+    """Retry connection errors and timeouts with exponential backoff and equal jitter.
+
+    Equal jitter (half fixed, half random) keeps a known minimum total wait, so a retry budget
+    reliably spans a failover, while clients that lost Redis together do not retry in step.
+    """
+    return Retry(EqualJitterBackoff(cap=backoff_cap, base=backoff_base), retries)
 
 
 def redis_from_url(
@@ -118,6 +170,7 @@ def redis_from_url(
     sentinel = Sentinel(spec.sentinels, sentinel_kwargs=sentinel_kwargs)
     return sentinel.master_for(
         spec.service,
+        connection_class=FailoverConnection,
         db=spec.db,
         username=spec.username,
         password=spec.password,

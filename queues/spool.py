@@ -79,6 +79,18 @@ CREATE TABLE IF NOT EXISTS spool (
 """
 
 
+def _replay_arguments(entries: list[SpoolEntry], marker_ttl_s: int) -> tuple[list[str], list[Any]]:
+    """KEYS and ARGV of `_REPLAY_LUA` for a batch."""
+    keys: list[str] = []
+    args: list[Any] = [marker_ttl_s]
+    for entry in entries:
+        keys += [entry.stream, Keys.replay_marker(entry.stream, entry.event_id or "")]
+        args += ["1" if entry.event_id else "0", entry.maxlen or "", 2 * len(entry.fields)]
+        for key, value in entry.fields.items():
+            args += [key, value]
+    return keys, args
+
+
 class SpoolReplayError(RuntimeError):
     """Redis refused a spooled entry (not a connection problem); the entry stays spooled."""
 
@@ -189,25 +201,53 @@ class Spool:
         with self._lock:
             return self._db.execute("SELECT 1 FROM spool LIMIT 1").fetchone() is not None
 
-    def replay(self, redis: Redis, batch: int = 500) -> int:
+    def replay(
+        self, redis: Redis, batch: int = 500, min_replicas: int = 0, replica_timeout_ms: int = 1000
+    ) -> int:
         """Move every waiting entry into Redis in order, `batch` per pipelined round trip.
 
         Returns how many were replayed. Connection errors propagate (nothing is deleted that
         Redis did not confirm); a command Redis refuses raises `SpoolReplayError` after the
-        entries before it have been confirmed and deleted.
+        entries before it have been confirmed and deleted. With `min_replicas`, a batch counts
+        as confirmed only once that many replicas hold it (``WAIT`` after the script, same
+        round trip); otherwise `SpoolReplayError` and the batch stays spooled (its replay
+        markers make the next attempt add nothing twice).
         """
+        if min_replicas:
+            return self._replay_replicated(redis, batch, min_replicas, replica_timeout_ms)
         script = self._script(redis)
         total = 0
         while entries := self.pending(limit=batch):
-            keys: list[str] = []
-            args: list[Any] = [self.marker_ttl_s]
-            for entry in entries:
-                marker = Keys.replay_marker(entry.stream, entry.event_id or "")
-                keys += [entry.stream, marker]
-                args += ["1" if entry.event_id else "0", entry.maxlen or "", 2 * len(entry.fields)]
-                for key, value in entry.fields.items():
-                    args += [key, value]
+            keys, args = _replay_arguments(entries, self.marker_ttl_s)
             done, error = script(keys=keys, args=args)
+            if done:
+                self._delete(entries[0].seq, entries[done - 1].seq)
+                total += done
+            if error:
+                bad = entries[done]
+                message = error.decode() if isinstance(error, bytes) else error
+                raise SpoolReplayError(
+                    f"Redis refused spooled entry {bad.seq} for {bad.stream} (event"
+                    f" {bad.event_id}): {message}; it stays in {self.path}"
+                )
+        return total
+
+    def _replay_replicated(
+        self, redis: Redis, batch: int, min_replicas: int, replica_timeout_ms: int
+    ) -> int:
+        script = self._script(redis)
+        total = 0
+        while entries := self.pending(limit=batch):
+            keys, args = _replay_arguments(entries, self.marker_ttl_s)
+            pipe = redis.pipeline(transaction=False)
+            script(keys=keys, args=args, client=pipe)
+            pipe.wait(min_replicas, replica_timeout_ms)
+            (done, error), replicas = pipe.execute()
+            if int(replicas) < min_replicas:
+                raise SpoolReplayError(
+                    f"{done} spooled entries reached {replicas} of {min_replicas} replica(s)"
+                    f" within {replica_timeout_ms} ms; they stay in {self.path}"
+                )
             if done:
                 self._delete(entries[0].seq, entries[done - 1].seq)
                 total += done
@@ -285,8 +325,11 @@ class SpoolFlusher:
         interval: float = 1.0,
         backoff_base: float = 0.1,
         backoff_cap: float = 30.0,
+        min_replicas: int = 0,
+        replica_timeout_ms: int = 1000,
     ):
         self.spool, self.redis, self.batch = spool, redis, batch
+        self.min_replicas, self.replica_timeout_ms = min_replicas, replica_timeout_ms
         self.interval, self.backoff_base, self.backoff_cap = interval, backoff_base, backoff_cap
         self.replayed = 0
         self.failures = 0
@@ -310,7 +353,9 @@ class SpoolFlusher:
     def flush_once(self) -> int:
         """One replay attempt; returns the number replayed (0 after a failure)."""
         try:
-            count = self.spool.replay(self.redis, batch=self.batch)
+            count = self.spool.replay(
+                self.redis, self.batch, self.min_replicas, self.replica_timeout_ms
+            )
         except (SpoolReplayError, *REDIS_DOWN) as exc:
             self.failures += 1
             self.last_error = exc

@@ -36,6 +36,23 @@ LANES = ("emergency", "routine")
 PUBLISH_CHUNK = 1000  # events per pipeline round trip (bounds client and server buffers)
 
 
+class NotReplicatedError(Exception):
+    """Redis took the events, but fewer replicas than asked confirmed them within the timeout.
+
+    They are NOT acknowledged: a failover now could lose them. Publish them again (same ids;
+    ingest drops the copies that did survive) or let a spool keep them. `event_ids` names them
+    (for `publish_raw`, whose bytes are not parsed here, the stream entry id).
+    """
+
+    def __init__(self, event_ids: Sequence[str], replicas: int, required: int, timeout_ms: int):
+        self.event_ids = list(event_ids)
+        self.replicas, self.required, self.timeout_ms = replicas, required, timeout_ms
+        super().__init__(
+            f"{len(self.event_ids)} event(s) reached {replicas} of the {required} replica(s)"
+            f" required within {timeout_ms} ms; not acknowledged"
+        )
+
+
 def _default_priority(event_type: str) -> Priority | None:
     known = BUILTIN_TYPES.get(event_type)
     return known[1] if known else None
@@ -62,6 +79,8 @@ class Producer:
         spool: Spool | None = None,
         flusher: SpoolFlusher | None = None,
         backpressure: bool = True,
+        min_replicas: int = 0,
+        replica_timeout_ms: int = 1000,
     ):
         self.redis = redis
         self.department = department
@@ -73,6 +92,13 @@ class Producer:
         self.spool = spool
         self.flusher = flusher
         self.gauge = PressureGauge(redis, self.keys) if backpressure else None
+        # Durable acknowledgement (opt-in): a publish counts only once `min_replicas` replicas
+        # hold it (WAIT in the same pipeline), so a failover cannot lose an acknowledged event.
+        # Keep `replica_timeout_ms` below the client's socket timeout (5 s by default).
+        if min_replicas < 0 or (min_replicas and replica_timeout_ms <= 0):
+            raise ValueError("min_replicas must be >= 0 and replica_timeout_ms > 0")
+        self.min_replicas = min_replicas
+        self.replica_timeout_ms = replica_timeout_ms
 
     def _lane(self, event_type: str, priority: Any) -> str:
         resolved = priority or self._priorities.get(event_type) or _default_priority(event_type)
@@ -110,16 +136,12 @@ class Producer:
             except Backpressure as exc:
                 raise Backpressure(exc.detail, refused=[event_id]) from None
         if self.spool is not None:
+            if self.min_replicas:
+                return self._publish_many_or_spool([(stream, event_id, body)])[0]
             xadd_or_spool(self.redis, self.spool, stream, {"e": body}, event_id=event_id,
                           flusher=self.flusher)  # fmt: skip
             return event_id
-        try:
-            self.redis.xadd(stream, {EVENT_FIELD: body})
-        except ResponseError as exc:
-            if is_oom(exc):
-                raise Backpressure(str(exc), refused=[event_id]) from exc
-            raise
-        return event_id
+        return self._send([(stream, event_id, body)])[0]
 
     def publish_many(self, events: Iterable[Event | dict[str, Any]]) -> list[str]:
         """Publish a batch pipelined; returns the ids in order.
@@ -141,19 +163,36 @@ class Producer:
         if self.spool is not None:
             ids = self._publish_many_or_spool(encoded)
         else:
-            ids = [event_id for _, event_id, _ in encoded]
-            try:
-                for start in range(0, len(encoded), PUBLISH_CHUNK):
-                    pipe = self.redis.pipeline(transaction=False)
-                    for stream, _, body in encoded[start : start + PUBLISH_CHUNK]:
-                        pipe.xadd(stream, {EVENT_FIELD: body})
-                    pipe.execute()
-            except ResponseError as exc:
-                if is_oom(exc):
-                    raise Backpressure(str(exc), refused=ids) from exc
-                raise
+            ids = self._send(encoded)
         if pressure is not None:
             raise Backpressure(pressure.detail, accepted=ids, refused=refused)
+        return ids
+
+    def _send(self, encoded: Sequence[tuple[str, str, bytes]]) -> list[str]:
+        """XADD the batch pipelined, `PUBLISH_CHUNK` entries per round trip; with
+        `min_replicas`, each round trip ends with ``WAIT min_replicas timeout``.
+
+        WAIT blocks until that many replicas confirmed every write this connection made, so
+        its reply covers the whole chunk; fewer -> `NotReplicatedError` (the chunks before it
+        are replicated; sending the batch again is safe, ingest drops duplicates). Redis's
+        own memory limit (OOM) -> `Backpressure`."""
+        ids = [event_id for _, event_id, _ in encoded]
+        try:
+            for start in range(0, len(encoded), PUBLISH_CHUNK):
+                pipe = self.redis.pipeline(transaction=False)
+                for stream, _, body in encoded[start : start + PUBLISH_CHUNK]:
+                    pipe.xadd(stream, {EVENT_FIELD: body})
+                if self.min_replicas:
+                    pipe.wait(self.min_replicas, self.replica_timeout_ms)
+                replies = pipe.execute()
+                if self.min_replicas and int(replies[-1]) < self.min_replicas:
+                    raise NotReplicatedError(
+                        ids, int(replies[-1]), self.min_replicas, self.replica_timeout_ms
+                    )
+        except ResponseError as exc:
+            if is_oom(exc):
+                raise Backpressure(str(exc), refused=ids) from exc
+            raise
         return ids
 
     def _publish_many_or_spool(self, encoded: list[tuple[str, str, bytes]]) -> list[str]:
@@ -162,13 +201,9 @@ class Producer:
         assert self.spool is not None
         if not self.spool.has_pending():
             try:
-                pipe = self.redis.pipeline(transaction=False)
-                for stream, _, body in encoded:
-                    pipe.xadd(stream, {EVENT_FIELD: body})
-                pipe.execute()
-                return [event_id for _, event_id, _ in encoded]
-            except REDIS_DOWN:
-                pass
+                return self._send(encoded)
+            except (*REDIS_DOWN, NotReplicatedError):
+                pass  # spooled below; copies that did reach Redis are dropped by ingest's dedupe
         self.spool.append_many([(stream, {"e": body}, eid) for stream, eid, body in encoded])
         if self.flusher is not None:
             self.flusher.wake()
@@ -176,9 +211,18 @@ class Producer:
 
     def publish_raw(self, body: bytes, lane: str = "routine") -> str:
         """Publish bytes as they are (for bridges that relay already-encoded events)."""
-        return self.redis.xadd(
-            self.keys.ingest(self.department, lane), {EVENT_FIELD: body}
-        ).decode()
+        stream = self.keys.ingest(self.department, lane)
+        if self.min_replicas:
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.xadd(stream, {EVENT_FIELD: body})
+            pipe.wait(self.min_replicas, self.replica_timeout_ms)
+            entry_id, replicas = pipe.execute()
+            if int(replicas) < self.min_replicas:
+                raise NotReplicatedError(
+                    [entry_id.decode()], int(replicas), self.min_replicas, self.replica_timeout_ms
+                )
+            return str(entry_id.decode())
+        return self.redis.xadd(stream, {EVENT_FIELD: body}).decode()
 
     def publish_cap(self, xml: bytes, lane: str | None = None) -> str:
         """Publish a raw CAP 1.2 alert (for bridges relaying NWS/IPAWS feeds); returns the
@@ -196,13 +240,29 @@ class Producer:
         if lane not in LANES:
             raise ValueError(f"unknown lane {lane!r}; lanes are {', '.join(LANES)}")
         stream = self.keys.ingest(self.department, lane)
+        if self.gauge is not None and lane != "emergency":
+            self.gauge.check()  # Backpressure: a routine alert waits like any routine event
         if self.spool is not None:
             where = xadd_or_spool(
                 self.redis, self.spool, stream, {"cap": xml}, flusher=self.flusher
             )
             return where.ref if where.where == "redis" else f"spool:{where.ref}"
-        entry_id = self.redis.xadd(stream, {CAP_FIELD: xml})
-        return entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.xadd(stream, {CAP_FIELD: xml})
+        if self.min_replicas:
+            pipe.wait(self.min_replicas, self.replica_timeout_ms)
+        try:
+            replies = pipe.execute()
+        except ResponseError as exc:
+            if is_oom(exc):
+                raise Backpressure(str(exc)) from exc
+            raise
+        entry_id = replies[0].decode() if isinstance(replies[0], bytes) else str(replies[0])
+        if self.min_replicas and int(replies[-1]) < self.min_replicas:
+            raise NotReplicatedError(
+                [entry_id], int(replies[-1]), self.min_replicas, self.replica_timeout_ms
+            )
+        return entry_id
 
 
 @dataclass(frozen=True)

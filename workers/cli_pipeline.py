@@ -17,11 +17,12 @@ from tqdm import tqdm
 
 from city.events import Event, new_event_id, source_for
 from jobs.context import RouteContext
+from queues.connect import WORKER_SETTINGS
 from queues.inbox import Inbox
 from queues.limits import Backpressure
 from queues.metrics import PRIORITIES
 from queues.priority import ROLES
-from queues.streams import Producer
+from queues.streams import NotReplicatedError, Producer
 from workers import logs
 from workers.runtime import Runtime
 
@@ -62,6 +63,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.add_argument("--cap", help="a CAP 1.2 alert (XML file, '-' for stdin): publish its events")
     p.add_argument("--dry-run", action="store_true", help="with --cap: print the events only")
     p.add_argument("--raw", action="store_true", help="with --cap: send the XML; ingest parses it")
+    p.add_argument(
+        "--min-replicas",
+        type=int,
+        default=int(os.environ.get("CITYRELAY_MIN_REPLICAS", "0")),
+        help="acknowledge only once this many replicas hold the events (WAIT); exit 3 if"
+        " they do not within --replica-timeout-ms (env CITYRELAY_MIN_REPLICAS, default 0)",
+    )
+    p.add_argument("--replica-timeout-ms", type=int, default=1000, help="default: 1000")
     p.set_defaults(func=cmd_publish)
 
     p = subparsers.add_parser("ingest", help="run the ingest consumer (streams -> RQ queues)")
@@ -95,7 +104,23 @@ def cmd_publish(args: argparse.Namespace, runtime: Runtime) -> int:
         from workers.cli_emergency import publish_cap
 
         return publish_cap(args, runtime)
-    producer = Producer(runtime.redis(), args.dept, runtime.keys)
+    producer = Producer(
+        runtime.redis(),
+        args.dept,
+        runtime.keys,
+        min_replicas=args.min_replicas,
+        replica_timeout_ms=args.replica_timeout_ms,
+    )
+    try:
+        return _publish(args, producer)
+    except NotReplicatedError as exc:
+        # The events may be on the primary, but a failover could lose them: publish again
+        # (same ids; ingest drops the copies that survived).
+        print(f"publish: not acknowledged: {exc}", file=sys.stderr)
+        return 3
+
+
+def _publish(args: argparse.Namespace, producer: Producer) -> int:
     if args.file:
         return _publish_file(producer, args.file)
     if not args.event_type:
@@ -205,7 +230,7 @@ def cmd_ingest(args: argparse.Namespace, runtime: Runtime) -> int:
     config, _ = runtime.city()
     lanes = [lane.strip() for lane in args.lanes.split(",") if lane.strip()]
     _lower_priority(args.nice, routine_only="emergency" not in lanes)
-    worker = IngestWorker(runtime.redis(), runtime.keys, config, lanes=lanes)
+    worker = IngestWorker(runtime.redis(**WORKER_SETTINGS), runtime.keys, config, lanes=lanes)
     worker.run(_stop_on_signals())
     return 0
 
@@ -221,7 +246,7 @@ def cmd_worker(args: argparse.Namespace, runtime: Runtime) -> int:
     # RQ logs every job at INFO: only with --log-level DEBUG (our summary is the INFO line).
     rq_level = "DEBUG" if logging.getLogger().isEnabledFor(logging.DEBUG) else "WARNING"
     run_worker(
-        runtime.redis(),
+        runtime.redis(**WORKER_SETTINGS),
         runtime.keys,
         args.role,
         context,

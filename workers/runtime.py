@@ -9,10 +9,12 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from redis import Redis
 
 from city.config import CityConfig, load_city
+from queues.connect import COMMAND_SETTINGS, redis_from_url
 from queues.keys import Keys, default_prefix
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -42,9 +44,13 @@ class Runtime:
     def keys(self) -> Keys:
         return Keys(self.prefix)
 
-    def redis(self, **kwargs: object) -> Redis:
-        """A client for this runtime's Redis (bytes replies: stream payloads are not decoded)."""
-        return Redis.from_url(self.redis_url, **kwargs)  # type: ignore[arg-type]
+    def redis(self, **kwargs: Any) -> Redis:
+        """A client for this runtime's Redis (bytes replies: stream payloads are not decoded).
+
+        Built by `redis_from_url`, so ``redis+sentinel://`` URLs work. By default it suits a
+        one-shot command (a prompt error when Redis is unreachable); long-running processes
+        pass ``**WORKER_SETTINGS`` to ride out restarts and failovers."""
+        return redis_from_url(self.redis_url, **{**COMMAND_SETTINGS, **kwargs})
 
     def city(self) -> tuple[CityConfig, Path]:
         if self.config_path is None:

@@ -105,11 +105,15 @@ def _handler_class() -> type:
 
 @dataclass
 class LocalRedisServer:
-    """A real `redis-server` child process on its own port, with its own data directory."""
+    """A real `redis-server` child process on its own port, with its own data directory.
+
+    `replicaof` (host, port) starts it as a replica of another server (tests of failover).
+    """
 
     port: int = field(default_factory=free_port)
     appendonly: bool = False
     directory: Path | None = None
+    replicaof: tuple[str, int] | None = None
     _process: subprocess.Popen[bytes] | None = None
 
     @staticmethod
@@ -123,6 +127,7 @@ class LocalRedisServer:
     def start(self) -> LocalRedisServer:
         if self.directory is None:
             self.directory = Path(tempfile.mkdtemp(prefix="cityrelay-redis-"))
+        self.directory.mkdir(parents=True, exist_ok=True)
         args = [
             "redis-server",
             "--port", str(self.port),
@@ -132,6 +137,9 @@ class LocalRedisServer:
             "--appendonly", "yes" if self.appendonly else "no",
             "--appendfsync", "everysec",
         ]  # fmt: skip
+        if self.replicaof is not None:
+            args += ["--replicaof", self.replicaof[0], str(self.replicaof[1])]
+        args += ["--repl-diskless-sync-delay", "0"]  # replicas sync at once, not after 5 s
         self._process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         _wait_for(lambda: redis_reachable(self.url), f"redis-server on port {self.port}")
         return self
@@ -145,6 +153,88 @@ class LocalRedisServer:
             self._process.terminate()
         self._process.wait(timeout=10)
         self._process = None
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process is not None else None
+
+    def client(self, **kwargs: object) -> Redis:
+        """A plain client straight to this server (not through any sentinel)."""
+        return Redis(host="127.0.0.1", port=self.port, **kwargs)  # type: ignore[arg-type]
+
+
+@dataclass
+class LocalSentinel:
+    """A real Redis Sentinel (`redis-server --sentinel`) watching one master, for tests.
+
+    Short `down_after_ms` and `failover_timeout_ms` make a failover take a few seconds instead
+    of the production defaults (30 s, 3 min). Sentinel rewrites its config file, so each one
+    gets its own directory.
+    """
+
+    master_port: int
+    service: str = "mymaster"
+    quorum: int = 1
+    down_after_ms: int = 1000
+    failover_timeout_ms: int = 3000
+    port: int = field(default_factory=free_port)
+    directory: Path | None = None
+    _process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self) -> LocalSentinel:
+        if self.directory is None:
+            self.directory = Path(tempfile.mkdtemp(prefix="cityrelay-sentinel-"))
+        self.directory.mkdir(parents=True, exist_ok=True)
+        conf = self.directory / "sentinel.conf"
+        conf.write_text(
+            f"port {self.port}\nbind 127.0.0.1\ndir {self.directory}\n"
+            f"sentinel monitor {self.service} 127.0.0.1 {self.master_port} {self.quorum}\n"
+            f"sentinel down-after-milliseconds {self.service} {self.down_after_ms}\n"
+            f"sentinel failover-timeout {self.service} {self.failover_timeout_ms}\n"
+            f"sentinel parallel-syncs {self.service} 1\n"
+        )
+        self._process = subprocess.Popen(
+            ["redis-server", str(conf), "--sentinel"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        _wait_for(lambda: self.master() is not None, f"sentinel on port {self.port}")
+        return self
+
+    def client(self) -> Redis:
+        return Redis(host="127.0.0.1", port=self.port, socket_timeout=1.0, decode_responses=True)
+
+    def master(self) -> tuple[str, int] | None:
+        """The master's address as this sentinel sees it now."""
+        try:
+            found = self.client().sentinel_get_master_addr_by_name(self.service)
+        except (RedisError, OSError):
+            return None
+        return (found[0], int(found[1])) if found else None
+
+    def replicas_known(self) -> int:
+        """How many healthy replicas the sentinel has discovered (it learns them from INFO)."""
+        try:
+            replicas = self.client().sentinel_slaves(self.service)
+        except (RedisError, OSError):
+            return 0
+        return sum(1 for r in replicas if not (r.get("is_sdown") or r.get("is_odown")))
+
+    def stop(self) -> None:
+        if self._process is None:
+            return
+        self._process.terminate()
+        self._process.wait(timeout=10)
+        self._process = None
+
+
+def sentinel_url(sentinels: list[LocalSentinel], service: str = "mymaster", db: int = 0) -> str:
+    hosts = ",".join(s.address for s in sentinels)
+    return f"redis+sentinel://{hosts}/{service}/{db}"
 
 
 @dataclass

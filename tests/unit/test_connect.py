@@ -3,10 +3,19 @@
 from __future__ import annotations
 
 import pytest
-from redis.backoff import ExponentialWithJitterBackoff
+from redis.backoff import EqualJitterBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.sentinel import SentinelConnectionPool
 
-from queues.connect import PRODUCER_SETTINGS, parse_sentinel_url, redis_from_url
+from queues.connect import (
+    PRODUCER_SETTINGS,
+    WORKER_SETTINGS,
+    FailoverConnection,
+    parse_sentinel_url,
+    redis_from_url,
+)
+from workers.runtime import Runtime
+from workers.standins import free_port
 
 
 def test_sentinel_url_with_several_sentinels_db_and_passwords() -> None:
@@ -49,7 +58,7 @@ def test_plain_url_client_has_timeouts_and_backoff() -> None:
     assert (kwargs["socket_timeout"], kwargs["socket_connect_timeout"]) == (5.0, 2.0)
     retry = kwargs["retry"]
     assert retry.get_retries() == 4
-    assert isinstance(retry._backoff, ExponentialWithJitterBackoff)
+    assert isinstance(retry._backoff, EqualJitterBackoff)
 
 
 def test_producer_settings_fail_fast() -> None:
@@ -65,3 +74,23 @@ def test_sentinel_url_gives_a_sentinel_managed_client() -> None:
     assert pool.connection_kwargs["db"] == 4 and pool.connection_kwargs["password"] == "pw"
     sentinel = pool.sentinel_manager.sentinels[0]
     assert sentinel.connection_pool.connection_kwargs["password"] == "sp"
+
+
+def test_sentinel_connections_find_the_master_again_on_every_reconnect() -> None:
+    client = redis_from_url("redis+sentinel://127.0.0.1:1/mymaster/0")
+    pool = client.connection_pool
+    assert pool.connection_class is FailoverConnection
+    connection = pool.make_connection()
+    asked = []
+    pool.proxy.get_master_address = lambda: asked.append(1) or ("127.0.0.1", free_port())  # type: ignore[method-assign]
+    connection.host, connection.port = "127.0.0.1", 1  # where the old master was
+    with pytest.raises(RedisConnectionError):
+        connection.connect_check_health()  # the path a retried command takes
+    assert asked and connection.port != 1
+
+
+def test_commands_fail_promptly_while_processes_ride_out_a_failover() -> None:
+    runtime = Runtime.from_env(redis_url="redis+sentinel://127.0.0.1:1/mymaster/0")
+    command = runtime.redis().connection_pool.connection_kwargs["retry"]
+    process = runtime.redis(**WORKER_SETTINGS).connection_pool.connection_kwargs["retry"]
+    assert (command.get_retries(), process.get_retries()) == (3, 12)
