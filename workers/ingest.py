@@ -33,6 +33,7 @@ from typing import Any
 
 from redis import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import MasterDownError, OutOfMemoryError, ReadOnlyError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from rq import Queue, Retry
 
@@ -280,7 +281,9 @@ class IngestWorker:
                     time.sleep(block / 1000)
                 summary.tick(self.lag)
                 backoff = 0.1
-            except (RedisConnectionError, RedisTimeoutError) as exc:
+            except (RedisConnectionError, RedisTimeoutError, ResponseError) as exc:
+                if isinstance(exc, ResponseError) and not refuses_for_now(exc):
+                    raise
                 log.warning(
                     "redis unavailable; retrying",
                     extra={"error": f"{type(exc).__name__}: {exc}", "retry_in_s": backoff,
@@ -311,6 +314,18 @@ def _batches(
         else:
             batches.append([item])
     return batches
+
+
+# Refusals a healthy Redis gives for a while (out of memory, no replica in sync, a replica
+# being promoted): wait and try again instead of ending the process. What ingest had read and
+# not handed on stays pending and is reclaimed; nothing is lost.
+TRANSIENT_REFUSALS = (OutOfMemoryError, ReadOnlyError, MasterDownError)
+
+
+def refuses_for_now(error: ResponseError) -> bool:
+    # redis-py maps most codes to classes (and drops the code); NOREPLICAS and BUSY it does not.
+    text = str(error)
+    return isinstance(error, TRANSIENT_REFUSALS) or text.startswith(("NOREPLICAS", "BUSY "))
 
 
 def _job_id(prefix: str, queue: str, batch: Sequence[tuple[Entry, dict[str, Any]]]) -> str:

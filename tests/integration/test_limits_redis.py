@@ -1,8 +1,11 @@
 """Limits on a real Redis: the memory guard reads Redis's own figures, and Redis's hard limit
-(maxmemory, noeviction) reaches producers as the same retryable `Backpressure`."""
+(maxmemory, noeviction) reaches producers as the same retryable `Backpressure`, and ingest waits
+it out instead of ending."""
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -13,6 +16,7 @@ from city.events import Event, source_for
 from queues.limits import Backpressure, MemoryGuard, read_pressure
 from queues.streams import Producer
 from tests.conftest import require_redis_server
+from workers.ingest import IngestWorker
 from workers.standins import LocalRedisServer
 
 pytestmark = pytest.mark.integration
@@ -60,3 +64,31 @@ def test_redis_out_of_memory_reaches_the_producer_as_backpressure(small_redis, k
             producer.publish_many([incident(note="x" * 2000) for _ in range(50)])
             accepted += 50
     assert 0 < accepted < 10_000 and len(refused.value.refused) == 50
+
+
+def test_ingest_waits_out_a_redis_that_is_out_of_memory_and_loses_nothing(
+    small_redis, keys, seattle
+):
+    config, _ = seattle
+    config = config.model_copy(
+        update={"routing": config.routing.model_copy(update={"claim_idle_ms": 200})}
+    )
+    events = [incident() for _ in range(20)]
+    Producer(small_redis, "sdot", keys, backpressure=False).publish_many(events)
+    worker = IngestWorker(small_redis, keys, config, consumer="oom")
+    small_redis.config_set("maxmemory-policy", "noeviction")
+    small_redis.config_set("maxmemory", small_redis.info("memory")["used_memory"])
+    stop = threading.Event()
+    loop = threading.Thread(target=worker.run, args=(stop,), daemon=True)
+    loop.start()
+    time.sleep(1.5)
+    assert loop.is_alive()  # refused (OOM), waiting: not crashed
+    assert small_redis.hget(keys.stats, "in:sdot") is None
+    small_redis.config_set("maxmemory", 0)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and small_redis.hget(keys.stats, "in:sdot") != b"20":
+        time.sleep(0.1)
+    stop.set()
+    loop.join(10)
+    assert small_redis.hget(keys.stats, "in:sdot") == b"20"
+    assert small_redis.xpending(keys.ingest("sdot"), "router")["pending"] == 0
