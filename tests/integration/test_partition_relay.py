@@ -96,15 +96,17 @@ def test_relay_killed_mid_stream_loses_and_duplicates_nothing(
             ]
             Producer(ra, "sdot", keys).publish_many(events)
             published += [e.id for e in events]
+            relay.send_signal(signal.SIGSTOP)  # the whole round waits in the outbox...
             harness.run()  # routed on a: spd-west and traffic-management go to a's outbox for b
+            relay.send_signal(signal.SIGCONT)  # ...so the kill below lands mid-stream
             if round_ == 4:
                 break  # the last relay started moves the last round, then stops on SIGTERM
             # Kill the relay while it is moving this round's entries, then start it again.
             deadline = time.monotonic() + 20
-            while rb.xlen(keys.inbox("spd-west")) < len(published) - 150:
+            while rb.xlen(keys.inbox("spd-west")) < len(published) - 225:
                 assert time.monotonic() < deadline, "the relay made no progress"
-                time.sleep(0.005)
-            time.sleep(rng.uniform(0, 0.01) if round_ else 0)  # the first kill: at once
+                time.sleep(0.0005)
+            time.sleep(rng.uniform(0, 0.002) if round_ else 0)  # the first kill: at once
             relay.send_signal(signal.SIGKILL)
             relay.wait()
             left_at_kill.append(ra.xlen(outbox))
