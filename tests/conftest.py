@@ -8,6 +8,7 @@ summary says so. Every test works under its own key prefix and deletes only its 
 
 from __future__ import annotations
 
+import logging
 import os
 import uuid
 from collections.abc import Iterator
@@ -31,6 +32,17 @@ _backend: dict[str, str] = {}
 # Inputs tried at ingest: "n" JSON bodies (tests/unit/test_hostile_input.py), "cap" raw CAP
 # documents (tests/unit/test_hostile_cap.py).
 HOSTILE_TRIED = {"n": 0, "cap": 0}
+
+
+@pytest.fixture(autouse=True)
+def _root_logging_restored() -> Iterator[None]:
+    """`cityrelay` commands run in-process install their log handler on the root logger; put
+    the root logger back after each test so one test's handler never writes into the next."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
 
 
 @pytest.fixture(scope="session")
