@@ -71,6 +71,7 @@ class StatsView:
     acks_seen: dict[int, int] = field(default_factory=dict)  # level the ack cancelled
     notifications: dict[tuple[str, str], int] = field(default_factory=dict)  # (channel, result)
     emergencies_tracked: int = 0
+    inbox_trimmed: dict[str, int] = field(default_factory=dict)  # dept (queues/limits.py)
 
     @classmethod
     def of(cls, stats: Mapping[str, int]) -> StatsView:
@@ -96,6 +97,8 @@ class StatsView:
                 view.notifications[(channel, result)] = value
             elif name == "emergency:tracked":
                 view.emergencies_tracked = value
+            elif kind == "inbox_trimmed":
+                view.inbox_trimmed[label] = value
             elif not label:
                 view.outcomes[name] = value
         return view

@@ -126,7 +126,14 @@ def counters(view: StatsView) -> Iterator[CounterMetricFamily]:
     )
     for (channel, result), value in sorted(view.notifications.items()):
         notes.add_metric([channel, result], value)
-    yield from (dead, totals, tracked, escalations, acks, notes)
+    trimmed = CounterMetricFamily(
+        "cityrelay_inbox_trimmed",
+        "Inbox entries trimmed at the inbox bound (the department stopped consuming)",
+        labels=["department"],
+    )
+    for dept, value in sorted(view.inbox_trimmed.items()):
+        trimmed.add_metric([dept], value)
+    yield from (dead, totals, tracked, escalations, acks, notes, trimmed)
 
 
 def gauges(snap: Snapshot) -> Iterator[GaugeMetricFamily]:
@@ -163,7 +170,12 @@ def gauges(snap: Snapshot) -> Iterator[GaugeMetricFamily]:
         pending.add_metric([dept], state.pending)
         if state.lag is not None:
             lag.add_metric([dept], state.lag)
-    yield from (backlog, inbox, pending, lag)
+    pressure = GaugeMetricFamily(
+        "cityrelay_backpressure",
+        "1 while Redis memory is above the high watermark and routine publishes are refused",
+    )
+    pressure.add_metric([], 1 if snap.backpressure else 0)
+    yield from (backlog, inbox, pending, lag, pressure)
 
     workers = GaugeMetricFamily(
         "cityrelay_workers", "RQ workers alive per role, idle or busy", labels=["role", "state"]

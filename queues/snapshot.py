@@ -6,6 +6,7 @@ the Prometheus exporter (`queues.observe`) and `cityrelay status` both show it.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -63,6 +64,7 @@ class Snapshot:
     hot_entries: dict[str, int]
     hot_bytes: int
     acks: AckState
+    backpressure: dict[str, Any] | None = None  # the memory guard's flag (queues/limits.py)
 
 
 def city_snapshot(
@@ -101,6 +103,7 @@ def city_snapshot(
     # The window needs no precision: this host's clock; deadlines are compared on Redis's.
     since_ms = int((time.time() - ack_window_s) * 1000)
     pipe.zrevrangebyscore(keys.emergencies, "+inf", since_ms, start=0, num=ACK_WINDOW_MAX)
+    pipe.get(keys.backpressure)
     replies = iter(pipe.execute(raise_on_error=False))
 
     stats = {_text(k): int(v) for k, v in _ok(next(replies), {}).items()}
@@ -144,6 +147,7 @@ def city_snapshot(
     secs, _ = _ok(next(replies), (time.time(), 0))
     types = sorted(_text(t) for t in _ok(next(replies), set()))
     emergency_ids = [_text(e) for e in _ok(next(replies), [])]
+    pressure = _ok(next(replies), None)
 
     # Second round trip: hot streams, worker keys, tracking records of recent emergencies.
     pipe = redis.pipeline(transaction=False)
@@ -178,6 +182,7 @@ def city_snapshot(
         hot_entries=hot_entries,
         hot_bytes=hot_bytes,
         acks=_ack_state(redis, keys, int(secs) * 1000, emergency_ids, records),
+        backpressure=json.loads(pressure) if pressure else None,
     )
 
 

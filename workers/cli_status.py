@@ -52,7 +52,12 @@ def report(snap: Snapshot) -> dict[str, Any]:
             "delivered_by_priority": {
                 p: n for (d, p), n in sorted(view.delivered.items()) if d == dept
             },
-            "inbox": {"length": inbox.length, "pending": inbox.pending, "lag": inbox.lag},
+            "inbox": {
+                "length": inbox.length,
+                "pending": inbox.pending,
+                "lag": inbox.lag,
+                "trimmed": view.inbox_trimmed.get(dept, 0),
+            },
         }
     acks = snap.acks
     return {
@@ -88,6 +93,7 @@ def report(snap: Snapshot) -> dict[str, Any]:
         "ingest_consumers": [
             {"name": c.name, "idle_s": c.idle_s, "pending": c.pending} for c in snap.consumers
         ],
+        "backpressure": snap.backpressure,
         "hot_tier": {
             "events": sum(snap.hot_entries.values()),
             "bytes": snap.hot_bytes,
@@ -132,6 +138,17 @@ def render(data: dict[str, Any]) -> str:
         ),
         f"dead letters: {data['deadletters']} ({_pairs(data['deadletters_by_reason'])})",
     ]
+    pressure = data.get("backpressure")
+    if pressure:
+        lines.append(
+            f"BACKPRESSURE: routine publishes refused ({pressure.get('used_mb')} MB used, "
+            f"high watermark {pressure.get('high_mb')} MB)"
+        )
+    trimmed = {d: v["inbox"]["trimmed"] for d, v in data["departments"].items()}
+    if any(trimmed.values()):
+        lines.append(
+            f"inbox entries trimmed at the bound: {_pairs({d: n for d, n in trimmed.items() if n})}"
+        )
     for priority, figures in data["latency"].items():
         lines.append(
             f"latency {priority:9s} n={figures['count']:<8} p50<={figures['p50_ms_le']:g} ms  "

@@ -9,9 +9,12 @@ import pytest
 from city.config import LimitsConfig
 from city.events import Event, source_for
 from queues.limits import Backpressure, MemoryGuard, watermarks
+from queues.snapshot import city_snapshot
 from queues.streams import Producer
 from tests.pipeline_harness import Harness
+from tests.unit.test_observe import scrape
 from workers.cli import main
+from workers.cli_status import report
 
 WEST = {"lat": 47.6205, "lon": -122.3493}
 
@@ -60,6 +63,13 @@ def test_an_inbox_nobody_reads_stays_bounded_with_one_alert_and_every_trim_count
     assert sorted(a["dept"] for a in raised) == sorted(recipients)
     # Nothing is lost for the city: every event is still in the hot tier for the archive.
     assert redis.xlen(keys.hot("traffic.incident")) == 1500
+    # Operators see it: the exporter and `cityrelay status`.
+    metrics = scrape(redis, keys, sorted(recipients))
+    for dept in recipients:
+        trimmed = metrics["cityrelay_inbox_trimmed_total"][(("department", dept),)]
+        assert trimmed == counters[f"inbox_trimmed:{dept}"]
+    status = report(city_snapshot(redis, keys, sorted(recipients)))
+    assert status["departments"]["spd-west"]["inbox"]["trimmed"] > 0
 
 
 def test_the_alarm_comes_before_anything_is_trimmed(redis, keys, seattle, seattle_router):
@@ -129,7 +139,10 @@ def test_routine_publishes_are_refused_under_backpressure_and_emergencies_pass(r
     assert mixed.value.refused == [e.id for e in routine[1:]]
     assert redis.xlen(keys.ingest("sdot")) == 0
     assert redis.xlen(keys.ingest("sdot", "emergency")) == 2
+    assert scrape(redis, keys, ["sdot"])["cityrelay_backpressure"][()] == 1
+    assert report(city_snapshot(redis, keys, ["sdot"]))["backpressure"]["used_mb"] == 900
     redis.delete(keys.backpressure)
+    assert scrape(redis, keys, ["sdot"])["cityrelay_backpressure"][()] == 0
     producer.gauge.interval = 0  # type: ignore[union-attr]
     assert producer.publish_many(routine) == [e.id for e in routine]
 
