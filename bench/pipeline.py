@@ -202,7 +202,8 @@ def run(
         max_backlog = 20_000
         chunk = 250 if rate is None else max(1, int(rate / 200))  # steady: 200 chunks/s
         t_start = time.time()
-        t_ms = int(redis.time()[0] * 1000)  # measure what was published from here on
+        secs, micros = redis.time()
+        t_ms = secs * 1000 + micros // 1000  # Redis time just before the first XADD
         next_emergency = t_start
         while time.time() - t_start < seconds:
             if rate is not None:
@@ -241,11 +242,7 @@ def run(
                 break
             time.sleep(0.05)
         stats = read_stats(redis, keys)
-        t0 = min(
-            int(entries[0][0].split(b"-")[0])
-            for d in ("transit", "sdot", "environment", "spu-water")
-            if (entries := redis.xrange(keys.ingest(d), min=str(t_ms), count=1))
-        )
+        t0 = t_ms  # (ingest trims its streams, so the first entry may be gone by now)
         last_delivery = max(
             int(redis.xrevrange(keys.inbox(d), count=1)[0][0].split(b"-")[0])
             for d in ("traffic-management", "transit", "environment", "public-health")
