@@ -203,12 +203,15 @@ class Pipeline:
         return orphans
 
 
-def config_file(claim_idle_ms: int | None) -> Path:
+def config_file(claim_idle_ms: int | None, events: int) -> Path:
     doc = yaml.safe_load(CONFIG.read_text())
     for layer in doc["layers"].values():
         layer["path"] = str((CONFIG.parent / layer["path"]).resolve())
     if claim_idle_ms is not None:
         doc["routing"]["claim_idle_ms"] = claim_idle_ms
+    # Nobody reads the inboxes during the run: bound them above what the run can deliver to
+    # one department, or the inbox bound (limits.inbox_max_len) would trim the oldest entries.
+    doc.setdefault("limits", {})["inbox_max_len"] = max(1000, 2 * events)
     path = Path(tempfile.mkstemp(suffix=".yaml", prefix="chaos-city-")[1])
     path.write_text(yaml.safe_dump(doc))
     return path
@@ -335,7 +338,7 @@ def run_chaos(
     prefix = f"chaos{run_id}"
     keys = Keys(prefix)
     redis = Redis.from_url(redis_url)
-    config = config_file(claim_idle_ms)
+    config = config_file(claim_idle_ms, events)
     city, base = load_city(config)
     router = Router.from_config(city, base)
     departments = city.department_ids
@@ -438,6 +441,7 @@ def run_chaos(
             "ingest_duplicates": stats.get("ingest_duplicates", 0),
             "route_duplicates": stats.get("duplicates", 0),
             "handled": handled(stats),
+            "inbox_trimmed": sum(v for k, v in stats.items() if k.startswith("inbox_trimmed:")),
             "failed_jobs": failed_jobs,
             "started_jobs_left": started_jobs,
             "foreign_inbox_entries": strangers,
