@@ -213,41 +213,22 @@ class Spool:
         round trip); otherwise `SpoolReplayError` and the batch stays spooled (its replay
         markers make the next attempt add nothing twice).
         """
-        if min_replicas:
-            return self._replay_replicated(redis, batch, min_replicas, replica_timeout_ms)
         script = self._script(redis)
         total = 0
         while entries := self.pending(limit=batch):
             keys, args = _replay_arguments(entries, self.marker_ttl_s)
-            done, error = script(keys=keys, args=args)
-            if done:
-                self._delete(entries[0].seq, entries[done - 1].seq)
-                total += done
-            if error:
-                bad = entries[done]
-                message = error.decode() if isinstance(error, bytes) else error
-                raise SpoolReplayError(
-                    f"Redis refused spooled entry {bad.seq} for {bad.stream} (event"
-                    f" {bad.event_id}): {message}; it stays in {self.path}"
-                )
-        return total
-
-    def _replay_replicated(
-        self, redis: Redis, batch: int, min_replicas: int, replica_timeout_ms: int
-    ) -> int:
-        script = self._script(redis)
-        total = 0
-        while entries := self.pending(limit=batch):
-            keys, args = _replay_arguments(entries, self.marker_ttl_s)
-            pipe = redis.pipeline(transaction=False)
-            script(keys=keys, args=args, client=pipe)
-            pipe.wait(min_replicas, replica_timeout_ms)
-            (done, error), replicas = pipe.execute()
-            if int(replicas) < min_replicas:
-                raise SpoolReplayError(
-                    f"{done} spooled entries reached {replicas} of {min_replicas} replica(s)"
-                    f" within {replica_timeout_ms} ms; they stay in {self.path}"
-                )
+            if min_replicas:  # the script and WAIT in one round trip
+                pipe = redis.pipeline(transaction=False)
+                script(keys=keys, args=args, client=pipe)
+                pipe.wait(min_replicas, replica_timeout_ms)
+                (done, error), replicas = pipe.execute()
+                if int(replicas) < min_replicas:
+                    raise SpoolReplayError(
+                        f"{done} spooled entries reached {replicas} of {min_replicas} replica(s)"
+                        f" within {replica_timeout_ms} ms; they stay in {self.path}"
+                    )
+            else:
+                done, error = script(keys=keys, args=args)
             if done:
                 self._delete(entries[0].seq, entries[done - 1].seq)
                 total += done
