@@ -175,7 +175,7 @@ def test_status_json_keeps_its_keys_and_adds_the_rest(harness, keys, redis, seat
     assert data["priorities"]["emergency"]["p99_ms_le"] is not None
     west = data["departments"]["spd-west"]
     assert west["delivered_by_priority"] == {"emergency": 1, "high": 1}
-    assert west["inbox"] == {"length": 2, "pending": 0, "lag": None}
+    assert west["inbox"] == {"length": 2, "pending": 0, "lag": None, "trimmed": 0}
     assert data["departments"]["sdot"]["in_by_priority"] == {"emergency": 1, "high": 1}
     assert data["deadletters_by_reason"] == {"malformed_json": 1}
     assert data["emergencies"]["tracked"] == 1
