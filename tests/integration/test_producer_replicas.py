@@ -7,7 +7,6 @@ every event when publish returns. The CLI exposes it as ``--min-replicas`` (exit
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,7 +17,7 @@ from city.events import Event, source_for
 from queues.keys import Keys
 from queues.spool import Spool, SpoolReplayError
 from queues.streams import NotReplicatedError, Producer
-from tests.conftest import SEATTLE
+from tests.conftest import SEATTLE, require_redis_server
 from workers.cli import main
 from workers.standins import LocalRedisServer
 
@@ -41,10 +40,7 @@ def ids_in(client: Redis, stream: str) -> list[str]:
 
 @pytest.fixture
 def primary_and_replica(tmp_path: Path) -> Iterator[tuple[LocalRedisServer, LocalRedisServer]]:
-    if not LocalRedisServer.available():
-        if os.environ.get("CI") == "true":
-            pytest.fail("CI=true but redis-server is not installed", pytrace=False)
-        pytest.skip("redis-server is not installed")
+    require_redis_server("this test runs a primary and a replica of its own")
     primary = LocalRedisServer(directory=tmp_path / "p").start()
     replica = LocalRedisServer(directory=tmp_path / "r", replicaof=("127.0.0.1", primary.port))
     replica.start()

@@ -40,7 +40,7 @@ from queues.keys import Keys
 from queues.priority import BULK, EMERGENCY, HIGH, ROUTINE, make_queue
 from queues.spool import Spool
 from queues.streams import LANES, NotReplicatedError, Producer
-from tests.conftest import ROOT, write_city
+from tests.conftest import ROOT, require_redis_server, write_city
 from tests.integration.test_processes import WEST, Processes, random_event
 from workers.ingest import IngestWorker
 from workers.standins import LocalRedisServer, LocalSentinel, sentinel_url
@@ -84,10 +84,7 @@ class Cluster:
 
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[Cluster]:
-    if not LocalRedisServer.available():
-        if os.environ.get("CI") == "true":
-            pytest.fail("CI=true but redis-server is not installed", pytrace=False)
-        pytest.skip("redis-server is not installed")
+    require_redis_server("this test runs a primary, replicas and a sentinel of its own")
     primary = LocalRedisServer(directory=tmp_path / "primary").start()
     replicas = [
         LocalRedisServer(directory=tmp_path / f"replica{i}", replicaof=("127.0.0.1", primary.port))
