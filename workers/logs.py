@@ -110,6 +110,9 @@ def default_level() -> str:
     return configured if configured in LEVELS else "INFO"
 
 
+CHATTY_LIBRARIES = ("botocore", "boto3", "s3transfer", "urllib3", "mail.log")
+
+
 def configure(
     fmt: str | None = None,
     level: str | None = None,
@@ -130,6 +133,11 @@ def configure(
     handler.addFilter(_RoleFilter())
     root.addHandler(handler)
     root.setLevel((level or default_level()).upper())
+    # Libraries that narrate every request at INFO (S3 credentials, HTTP pools) speak up only
+    # with --log-level DEBUG.
+    quiet = logging.DEBUG if root.level <= logging.DEBUG else logging.WARNING
+    for name in CHATTY_LIBRARIES:
+        logging.getLogger(name).setLevel(quiet)
     return handler
 
 
