@@ -89,8 +89,9 @@ def test_a_replicated_publish_is_on_the_replica_when_it_returns(primary_and_repl
 
 
 def test_cli_min_replicas_exits_3_when_not_acknowledged(
-    redis_url, keys, monkeypatch, capsys
+    redis_url, redis, keys, monkeypatch, capsys
 ) -> None:
+    # `redis` (the real_redis fixture) deletes this test's keys afterwards.
     monkeypatch.setenv("REDIS_URL", redis_url)
     monkeypatch.setenv("CITYRELAY_MIN_REPLICAS", "1")  # read when the parser is built
     args = ["--prefix", keys.prefix, "--config", str(SEATTLE), "publish", "--dept", "sdot",
