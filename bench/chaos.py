@@ -41,6 +41,7 @@ import yaml  # noqa: E402
 from redis import Redis  # noqa: E402
 from rq.registry import FailedJobRegistry, StartedJobRegistry  # noqa: E402
 
+from bench.pipeline import _exit_on_sigterm  # noqa: E402
 from city.config import load_city  # noqa: E402
 from city.events import Event, source_for  # noqa: E402
 from city.routing import Router  # noqa: E402
@@ -467,15 +468,6 @@ def run_chaos(
         pipeline.stop()
         delete_city(redis, keys)
         config.unlink()
-
-
-def _exit_on_sigterm() -> None:
-    """`timeout` sends SIGTERM: turn it into SystemExit so `finally` stops the processes."""
-
-    def handler(signum: int, frame: object) -> None:
-        raise SystemExit(143)
-
-    signal.signal(signal.SIGTERM, handler)
 
 
 def main() -> None:

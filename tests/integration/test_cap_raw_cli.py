@@ -9,23 +9,11 @@ import pytest
 
 from city.cap import events_from_cap
 from queues.inbox import Inbox
-from tests.conftest import SEATTLE
 from tests.pipeline_harness import Harness
 from tests.scenarios.emergency_city import cap_alert
-from workers.cli import main
 
 pytestmark = pytest.mark.integration
 OEM = "emergency-management"
-
-
-@pytest.fixture
-def cli(redis_url, keys, monkeypatch):  # type: ignore[no-untyped-def]
-    monkeypatch.setenv("REDIS_URL", redis_url)
-
-    def run(*args: str) -> int:
-        return main(["--prefix", keys.prefix, "--config", str(SEATTLE), *args])
-
-    return run
 
 
 def test_raw_publish_is_routed_with_the_ids_the_parsed_path_gives(  # type: ignore[no-untyped-def]

@@ -10,20 +10,10 @@ import sys
 import pytest
 
 from jobs.context import RouteContext
-from tests.conftest import ROOT, SEATTLE
+from tests.conftest import ROOT
 from workers.cli import main
 from workers.ingest import IngestWorker
 from workers.worker import build_worker
-
-
-@pytest.fixture
-def cli(redis_url, keys, monkeypatch):
-    monkeypatch.setenv("REDIS_URL", redis_url)
-
-    def run(*args: str) -> int:
-        return main(["--prefix", keys.prefix, "--config", str(SEATTLE), *args])
-
-    return run
 
 
 def test_publish_route_and_read_an_inbox(cli, capsys, redis, keys, seattle, seattle_router):

@@ -8,23 +8,12 @@ import json
 import pytest
 
 from queues.inbox import Inbox
-from tests.conftest import ROOT, SEATTLE
+from tests.conftest import ROOT
 from tests.pipeline_harness import Harness
 from tests.scenarios.emergency_city import cap_alert
-from workers.cli import main
 
 pytestmark = pytest.mark.integration
 CAP = ROOT / "tests" / "data" / "cap"
-
-
-@pytest.fixture
-def cli(redis_url, keys, monkeypatch):  # type: ignore[no-untyped-def]
-    monkeypatch.setenv("REDIS_URL", redis_url)
-
-    def run(*args: str) -> int:
-        return main(["--prefix", keys.prefix, "--config", str(SEATTLE), *args])
-
-    return run
 
 
 def test_dry_run_prints_the_events_and_publishes_nothing(cli, capsys, redis, keys, tmp_path):  # type: ignore[no-untyped-def]
