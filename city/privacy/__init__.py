@@ -3,8 +3,10 @@ holds the pydantic models of the ``privacy:`` section and `parse_privacy`; `tran
 keep / drop / redact / mask ops and the generalisation of place (H3) and time (buckets); `keys`
 the key ring, the HMAC signer and keyed pseudonyms; `views` the compiled per-recipient view and
 its note; `policy` the `PrivacyPolicy` that compiles and picks a view per (type, recipient,
-purpose); `precedence` the written-down precedence of transparency and protection. Modules
-here are pure: they may import the standard library, pydantic, h3, `city.errors`, `city.events`
+purpose); `precedence` the written-down precedence of transparency and protection. Beside
+them, each its own idea imported by module path: `consent` (consent records and receipts),
+`pia` (privacy impact assessments) and `opendata` (k-anonymous open data). Modules here are
+pure: they may import the standard library, pydantic, h3, numpy, `city.errors`, `city.events`
 and `city.policy` (the sharing view privacy narrows), and each other directly, never this
 `__init__`; nothing from queues/, jobs/ or workers/.
 """
