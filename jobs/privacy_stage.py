@@ -25,11 +25,11 @@ from redis import Redis
 from redis.client import Pipeline
 
 from city.config import CityConfig
-from city.consent import ConsentRecord, status_of
-from city.pia import Pia, effective_status, fingerprint, integration_id, unlisted_fields
 from city.policy import Decision, compile_subscriptions
 from city.policy import view as policy_view
 from city.privacy import KeyRing, Note, PrivacyConfig, PrivacyPolicy, parse_privacy
+from city.privacy.consent import ConsentRecord, status_of
+from city.privacy.pia import Pia, effective_status, fingerprint, integration_id, unlisted_fields
 from queues.consent import ConsentRegistry
 from queues.keys import Keys
 from queues.pia import PiaStore, quarantine

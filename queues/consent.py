@@ -16,9 +16,9 @@ from typing import Any, cast
 
 from redis import Redis
 
-from city.consent import ConsentRecord, State, change
-from city.consent import receipt as make_receipt
 from city.privacy import ControllerConfig
+from city.privacy.consent import ConsentRecord, State, change
+from city.privacy.consent import receipt as make_receipt
 from queues.keys import Keys
 
 LOG_MAXLEN = 1_000_000

@@ -1,4 +1,4 @@
-"""The PIA store, the quarantine stream and the alerts (Redis side of `city/pia.py`).
+"""The PIA store, the quarantine stream and the alerts (Redis side of `city/privacy/pia.py`).
 
 PIAs live in one hash (``dept/type`` -> JSON) with a version counter bumped in the same
 transaction as every change, so a router reloads them only when something changed (one GET
@@ -16,7 +16,7 @@ from typing import Any
 from redis import Redis
 from redis.client import Pipeline
 
-from city.pia import Pia
+from city.privacy.pia import Pia
 from queues.keys import Keys
 
 QUARANTINE_MAXLEN = 1_000_000

@@ -25,20 +25,20 @@ from typing import Any, cast
 import yaml
 from pydantic import ValidationError
 
-from city import opendata
 from city.config import CityConfig
-from city.consent import receipt, status_of
-from city.pia import Pia, PiaError, approve, effective_status, fingerprint, risks, submit
 from city.privacy import (
     PERSONAL,
     KeyRing,
     PrivacyConfig,
     PrivacyPolicy,
     consent_id,
+    opendata,
     parse_duration,
     parse_privacy,
     period_of,
 )
+from city.privacy.consent import receipt, status_of
+from city.privacy.pia import Pia, PiaError, approve, effective_status, fingerprint, risks, submit
 from jobs.privacy_stage import subscribers_of
 from queues.consent import ConsentRegistry
 from queues.pia import PiaStore

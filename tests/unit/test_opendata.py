@@ -14,8 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from city import opendata
-from city.privacy import parse_privacy
+from city.privacy import opendata, parse_privacy
 from tests.privacy_city import PRIVACY, incident
 
 

@@ -7,7 +7,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from city.pia import (
+from city.privacy import PrivacyPolicy, parse_privacy
+from city.privacy.pia import (
     Pia,
     PiaError,
     Risk,
@@ -18,7 +19,6 @@ from city.pia import (
     submit,
     unlisted_fields,
 )
-from city.privacy import PrivacyPolicy, parse_privacy
 from tests.privacy_city import PRIVACY, keyring
 
 NOW = datetime(2026, 11, 25, 12, tzinfo=UTC)

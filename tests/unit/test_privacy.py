@@ -326,15 +326,15 @@ def test_the_prepared_hmac_is_hmac_sha256(key: bytes, message: bytes) -> None:
 
 
 def test_memos_stay_bounded(monkeypatch) -> None:
-    import city.privacy as privacy
+    import city.privacy.transforms as transforms
 
-    monkeypatch.setattr(privacy, "CACHE_MAX", 1)
+    monkeypatch.setattr(transforms, "CACHE_MAX", 1)
     for minute in range(3):
         assert bucket_time(f"2026-11-25T10:0{minute}:30Z", 60) == f"2026-11-25T10:0{minute}:00Z"
     for lat in (47.1, 47.2, 47.3):
         cell = h3.latlng_to_cell(lat, -122.3, 5)
-        assert privacy.cell_centre(cell)["lat"] == round(h3.cell_to_latlng(cell)[0], 6)
-    assert len(privacy._BUCKETS) <= 2 and len(privacy._CENTRES) <= 2
+        assert transforms.cell_centre(cell)["lat"] == round(h3.cell_to_latlng(cell)[0], 6)
+    assert len(transforms._BUCKETS) <= 2 and len(transforms._CENTRES) <= 2
 
 
 def test_a_null_personal_field_stays_null(policy: PrivacyPolicy) -> None:

@@ -8,10 +8,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from city.consent import receipt
-from city.pia import Pia, approve, submit
 from city.policy import Authorizer, Decision, PolicySet, compile_subscriptions
 from city.privacy import consent_id
+from city.privacy.consent import receipt
+from city.privacy.pia import Pia, approve, submit
 from jobs.privacy_stage import PrivacyStage, subscribers_of
 from queues.consent import ConsentRegistry
 from queues.keys import Keys

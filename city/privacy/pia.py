@@ -19,14 +19,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from city.privacy import (
-    LOCATION,
-    TIME,
-    FieldClass,
-    LawfulBasis,
-    PrivacyConfig,
-    PrivacyPolicy,
-)
+from city.privacy.config import LOCATION, TIME, FieldClass, LawfulBasis, PrivacyConfig
+from city.privacy.policy import PrivacyPolicy
 
 Status = Literal["draft", "submitted", "approved", "rejected"]
 

@@ -25,7 +25,8 @@ from typing import Any
 import h3
 import numpy as np
 
-from city.privacy import LOCATION, TIME, TypePrivacy, bucket_time, generalise_location
+from city.privacy.config import LOCATION, TIME, TypePrivacy
+from city.privacy.transforms import bucket_time, generalise_location
 
 Key = tuple[str, str]  # (cell, time bucket)
 

@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
-from city.privacy import ControllerConfig
+from city.privacy.config import ControllerConfig
 
 State = Literal["given", "withdrawn"]
 
