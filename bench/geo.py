@@ -25,9 +25,15 @@ import shapely
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from city import geo  # noqa: E402
-from city.geo import JurisdictionIndex, load_layer  # noqa: E402
-from city.jurisdictions import BEGINNING, Jurisdictions, LayerVersion, TieBreak  # noqa: E402
+from city.geo import (  # noqa: E402
+    BEGINNING,
+    JurisdictionIndex,
+    Jurisdictions,
+    LayerVersion,
+    TieBreak,
+    load_layer,
+)
+from city.geo import cells as geo_cells  # noqa: E402
 
 DATA_CANDIDATES = [
     Path(__file__).resolve().parents[2] / "shared" / "data" / "seattle",
@@ -95,10 +101,10 @@ def main() -> None:
     print(f"strtree: {strtree_pps:,.0f} points/s (exact={exact})")
 
     # Cell computation alone: what h3ronpy buys.
-    cells_loop_s, _ = best_of(lambda: geo._cells_h3(lats[:m], lons[:m], 10), 1)
+    cells_loop_s, _ = best_of(lambda: geo_cells._cells_h3(lats[:m], lons[:m], 10), 1)
     cells = {"h3_loop_points_per_s": round(m / cells_loop_s)}
-    if geo._h3ronpy_cells is not None:
-        bulk_s, _ = best_of(lambda: geo._cells_h3ronpy(lats, lons, 10))
+    if geo_cells._h3ronpy_cells is not None:
+        bulk_s, _ = best_of(lambda: geo_cells._cells_h3ronpy(lats, lons, 10))
         cells["h3ronpy_points_per_s"] = round(n / bulk_s)
     print(f"cells: {cells}")
 
@@ -111,7 +117,7 @@ def main() -> None:
         exact = exact and ok
         sig = index._signatures(lats, lons, None)
         boundary_share = float(np.count_nonzero(index._sig_n_boundary[sig]) / n)
-        precomputed = geo.cells_for(lats, lons, res)
+        precomputed = geo_cells.cells_for(lats, lons, res)
         with_cells_s, got_cells = best_of(
             lambda index=index, pre=precomputed: index.locate_many(lats, lons, cells=pre)
         )
@@ -163,7 +169,7 @@ def main() -> None:
         "cores": 1,
         "machine_cpus": os.cpu_count(),
         "versioned_batch500_points_per_s": round(k / versioned_s),
-        "cell_backend": "h3ronpy" if geo._h3ronpy_cells is not None else "h3",
+        "cell_backend": "h3ronpy" if geo_cells._h3ronpy_cells is not None else "h3",
         "cells": cells,
         "resolutions": per_res,
     }

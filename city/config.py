@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from city.errors import ConfigError
 from city.escalation import parse_escalations
 from city.events import EVENT_TYPE, Priority
-from city.jurisdictions import GeoConfig, parse_geo
+from city.geo import GeoConfig, parse_geo
 from city.policy import SharingConfig, SubscriptionSpec, parse_sharing
 from city.privacy import parse_privacy
 from city.retention import parse_retention

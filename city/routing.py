@@ -24,8 +24,7 @@ from shapely.geometry import shape
 from shapely.validation import make_valid
 
 from city.config import CityConfig
-from city.geo import Zone, load_layer
-from city.jurisdictions import BEGINNING, AreaIndex, Jurisdictions, LayerVersion, Located
+from city.geo import BEGINNING, AreaIndex, Jurisdictions, LayerVersion, Located, Zone, load_layer
 from city.policy import (
     Authorizer,
     CompiledSubscription,

@@ -16,7 +16,7 @@ from pathlib import Path
 from redis import Redis
 
 from city.config import CityConfig, load_city
-from city.jurisdictions import Jurisdictions
+from city.geo import Jurisdictions
 from city.policy import Authorizer, GrantSet
 from city.routing import Delivery, Routed, Router
 from jobs.privacy_stage import PrivacyStage

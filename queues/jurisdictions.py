@@ -20,7 +20,7 @@ from typing import Any, cast
 from redis import Redis
 from redis.exceptions import ResponseError
 
-from city.jurisdictions import Jurisdictions, LayerVersion
+from city.geo import Jurisdictions, LayerVersion
 from queues.keys import Keys
 
 # KEYS: seq hash, meta hash, layers set, generation

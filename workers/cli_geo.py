@@ -20,13 +20,15 @@ import numpy as np
 import shapely
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from city.geo import JurisdictionIndex, LayerError, load_layer
-from city.jurisdictions import (
+from city.geo import (
     GeoConfig,
+    JurisdictionIndex,
     Jurisdictions,
+    LayerError,
     LayerVersion,
     coverage_diff,
     departments_for,
+    load_layer,
     validate_version,
 )
 from queues.jurisdictions import JurisdictionStore, JurisdictionWatcher, PublishError

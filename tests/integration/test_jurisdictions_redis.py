@@ -14,7 +14,7 @@ import pytest
 from redis import Redis
 from shapely.geometry import box, mapping
 
-from city.jurisdictions import BEGINNING, Jurisdictions, LayerVersion, TieBreak
+from city.geo import BEGINNING, Jurisdictions, LayerVersion, TieBreak
 from queues.jurisdictions import JurisdictionStore, JurisdictionWatcher
 from queues.keys import Keys
 

@@ -4,7 +4,7 @@ import json
 from datetime import UTC, datetime, timedelta
 
 from city.events import Event, source_for
-from city.jurisdictions import LayerVersion
+from city.geo import LayerVersion
 from queues.inbox import Inbox
 from queues.jurisdictions import JurisdictionStore
 from queues.streams import Producer

@@ -11,7 +11,6 @@ import pytest
 import shapely
 from shapely.geometry import LineString, Polygon, box, mapping
 
-from city import geo
 from city.geo import (
     JurisdictionIndex,
     LayerError,
@@ -23,6 +22,7 @@ from city.geo import (
     parse_cells,
     parse_layer,
 )
+from city.geo import cells as geo_cells
 
 SEATTLE = Path(__file__).resolve().parents[3] / "shared" / "data" / "seattle"
 if not SEATTLE.exists():  # a worktree sits beside main; shared/ beside both
@@ -200,15 +200,15 @@ def test_cells_to_resolution_matches_h3_parents() -> None:
 def test_bulk_and_loop_cell_computation_agree() -> None:
     rng = np.random.default_rng(5)
     lats, lons = rng.uniform(-80, 80, 500), rng.uniform(-179, 179, 500)
-    loop = geo._cells_h3(lats, lons, 10)
+    loop = geo_cells._cells_h3(lats, lons, 10)
     pairs = zip(lats, lons, strict=True)
     assert loop.tolist() == [h3.str_to_int(h3.latlng_to_cell(a, o, 10)) for a, o in pairs]
-    if geo._h3ronpy_cells is not None:
-        assert geo._cells_h3ronpy(lats, lons, 10).tolist() == loop.tolist()
+    if geo_cells._h3ronpy_cells is not None:
+        assert geo_cells._cells_h3ronpy(lats, lons, 10).tolist() == loop.tolist()
     near = loop[:50]
-    by_loop = geo._cell_polygons_h3(near)
-    assert shapely.equals_exact(geo._cell_polygons(near), by_loop, 1e-12).all()
-    assert len(geo._cell_polygons(near[:0])) == 0
+    by_loop = geo_cells._cell_polygons_h3(near)
+    assert shapely.equals_exact(geo_cells._cell_polygons(near), by_loop, 1e-12).all()
+    assert len(geo_cells._cell_polygons(near[:0])) == 0
 
 
 def test_lines_and_areas_reach_every_zone_they_touch() -> None:

@@ -11,15 +11,16 @@ import pytest
 from shapely.geometry import LineString, Polygon, box, mapping
 
 from city.config import ConfigError, parse_city
-from city.geo import LayerError, Zone
-from city.jurisdictions import (
+from city.geo import (
     BEGINNING,
     AreaIndex,
     AreaSubscription,
     GeoConfig,
     Jurisdictions,
+    LayerError,
     LayerVersion,
     TieBreak,
+    Zone,
     break_tie,
     coverage_diff,
     departments_for,

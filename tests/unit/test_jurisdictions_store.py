@@ -9,7 +9,7 @@ import fakeredis
 import pytest
 from shapely.geometry import box, mapping
 
-from city.jurisdictions import BEGINNING, Jurisdictions, LayerVersion
+from city.geo import BEGINNING, Jurisdictions, LayerVersion
 from queues.jurisdictions import JurisdictionStore, JurisdictionWatcher, PublishError
 from queues.keys import Keys
 

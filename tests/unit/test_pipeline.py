@@ -174,7 +174,7 @@ def test_unroutable_event_is_dead_lettered_without_sinking_its_batch(
 
     good = incident().to_wire() | {"department": "sdot", "priority": "high"}
     bad = dict(good, id="bad", location={"type": "Point", "coordinates": [-122.3, 47.6]})
-    from city.jurisdictions import Jurisdictions
+    from city.geo import Jurisdictions
 
     def geos_failure(self, geometry, at=None):
         raise RuntimeError("GEOS TopologyException")
