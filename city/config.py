@@ -238,7 +238,7 @@ def _cross_check(config: CityConfig) -> list[tuple[str, str]]:
     from city.schemas import BUILTIN_TYPES, model_from_fields
 
     problems: list[tuple[str, str]] = []
-    known_types = set(BUILTIN_TYPES) | set(CAP_TYPES)  # CAP alerts' types (city/cap.py)
+    known_types = set(BUILTIN_TYPES) | set(CAP_TYPES)  # CAP alerts' types (city/cap/model.py)
     for name, spec in config.event_types.items():
         where = f"event_types.{name}"
         if not EVENT_TYPE.match(name):
