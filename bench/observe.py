@@ -31,7 +31,7 @@ sys.path.insert(0, str(ROOT))
 from prometheus_client import CollectorRegistry, generate_latest  # noqa: E402
 from redis import Redis  # noqa: E402
 
-import jobs.emergency  # noqa: E402
+import jobs.emergency.levels  # noqa: E402
 import jobs.route  # noqa: E402
 import workers.ingest  # noqa: E402
 from city.config import load_city  # noqa: E402
@@ -48,7 +48,7 @@ from workers.standins import LocalRedisServer  # noqa: E402
 from workers.worker import build_worker  # noqa: E402
 
 CONFIG = ROOT / "examples" / "seattle" / "city.yaml"
-WRITERS = (workers.ingest, jobs.route, jobs.emergency)  # modules that call record_counts
+WRITERS = (workers.ingest, jobs.route, jobs.emergency.levels)  # modules that call record_counts
 
 
 def _events(n: int) -> list[Event]:

@@ -339,7 +339,7 @@ def record_hash(entry: dict[str, Any]) -> str:
 
 def disposition_job(prefix: str) -> dict[str, Any]:
     """RQ entry point: one disposition run under the disposition lock."""
-    from jobs.archive import job_redis, load_schedule
+    from jobs.archive.job import job_redis, load_schedule
 
     redis: Redis = job_redis()
     lock = redis.lock(Keys(prefix).disposition_lock, timeout=3600)

@@ -121,7 +121,7 @@ def deliver_items(
     else:
         flags, now_s, backlogs = [], now, []
     pipe = redis.pipeline(transaction=False)
-    # Emergency acknowledgement (jobs/emergency.py): deadlines for the departments that
+    # Emergency acknowledgement (jobs/emergency/): deadlines for the departments that
     # actually received each emergency (not those its privacy rule withheld it from).
     received = [
         (event, _received_by(context, outcome, delivery_of[id(event)]), item)

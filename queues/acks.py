@@ -25,15 +25,13 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from redis import Redis
 from redis.client import Pipeline
 
 from queues.keys import Keys
-
-if TYPE_CHECKING:
-    from queues.inbox import Message
+from queues.message import Message
 
 TRACK_TTL_S = 7 * 24 * 3600
 EMERGENCY = "emergency"

@@ -109,7 +109,7 @@ def worker_key_patterns(keys: Keys) -> dict[str, list[str]]:
             f"~{keys.quarantine}",
             f"~{keys.alerts}",
             f"~{p}:alarm:*",  # rate-limited alerts (inbox backlogs)
-            f"~{p}:emergency:*",  # emergency tracking (jobs/emergency.py)
+            f"~{p}:emergency:*",  # emergency tracking (jobs/emergency/)
             f"~{keys.emergencies}",
             *rq,
         ],
@@ -121,7 +121,7 @@ def worker_key_patterns(keys: Keys) -> dict[str, list[str]]:
             f"~{p}:scheduler:*",
             *rq,
         ],
-        # Escalation checks (jobs/emergency.py): tracking, acks, inbox notices, audit.
+        # Escalation checks (jobs/emergency/): tracking, acks, inbox notices, audit.
         "escalation": [
             f"~{p}:inbox:*",
             f"~{p}:emergency:*",

@@ -9,7 +9,6 @@ once. The script returns the Redis time so latency is measured on one clock.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,7 +17,9 @@ import orjson
 from redis import Redis
 from redis.exceptions import ResponseError
 
+from queues.acks import record_inbox_acks
 from queues.keys import Keys
+from queues.message import Message, parse_message
 
 # KEYS: the seen marker of each event, then every output stream.
 # ARGV: ttl, audit inbox key index (0: none), audit body head, audit body tail, the bounded
@@ -214,20 +215,6 @@ class Deliverer:
             outcome.backlogs.append(Backlog(key, int(length), int(trimmed), self.bounds[key]))
 
 
-@dataclass(frozen=True)
-class Message:
-    """One delivered event as a department sees it."""
-
-    entry_id: str
-    event: dict[str, Any]
-    via: dict[str, Any]
-    ingested_ms: int
-
-    @property
-    def event_id(self) -> str:
-        return str(self.event.get("id"))
-
-
 class Inbox:
     """A department's delivery stream, read through a consumer group named after the department.
 
@@ -280,8 +267,6 @@ class Inbox:
         count = int(self.redis.xack(self.stream, self.group, *ids))
         # Emergency acknowledgement hook (queues/acks.py): acking an emergency message records
         # the department's acknowledgement, which stops its escalation.
-        from queues.acks import record_inbox_acks
-
         record_inbox_acks(
             self.redis, self.keys, self.dept, self.stream, messages, f"inbox:{self.consumer}"
         )
@@ -297,13 +282,3 @@ class Inbox:
         self.ensure_group()
         info = self.redis.xpending(self.stream, self.group)
         return {"length": int(self.redis.xlen(self.stream)), "pending": int(info["pending"])}
-
-
-def parse_message(entry_id: bytes | str, fields: dict[bytes, bytes]) -> Message:
-    eid = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
-    return Message(
-        entry_id=eid,
-        event=json.loads(fields[b"e"]),
-        via=json.loads(fields.get(b"via", b"{}")),
-        ingested_ms=int(fields.get(b"ing", b"0").split(b"-", 1)[0]),
-    )

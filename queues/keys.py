@@ -213,7 +213,7 @@ class Keys:
         """Lease of the one running cron scheduler (a second one waits as a standby)."""
         return f"{self.prefix}:scheduler:lease"
 
-    # Emergency acknowledgement and escalation (queues/acks.py, jobs/emergency.py).
+    # Emergency acknowledgement and escalation (queues/acks.py, jobs/emergency/).
     def emergency(self, event_id: str) -> str:
         """Hash tracking one emergency: the event, and per recipient delivered / deadline /
         acknowledged / escalation levels (fields ``{dept}|{what}``)."""

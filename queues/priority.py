@@ -20,7 +20,7 @@ HIGH = "high"
 ROUTINE = "routine"
 BULK = "bulk"
 ARCHIVE = "archive"
-# Escalation checks (jobs/emergency.py): their own workers, so a slow fallback channel never
+# Escalation checks (jobs/emergency/): their own workers, so a slow fallback channel never
 # holds up emergency routing.
 ESCALATION = "escalation"
 

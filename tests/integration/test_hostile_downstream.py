@@ -16,7 +16,8 @@ from rq.registry import FailedJobRegistry, ScheduledJobRegistry
 
 from city.events import Event, source_for
 from queues.acks import EmergencyStore
-from queues.inbox import Inbox, Message
+from queues.inbox import Inbox
+from queues.message import Message
 from queues.priority import HIGH, make_queue
 from queues.streams import Producer
 from tests.pipeline_harness import Harness

@@ -18,8 +18,9 @@ from city.routing import Router
 from jobs.channels import BreakerRegistry
 from jobs.emergency import EscalationPlan, use_plan
 from queues.acks import EmergencyStore
-from queues.inbox import Inbox, Message
+from queues.inbox import Inbox
 from queues.keys import Keys
+from queues.message import Message
 from tests.conftest import SEATTLE
 from tests.pipeline_harness import Harness
 from workers.worker import build_worker

@@ -15,8 +15,8 @@ from rq.exceptions import StopRequested
 from rq.serializers import JSONSerializer
 
 from city.retention import EXAMPLE_RETENTION
-from jobs import archive as archive_module
 from jobs.archive import archive_job, job_redis, load_schedule
+from jobs.archive import job as archive_job_module
 from jobs.disposition import disposition_job
 from jobs.schedule import archive_queue_name, build_scheduler
 from queues import hot
@@ -180,7 +180,7 @@ def test_scheduler_enqueues_json_jobs_that_a_worker_runs(city, monkeypatch):
     queue = Queue("t.archive", connection=redis, serializer=JSONSerializer)
     (job_id,) = queue.job_ids
     raw = redis.hget(f"rq:job:{job_id}", "data")
-    assert json.loads(zlib.decompress(raw))[0] == "jobs.archive.archive_job"  # JSON, not pickle
+    assert json.loads(zlib.decompress(raw))[0] == "jobs.archive.job.archive_job"  # JSON, not pickle
     jobs["t:disposition"].enqueue(redis)
     worker = SimpleWorker([queue], connection=redis, serializer=JSONSerializer)
     assert worker.work(burst=True)
@@ -211,7 +211,7 @@ def test_only_one_scheduler_holds_the_lease(city):
 
 def test_jobs_run_outside_a_worker_with_redis_url(city, monkeypatch):
     redis, _, _ = city
-    monkeypatch.setattr(archive_module, "job_redis", lambda: redis)
+    monkeypatch.setattr(archive_job_module, "job_redis", lambda: redis)
     assert job_redis().connection_pool is not None  # not inside a job: $REDIS_URL client
     add_hot(redis, Keys("u"), "iot.heartbeat", T0, 3)
     assert archive_job("u")["trimmed"] == 3

@@ -1,4 +1,4 @@
-"""The archive job: hot tier (Redis) -> cold tier (S3), under the retention schedule.
+"""The archiver: hot tier (Redis) -> cold tier (S3), under the retention schedule.
 
 For each hot type and each archive window that lies wholly past the series' hot window:
 
@@ -20,32 +20,27 @@ lost and no row is stored twice.
 from __future__ import annotations
 
 import json
-import os
-from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time
-from pathlib import Path
 from typing import Any
 
-import h3
 import pyarrow as pa
 import pyarrow.compute as pc
-import yaml
 from botocore.exceptions import ClientError
 from redis import Redis
 from redis.exceptions import LockNotOwnedError
 
-from city.retention import RESTORE_CLASSES, RetentionSchedule, Series, parse_retention
+from city.retention import RESTORE_CLASSES, RetentionSchedule, Series
 from jobs import lake
+from jobs.archive.aggregate import aggregate_counts
 from queues import hot
 from queues.hot import HotBatch
 from queues.keys import Keys
 
 LOCK_TIMEOUT_S = 900
 DONE_TTL_S = 14 * 86400
-NONCURRENT_DAYS = 7
 
 
 class VerificationError(RuntimeError):
@@ -334,106 +329,3 @@ def _in_range(entry_id: str, first: str, last: str) -> bool:
         return int(ms), int(seq)
 
     return parts(first) <= parts(entry_id) <= parts(last)
-
-
-def aggregate_counts(events: pa.Table, resolution: int) -> pa.Table:
-    """Hourly event counts per H3 cell: the only thing an ``aggregate`` series keeps."""
-    counts: Counter[tuple[int, str | None]] = Counter()
-    hours = pc.floor_temporal(events.column("time"), unit="hour").cast(pa.int64()).to_pylist()
-    lats = events.column("lat").to_pylist()
-    lons = events.column("lon").to_pylist()
-    cells = events.column("h3cell").to_pylist()
-    for hour, lat, lon, cell in zip(hours, lats, lons, cells, strict=True):
-        if lat is not None:
-            cell = h3.latlng_to_cell(lat, lon, resolution)
-        elif cell is not None and h3.get_resolution(cell) > resolution:
-            cell = h3.cell_to_parent(cell, resolution)
-        counts[(hour // 1_000_000, cell)] += 1
-    ordered = sorted(counts.items(), key=lambda kv: (kv[0][0], kv[0][1] or ""))
-    event_type = events.column("type")[0].as_py() if events.num_rows else ""
-    return pa.Table.from_arrays(
-        [
-            pa.array([event_type] * len(ordered), pa.string()),
-            pa.array([k[0] for k, _ in ordered], pa.int64()).cast(pa.timestamp("s", tz="UTC")),
-            pa.array([k[1] for k, _ in ordered], pa.string()),
-            pa.array([v for _, v in ordered], pa.int64()),
-        ],
-        schema=lake.AGGREGATE_SCHEMA,
-    )
-
-
-# -- lifecycle ---------------------------------------------------------------------------------
-
-
-def lifecycle_configuration(schedule: RetentionSchedule) -> dict[str, Any]:
-    """S3 lifecycle rules from the schedule: one rule per ``rc=`` prefix.
-
-    Transitions follow the series' storage tiers (age counted from object creation; S3 does
-    not transition objects under 128 KB, which is why objects are whole-window Parquet files).
-    Expiration is *not* delegated to S3: the disposition job deletes, because it must respect
-    legal holds and write the disposition record. Old versions (a rerun's overwrite, an
-    anonymised original) expire after `NONCURRENT_DAYS`; Object Lock still protects locked ones.
-    """
-    rules: list[dict[str, Any]] = []
-    for series in schedule.series:
-        if series.end_of_hot == "drop":
-            continue
-        kind = lake.AGGREGATES if series.end_of_hot == "aggregate" else lake.EVENTS
-        rule: dict[str, Any] = {
-            "ID": f"rc-{series.id}",
-            "Filter": {"Prefix": f"{kind}/rc={series.id}/"},
-            "Status": "Enabled",
-            "NoncurrentVersionExpiration": {"NoncurrentDays": NONCURRENT_DAYS},
-            "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": 1},
-        }
-        transitions = [
-            {"Days": tier.after.approx_days, "StorageClass": tier.storage_class}
-            for tier in series.storage[1:]
-        ]
-        if transitions:
-            rule["Transitions"] = transitions
-        rules.append(rule)
-    return {"Rules": rules}
-
-
-def apply_lifecycle(s3: Any, bucket: str, schedule: RetentionSchedule) -> dict[str, Any]:
-    config = lifecycle_configuration(schedule)
-    s3.put_bucket_lifecycle_configuration(Bucket=bucket, LifecycleConfiguration=config)
-    return config
-
-
-# -- wiring for RQ jobs ------------------------------------------------------------------------
-
-
-def load_schedule(path: str | Path | None = None) -> RetentionSchedule:
-    """The ``retention:`` section of the city YAML (``$CITYRELAY_CONFIG``)."""
-    path = path or os.environ.get("CITYRELAY_CONFIG")
-    if not path:
-        raise RuntimeError(
-            "no city config: set CITYRELAY_CONFIG to the city YAML with a retention: section"
-        )
-    data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-    if "retention" not in data:
-        raise RuntimeError(f"{path}: no retention: section (the schedule the archive follows)")
-    return parse_retention(data["retention"], str(path))
-
-
-def job_redis() -> Redis:
-    """The connection of the running RQ job, else ``$REDIS_URL``."""
-    from rq import get_current_job
-
-    job = get_current_job()
-    if job is not None:
-        return job.connection
-    return Redis.from_url(os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
-
-
-def archive_job(prefix: str) -> dict[str, Any]:
-    """RQ entry point (JSON-serializable argument and result)."""
-    from queues.audit import AuditLog
-
-    settings = lake.S3Settings.from_env()
-    redis = job_redis()
-    AuditLog(redis, Keys(prefix)).drain_inbox(actor="archive")  # quiet hours: chain what waits
-    archiver = Archiver(redis, Keys(prefix), settings.client(), settings.bucket, load_schedule())
-    return archiver.run().summary()
