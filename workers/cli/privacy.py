@@ -42,8 +42,8 @@ from city.privacy import (
 from jobs.privacy_stage import subscribers_of
 from queues.consent import ConsentRegistry
 from queues.pia import PiaStore
-from workers.cli_policy import parse_duration as parse_span
-from workers.cli_policy import parse_time
+from workers.cli.policy import parse_duration as parse_span
+from workers.cli.policy import parse_time
 from workers.runtime import Runtime
 
 PAGE = 5000  # hot-tier entries read per XRANGE
