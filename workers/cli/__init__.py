@@ -30,7 +30,10 @@ GROUPS = (
     "metrics",  # metrics
     "pipeline",  # publish, ingest, worker, inbox, deadletters
     "policy",  # grant, policy, audit, acl
-    "privacy",  # pia, consent, opendata, privacy
+    "pia",  # pia
+    "consent",  # consent
+    "opendata",  # opendata
+    "privacy",  # privacy keys
     "relay",  # relay
     "status",  # status
 )
