@@ -14,7 +14,7 @@ import shapely
 import yaml
 from shapely.geometry import box, mapping
 
-from workers import cli_geo
+from workers.cli import geo as cli_geo
 from workers.cli import main
 from workers.runtime import Runtime
 

@@ -14,7 +14,7 @@ from queues.streams import Producer
 from tests.pipeline_harness import Harness
 from tests.unit.test_observe import scrape
 from workers.cli import main
-from workers.cli_status import report
+from workers.cli.status import report
 
 WEST = {"lat": 47.6205, "lon": -122.3493}
 

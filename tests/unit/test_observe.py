@@ -20,7 +20,7 @@ from queues.snapshot import city_snapshot
 from queues.streams import Producer
 from tests.pipeline_harness import Harness
 from tests.unit.test_emergency import overdue, setup
-from workers.cli_status import render, report
+from workers.cli.status import render, report
 from workers.ingest import IngestWorker
 from workers.worker import build_worker
 

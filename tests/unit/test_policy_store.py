@@ -15,7 +15,8 @@ from city.policy import Grant, GrantError, GrantSet, parse_sharing
 from queues.audit import AuditLog
 from queues.grants import GrantStore
 from queues.keys import Keys
-from workers import cli, cli_policy
+from workers import cli
+from workers.cli import policy as cli_policy
 from workers.runtime import Runtime
 
 T0 = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)

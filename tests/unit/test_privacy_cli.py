@@ -176,7 +176,7 @@ def test_opendata_reads_the_hot_tier_and_releases_no_plate(env, capsys) -> None:
 
 
 def test_opendata_pages_through_long_streams(env, capsys, monkeypatch) -> None:
-    import workers.cli_privacy as cli
+    import workers.cli.opendata as cli
 
     monkeypatch.setattr(cli, "PAGE", 4)
     keys = Keys("tcli")

@@ -1,4 +1,4 @@
-"""CLI: `cityrelay ack`, `cityrelay emergency status|list`, and `publish --cap` (see cli_pipeline).
+"""CLI: `cityrelay ack`, `cityrelay emergency status|list`, and `publish --cap` (see cli/pipeline).
 
 cityrelay ack EVENT --dept fire [--by "Capt. Ortiz"]
 cityrelay emergency status EVENT [--json]
@@ -101,7 +101,7 @@ def cmd_list(args: argparse.Namespace, runtime: Runtime) -> int:
     return 0
 
 
-# -- publish --cap (the `publish` parser lives in cli_pipeline.py) --------------------------
+# -- publish --cap (the `publish` parser lives in cli/pipeline.py) --------------------------
 def publish_cap(args: argparse.Namespace, runtime: Runtime) -> int:
     """Publish the events a CAP alert becomes, or with --dry-run print them (JSON lines)."""
     try:

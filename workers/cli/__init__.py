@@ -1,22 +1,42 @@
-"""The `cityrelay` command.
+"""The `cityrelay` command: the commands you type, one module per command group.
 
-Sub-commands live in ``workers/cli_*.py`` modules; each exposes ``register(subparsers)`` that
-adds its parsers and sets ``func`` (called with the parsed args and the `Runtime`, returning the
-exit code). New command groups are added by adding a module; this file does not change.
+`GROUPS` below is the single registry: each named module (``workers/cli/<name>.py``) exposes
+``register(subparsers)``, which adds its sub-commands and sets ``func`` (called with the parsed
+args and the `Runtime`, returning the exit code); a new command group is one more line there,
+and the order of the lines is the order of ``cityrelay --help``. These modules may import
+city, queues and jobs, and from workers the shared `runtime` and `logs` and the processes they
+start (`ingest`, `worker`, `relay`, `demo`); nothing outside this package imports them but the
+tests (the processes never import the CLI; `demo` runs it as ``python -m workers.cli``).
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
-import pkgutil
 import sys
 from collections.abc import Sequence
 
-import workers
 from city.config import ConfigError
 from workers import logs
 from workers.runtime import Runtime
+
+# The command groups, in the order `cityrelay --help` lists their commands.
+GROUPS = (
+    "archive",  # archive, history, scheduler
+    "cap",  # cap
+    "demo",  # demo
+    "emergency",  # ack, emergency
+    "geo",  # geo, jurisdictions, locate
+    "metrics",  # metrics
+    "pipeline",  # publish, ingest, worker, inbox, deadletters
+    "policy",  # grant, policy, audit, acl
+    "pia",  # pia
+    "consent",  # consent
+    "opendata",  # opendata
+    "privacy",  # privacy keys
+    "relay",  # relay
+    "status",  # status
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -42,10 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="default: $CITYRELAY_LOG_LEVEL or INFO",
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for info in sorted(pkgutil.iter_modules(workers.__path__), key=lambda m: m.name):
-        if info.name.startswith("cli_"):
-            module = importlib.import_module(f"workers.{info.name}")
-            module.register(subparsers)
+    for name in GROUPS:
+        importlib.import_module(f"workers.cli.{name}").register(subparsers)
     return parser
 
 
@@ -62,7 +80,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"config error:\n{exc}", file=sys.stderr)
         return 2
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

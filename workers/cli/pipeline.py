@@ -1,4 +1,4 @@
-"""CLI: publish, ingest, worker, inbox, deadletters (`status`: workers/cli_status.py)."""
+"""CLI: publish, ingest, worker, inbox, deadletters (`status`: workers/cli/status.py)."""
 
 from __future__ import annotations
 
@@ -100,8 +100,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 
 # -- publish --------------------------------------------------------------------------------
 def cmd_publish(args: argparse.Namespace, runtime: Runtime) -> int:
-    if args.cap:  # CAP alerts: workers/cli_emergency.py
-        from workers.cli_emergency import publish_cap
+    if args.cap:  # CAP alerts: workers/cli/emergency.py
+        from workers.cli.emergency import publish_cap
 
         return publish_cap(args, runtime)
     producer = Producer(
