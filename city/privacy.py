@@ -13,7 +13,7 @@ when the period's key is deleted. A plain hash is never used: over a small ident
 (plates, phone numbers) it is reversed by enumeration. Keys live in a secrets file or an
 environment variable, never in code (`KeyRing`).
 
-Views only ever remove or coarsen what the sharing policy (`city.policy.view`) already let
+Views only ever remove or coarsen what the sharing policy (`city.sharing.view`) already let
 through: privacy cannot re-add a field a policy removed. The precedence between transparency
 and protection is written down once, in `PRECEDENCE`, and applied by `erasure_decision`,
 `consent_applies` and the open-data release (`city.opendata`).
@@ -38,8 +38,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from city.errors import ConfigError
 from city.events import EVENT_TYPE
-from city.policy import Decision, type_matcher
-from city.policy import view as policy_view
+from city.patterns import type_matcher
+from city.sharing import Decision
+from city.sharing import view as policy_view
 
 FieldClass = Literal["direct", "quasi", "sensitive", "public"]
 LawfulBasis = Literal[

@@ -26,7 +26,8 @@ from shapely.validation import make_valid
 from city.config import CityConfig
 from city.geo import Zone, load_layer
 from city.jurisdictions import BEGINNING, AreaIndex, Jurisdictions, LayerVersion, Located
-from city.policy import (
+from city.rules import RuleSet
+from city.sharing import (
     Authorizer,
     CompiledSubscription,
     Decision,
@@ -37,7 +38,6 @@ from city.policy import (
     compile_subscription,
     compile_subscriptions,
 )
-from city.rules import RuleSet
 
 
 @dataclass

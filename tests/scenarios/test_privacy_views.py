@@ -20,7 +20,7 @@ import pytest
 
 from city import opendata
 from city.pia import Pia, approve, submit
-from city.policy import Authorizer, PolicySet, compile_subscriptions
+from city.sharing import Authorizer, PolicySet, compile_subscriptions
 from jobs.privacy_stage import PrivacyStage
 from queues.keys import Keys
 from queues.pia import PiaStore

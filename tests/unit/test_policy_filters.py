@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from city.policy import FilterError, compile_filter, pattern_covered, type_matcher
+from city.filters import FilterError, compile_filter
+from city.patterns import pattern_covered, type_matcher
 
 EVENT = {
     "id": "e1",
