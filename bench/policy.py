@@ -29,7 +29,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from city.policy import (  # noqa: E402
+from city.sharing import (  # noqa: E402
     Authorizer,
     Grant,
     GrantSet,

@@ -28,8 +28,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from city.policy import Decision, view  # noqa: E402
 from city.privacy.pia import Pia, approve, submit  # noqa: E402
+from city.sharing import Decision, view  # noqa: E402
 from jobs.privacy_stage import PrivacyStage  # noqa: E402
 from queues.keys import Keys  # noqa: E402
 from queues.pia import PiaStore  # noqa: E402

@@ -18,9 +18,9 @@ from city.errors import ConfigError
 from city.escalation import parse_escalations
 from city.events import EVENT_TYPE, Priority
 from city.geo import GeoConfig, parse_geo
-from city.policy import SharingConfig, SubscriptionSpec, parse_sharing
 from city.privacy import parse_privacy
 from city.retention import parse_retention
+from city.sharing import SharingConfig, SubscriptionSpec, parse_sharing
 
 __all__ = ["CityConfig", "ConfigError", "load_city", "parse_city"]
 

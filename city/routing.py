@@ -25,7 +25,8 @@ from shapely.validation import make_valid
 
 from city.config import CityConfig
 from city.geo import BEGINNING, AreaIndex, Jurisdictions, LayerVersion, Located, Zone, load_layer
-from city.policy import (
+from city.rules import RuleSet
+from city.sharing import (
     Authorizer,
     CompiledSubscription,
     Decision,
@@ -36,7 +37,6 @@ from city.policy import (
     compile_subscription,
     compile_subscriptions,
 )
-from city.rules import RuleSet
 
 
 @dataclass

@@ -8,7 +8,7 @@ carries ``derivedfrom`` (the source event id), ``rule`` and ``dedupekey``; its i
 from the dedupe key, so reprocessing the same source yields the same ids and ingest dedupe
 drops the repeats. ``ruledepth`` stops rules from feeding each other forever.
 
-Pure: no I/O. The filter compiler lives in `city.policy` (imported when compiling).
+Pure: no I/O. Filters and type patterns are `city.filters` and `city.patterns`.
 """
 
 from __future__ import annotations
@@ -22,6 +22,8 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from city.events import EVENT_TYPE, Priority
+from city.filters import compile_filter
+from city.patterns import type_matcher
 
 MAX_DEPTH = 3
 _NAMESPACE = uuid.UUID("6f1d8c52-3c2a-4c0e-9d38-8a7f6e2b1c11")
@@ -125,8 +127,6 @@ class RuleSet:
     """Compiled rules, indexed by event type."""
 
     def __init__(self, rules: Iterable[RuleConfig] = ()):
-        from city.policy import compile_filter, type_matcher
-
         self.rules = tuple(
             CompiledRule(
                 id=r.id,

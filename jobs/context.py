@@ -17,8 +17,8 @@ from redis import Redis
 
 from city.config import CityConfig, load_city
 from city.geo import Jurisdictions
-from city.policy import Authorizer, GrantSet
 from city.routing import Delivery, Routed, Router
+from city.sharing import Authorizer, GrantSet
 from jobs.privacy_stage import PrivacyStage
 from queues.audit import AuditLog
 from queues.connect import redis_from_url

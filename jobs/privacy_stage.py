@@ -10,7 +10,7 @@ Per batch the route job calls::
         row = decision.audit_row(...) + note.audit()
 
 Without a ``privacy:`` section the stage is inert: `admit` admits everything without touching
-Redis, `prepare` does no lookup, and `view` is exactly `city.policy.view`.
+Redis, `prepare` does no lookup, and `view` is exactly `city.sharing.view`.
 """
 
 from __future__ import annotations
@@ -25,11 +25,11 @@ from redis import Redis
 from redis.client import Pipeline
 
 from city.config import CityConfig
-from city.policy import Decision, compile_subscriptions
-from city.policy import view as policy_view
 from city.privacy import KeyRing, Note, PrivacyConfig, PrivacyPolicy, parse_privacy
 from city.privacy.consent import ConsentRecord, status_of
 from city.privacy.pia import Pia, effective_status, fingerprint, integration_id, unlisted_fields
+from city.sharing import Decision, compile_subscriptions
+from city.sharing import view as policy_view
 from queues.consent import ConsentRegistry
 from queues.keys import Keys
 from queues.pia import PiaStore, quarantine

@@ -23,8 +23,8 @@ from redis import Redis
 from rq import get_current_job
 
 from city.audit import delivery_body
-from city.policy import view
 from city.routing import Routed
+from city.sharing import view
 from jobs.context import RouteContext, get_context, where_key
 from jobs.emergency import track_emergencies
 from jobs.privacy_stage import Prepared

@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 
 from redis import Redis
 
-from city.policy import Grant, GrantError, GrantSet, check_new_grant, descendants
+from city.sharing import Grant, GrantError, GrantSet, check_new_grant, descendants
 from queues.audit import AuditLog
 from queues.keys import Keys
 

@@ -7,7 +7,7 @@ purpose); `precedence` the written-down precedence of transparency and protectio
 them, each its own idea imported by module path: `consent` (consent records and receipts),
 `pia` (privacy impact assessments) and `opendata` (k-anonymous open data). Modules here are
 pure: they may import the standard library, pydantic, h3, numpy, `city.errors`, `city.events`
-and `city.policy` (the sharing view privacy narrows), and each other directly, never this
+and `city.sharing` (the sharing view privacy narrows), and each other directly, never this
 `__init__`; nothing from queues/, jobs/ or workers/.
 """
 

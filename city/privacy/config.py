@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from city.errors import ConfigError
 from city.events import EVENT_TYPE
-from city.policy import type_matcher
+from city.patterns import type_matcher
 from city.privacy.transforms import parse_duration, parse_transform
 
 FieldClass = Literal["direct", "quasi", "sensitive", "public"]

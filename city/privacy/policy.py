@@ -4,7 +4,7 @@ From the declaration each (event type, recipient, purpose) gets one compiled *vi
 keep / drop / redact / mask / keyed pseudonym per data field, plus generalisation of the
 location (a coarser H3 cell) and of the time (a bucket). Plans are compiled once per config
 version and cached. Views only ever remove or coarsen what the sharing policy
-(`city.policy.view`) already let through: privacy cannot re-add a field a policy removed.
+(`city.sharing.view`) already let through: privacy cannot re-add a field a policy removed.
 """
 
 from __future__ import annotations
@@ -14,8 +14,6 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from city.policy import Decision
-from city.policy import view as policy_view
 from city.privacy.config import (
     DEFAULT_CLASS_TRANSFORMS,
     LOCATION,
@@ -29,6 +27,8 @@ from city.privacy.keys import KeyRing, consent_id
 from city.privacy.precedence import consent_applies
 from city.privacy.transforms import Op, parse_transform
 from city.privacy.views import _NONE, _OWN, CompiledView, Note
+from city.sharing import Decision
+from city.sharing import view as policy_view
 
 
 class PrivacyPolicy:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import time
 
-from city.policy import Decision
 from city.privacy import consent_id
+from city.sharing import Decision
 from jobs.privacy_stage import PrivacyStage
 from queues.consent import ConsentRegistry
 from queues.pia import PiaStore

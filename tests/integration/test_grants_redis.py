@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from redis import Redis
 
-from city.policy import Authorizer, Grant, PolicySet, compile_subscription
+from city.sharing import Authorizer, Grant, PolicySet, compile_subscription
 from queues.audit import AuditLog
 from queues.grants import GrantStore
 from queues.keys import Keys

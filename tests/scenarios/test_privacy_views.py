@@ -18,9 +18,9 @@ from datetime import UTC, datetime, timedelta
 import fakeredis
 import pytest
 
-from city.policy import Authorizer, PolicySet, compile_subscriptions
 from city.privacy import opendata
 from city.privacy.pia import Pia, approve, submit
+from city.sharing import Authorizer, PolicySet, compile_subscriptions
 from jobs.privacy_stage import PrivacyStage
 from queues.keys import Keys
 from queues.pia import PiaStore

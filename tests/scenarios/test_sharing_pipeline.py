@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from city.events import Event, source_for
-from city.policy import Grant
+from city.sharing import Grant
 from queues.audit import AuditLog
 from queues.grants import GrantStore
 from queues.inbox import Inbox

@@ -20,8 +20,8 @@ from city.escalation import (
     severity_of,
 )
 from city.events import Event, source_for
-from city.policy import Decision
 from city.routing import Delivery, Router
+from city.sharing import Decision
 from jobs.context import RouteContext
 from jobs.emergency import (
     EscalationPlan,

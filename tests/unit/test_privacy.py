@@ -13,7 +13,6 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from city.errors import ConfigError
-from city.policy import Decision
 from city.privacy import (
     REDACTED,
     KeyRing,
@@ -31,6 +30,7 @@ from city.privacy import (
     period_of,
     pseudonym,
 )
+from city.sharing import Decision
 from tests.privacy_city import PRIVACY, city, incident, keyring, write_keys
 
 DEPTS = ["cameras", "utilities", "police", "transport", "transit", "parks", "water"]

@@ -8,10 +8,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from city.policy import Authorizer, Decision, PolicySet, compile_subscriptions
 from city.privacy import consent_id
 from city.privacy.consent import receipt
 from city.privacy.pia import Pia, approve, submit
+from city.sharing import Authorizer, Decision, PolicySet, compile_subscriptions
 from jobs.privacy_stage import PrivacyStage, subscribers_of
 from queues.consent import ConsentRegistry
 from queues.keys import Keys
@@ -221,8 +221,8 @@ def test_subscribers_of_lists_recipients_per_declared_type() -> None:
 def test_keys_added_to_the_file_take_effect_without_a_restart(tmp_path, redis, keys) -> None:
     import os
 
-    from city.policy import Decision
     from city.privacy import KeyRing
+    from city.sharing import Decision
 
     ring = keyring(periods=("2026-11",))
     path = write_keys(tmp_path / "keys.json", ring)

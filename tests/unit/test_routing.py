@@ -8,8 +8,8 @@ from shapely.geometry import Point, shape
 
 from city.config import parse_city
 from city.geo import Zone
-from city.policy import PolicyRule, SharingConfig
 from city.routing import Router, load_zones
+from city.sharing import PolicyRule, SharingConfig
 
 TYPES = [
     "traffic.incident",

@@ -8,8 +8,8 @@ import pytest
 from pydantic import ValidationError
 
 from city.events import Event
-from city.policy import Authorizer, PolicySet, compile_subscription, parse_sharing
 from city.rules import MAX_DEPTH, RuleConfig, RuleSet
+from city.sharing import Authorizer, PolicySet, compile_subscription, parse_sharing
 
 SHARING: dict[str, Any] = {
     "policies": [

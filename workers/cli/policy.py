@@ -24,7 +24,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from city.events import Event
-from city.policy import (
+from city.sharing import (
     Authorizer,
     Grant,
     GrantError,

@@ -11,7 +11,7 @@ import fakeredis
 import pytest
 import yaml
 
-from city.policy import Grant, GrantError, GrantSet, parse_sharing
+from city.sharing import Grant, GrantError, GrantSet, parse_sharing
 from queues.audit import AuditLog
 from queues.grants import GrantStore
 from queues.keys import Keys

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from city.policy import FilterError, compile_filter, pattern_covered, type_matcher
+from city.filters import FilterError, compile_filter
 
 EVENT = {
     "id": "e1",
@@ -108,20 +108,3 @@ def test_bad_filters_say_where(spec: object, where: str) -> None:
     with pytest.raises(FilterError) as err:
         compile_filter(spec)
     assert err.value.where == where
-
-
-def test_type_patterns() -> None:
-    match = type_matcher(["traffic.*", "health.emergency"])
-    assert match("traffic.incident") and match("health.emergency")
-    assert not match("health.checkup") and not match("trafficx.y")
-    assert type_matcher(["*"])("anything.at_all")
-    assert type_matcher(["a.b"])("a.b") and not type_matcher(["a.b"])("a.c")
-
-
-def test_pattern_coverage_for_delegation() -> None:
-    assert pattern_covered("traffic.incident", ["traffic.*"])
-    assert pattern_covered("traffic.*", ["traffic.*"])
-    assert pattern_covered("*", ["*"])
-    assert not pattern_covered("*", ["traffic.*"])
-    assert not pattern_covered("traffic.*", ["traffic.incident"])
-    assert not pattern_covered("health.emergency", ["traffic.*"])

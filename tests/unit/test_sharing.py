@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from city.config import ConfigError, parse_city
-from city.policy import (
+from city.sharing import (
     Authorizer,
     Grant,
     GrantError,
