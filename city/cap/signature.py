@@ -32,7 +32,7 @@ import base64
 import binascii
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -289,6 +289,11 @@ def _verify(raw: bytes, certificate: x509.Certificate, trust: CapTrust) -> Signa
     from signxml.exceptions import InvalidCertificate, InvalidDigest, SignXMLException
 
     subject = certificate.subject.rfc4514_string()
+    at = trust.verification_time or datetime.now(UTC)
+    start, end = certificate.not_valid_before_utc, certificate.not_valid_after_utc
+    if not start <= at <= end:
+        when = f"expired on {end:%Y-%m-%d}" if at > end else f"is not valid before {start:%Y-%m-%d}"
+        return _unverified(f"trusted certificate {subject} {when}")
     # No DTD, no entities, no network: what defusedxml already refused stays refused here.
     parser = etree.XMLParser(
         resolve_entities=False, no_network=True, load_dtd=False, huge_tree=False
@@ -305,7 +310,7 @@ def _verify(raw: bytes, certificate: x509.Certificate, trust: CapTrust) -> Signa
             SignatureStatus.INVALID, "digest mismatch (the alert was changed after signing)"
         )
     except InvalidCertificate as exc:
-        return _unverified(f"trusted certificate {subject} not valid now: {_short(exc)}")
+        return _unverified(f"trusted certificate {subject} refused: {_short(exc)}")
     except cryptography.exceptions.InvalidSignature:
         return SignatureResult(
             SignatureStatus.INVALID, f"signature value does not verify with {subject}"
