@@ -317,6 +317,10 @@ def _verify(raw: bytes, certificate: x509.Certificate, trust: CapTrust) -> Signa
         )
     except (SignXMLException, ValueError, etree.LxmlError) as exc:
         return _unverified(f"cannot check the signature: {_short(exc)}")
+    except Exception as exc:  # noqa: BLE001 - signxml tripping on a hostile signature
+        # (a KeyValue naming an unknown curve raises KeyError, one of another key type
+        # NotImplementedError): we could not check it, which is what unverified means.
+        return _unverified(f"cannot check the signature: {type(exc).__name__}: {_short(exc)}")
     return SignatureResult(SignatureStatus.VALID, signer=subject)
 
 

@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 import yaml
 from cryptography import x509
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from city.cap import (
     CapError,
@@ -321,3 +323,34 @@ def test_a_pem_file_may_hold_several_certificates(tmp_path, signer, stranger) ->
     bundle = tmp_path / "bundle.pem"
     bundle.write_bytes(signer.cert_pem + stranger.cert_pem)
     assert load_certificates([str(bundle)], None) == (signer.cert, stranger.cert)
+
+
+# -- hostile signatures ----------------------------------------------------------------------
+@settings(
+    max_examples=250, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(data=st.data())
+def test_a_mangled_signed_alert_is_a_result_never_a_crash(data, signed, signer) -> None:
+    """Bytes of a signed alert (its content or its signature) replaced, cut or duplicated: the
+    alert is either refused as XML/CAP (CapError) or accepted with one of the four results; when
+    it is still valid (say a change in <KeyInfo>, which the signature does not cover), its
+    events are exactly the signed alert's: what was verified is what is delivered."""
+    inside = data.draw(st.booleans(), label="inside the signature")
+    start = signed.index(b"<ds:Signature" if inside else b"<alert")
+    end = signed.index(b"</ds:Signature>") + len(b"</ds:Signature>")
+    i = data.draw(st.integers(start, end - 1), label="at")
+    j = data.draw(st.integers(i, min(end, i + 64)), label="to")
+    insert = data.draw(
+        st.sampled_from([b"", b"A", b"<x/>", b"&amp;", b"=", b"<ds:KeyValue/>", signed[i:j] * 2]),
+        label="insert",
+    )
+    mangled = signed[:i] + insert + signed[j:]
+    try:
+        signature = result(mangled, signer.cert)
+    except CapError:
+        return
+    assert signature.status in set(SignatureStatus)
+    if signature.status is VALID:
+        trust = CapTrust((signer.cert,))
+        again = [e.to_wire() for e in events_from_cap(mangled, trust=trust)]
+        assert again == [e.to_wire() for e in events_from_cap(signed, trust=trust)]
