@@ -27,22 +27,25 @@ def signer() -> Signer:
     return make_signer("Seattle OEM alerting")
 
 
-def city(seattle, tmp_path: Path, signer: Signer, require: bool):  # type: ignore[no-untyped-def]
-    config, base = seattle
-    cert = signer.write_cert(tmp_path / "oem.pem")
-    cap = CapConfig(trusted_certificates=[str(cert)], require_signature=require)
-    return config.model_copy(update={"cap": cap}), base
+@pytest.fixture
+def pipeline(redis, keys, seattle, seattle_router, tmp_path, signer):  # type: ignore[no-untyped-def]
+    """A Harness for the Seattle city trusting `signer`, with or without require_signature."""
+
+    def build(require: bool) -> Harness:
+        config, base = seattle
+        cert = signer.write_cert(tmp_path / "oem.pem")
+        cap = CapConfig(trusted_certificates=[str(cert)], require_signature=require)
+        return Harness(redis, keys, config.model_copy(update={"cap": cap}), base, seattle_router)
+
+    return build
 
 
 def inbox_events(harness: Harness, dept: str) -> list[dict]:  # type: ignore[type-arg]
     return [m.event for m in Inbox(harness.redis, dept, harness.keys).history(1000)]
 
 
-def test_the_signature_result_reaches_the_inbox(
-    redis, keys, seattle, seattle_router, tmp_path, signer
-) -> None:
-    config, base = city(seattle, tmp_path, signer, require=False)
-    harness = Harness(redis, keys, config, base, seattle_router)
+def test_the_signature_result_reaches_the_inbox(pipeline, redis, keys, signer) -> None:
+    harness = pipeline(require=False)
     producer = Producer(redis, OEM, keys)
     producer.publish_cap(signer.sign(cap_alert("signed-1")))
     producer.publish_cap(tamper(signer.sign(cap_alert("signed-2")), "headline", "All clear"))
@@ -63,10 +66,9 @@ def test_the_signature_result_reaches_the_inbox(
 
 
 def test_require_signature_delivers_only_valid_ones_and_dead_letters_the_rest(
-    redis, keys, seattle, seattle_router, tmp_path, signer
+    pipeline, redis, keys, signer
 ) -> None:
-    config, base = city(seattle, tmp_path, signer, require=True)
-    harness = Harness(redis, keys, config, base, seattle_router)
+    harness = pipeline(require=True)
     producer = Producer(redis, OEM, keys)
     stranger = make_signer("Not Seattle")
     producer.publish_cap(signer.sign(cap_alert("good")))
@@ -97,11 +99,8 @@ def test_require_signature_delivers_only_valid_ones_and_dead_letters_the_rest(
     assert "cap signature unverified: a CAP event published as JSON" in messages
 
 
-def test_a_json_event_cannot_claim_a_signature(
-    redis, keys, seattle, seattle_router, tmp_path, signer
-) -> None:
-    config, base = city(seattle, tmp_path, signer, require=False)
-    harness = Harness(redis, keys, config, base, seattle_router)
+def test_a_json_event_cannot_claim_a_signature(pipeline, redis, keys, signer) -> None:
+    harness = pipeline(require=False)
     (event,) = events_from_cap(cap_alert("claims-valid"), department=OEM)
     event.signature = "valid"  # type: ignore[attr-defined]  # an extension attribute
     assert event.to_wire()["signature"] == "valid"
