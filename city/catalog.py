@@ -12,7 +12,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from city.cap import CAP_TYPES
+from city.cap import CAP_TYPES, NO_TRUST, trust_from_config
 from city.config import CityConfig
 from city.events import Event, Priority
 from city.schemas import BUILTIN_TYPES, model_from_fields
@@ -71,6 +71,8 @@ class EventCatalog:
         self.max_event_bytes = max_event_bytes or (
             config.routing.max_event_bytes if config else 64 * 1024
         )
+        # Raw CAP alerts' signatures are checked against these (queues/ingest_decode.py).
+        self.cap_trust = trust_from_config(config.cap) if config is not None else NO_TRUST
 
     def register(self, name: str, payload: type[BaseModel], priority: Priority) -> None:
         self.types[name] = EventType(name, payload, priority)

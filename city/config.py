@@ -14,6 +14,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from city.cap.signature import CapConfig, load_certificates
 from city.errors import ConfigError
 from city.escalation import parse_escalations
 from city.events import EVENT_TYPE, Priority
@@ -179,6 +180,8 @@ class CityConfig(_Strict):
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
     sharing: SharingConfig = Field(default_factory=SharingConfig)
     geo: GeoConfig = Field(default_factory=GeoConfig)
+    # CAP alerts: trusted signing certificates, require_signature (city/cap/signature.py).
+    cap: CapConfig = Field(default_factory=CapConfig)
     # Sections owned by other modules, validated by their own parsers (privacy, retention).
     privacy: dict[str, Any] | None = None
     retention: dict[str, Any] | None = None
@@ -334,4 +337,15 @@ def load_city(path: str | Path) -> tuple[CityConfig, Path]:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         raise ConfigError(file, [(where, f"not valid YAML: {exc}")]) from None
-    return parse_city(data, file), file.parent.resolve()
+    config = parse_city(data, file)
+    base_dir = file.parent.resolve()
+    _resolve_cap_certificates(config, base_dir, file)
+    return config, base_dir
+
+
+def _resolve_cap_certificates(config: CityConfig, base_dir: Path, source: Path) -> None:
+    """Check every ``cap.trusted_certificates`` file now (a ConfigError naming the entry) and
+    make the paths absolute, so whoever loads them later does not depend on the folder."""
+    paths = config.cap.trusted_certificates
+    load_certificates(paths, base_dir, source)
+    config.cap.trusted_certificates = [str(base_dir / path) for path in paths]

@@ -7,6 +7,13 @@ An entry holds exactly one of two fields:
   NWS/IPAWS feeds). Its size is checked before any parsing, then `city.cap.events_from_cap`
   parses it safely and turns each ``<info>`` into one event with a deterministic id (so a
   re-sent alert dedupes), and every event still passes `EventCatalog.accept` like JSON ones.
+  Its XML-DSig signature is checked against the catalog's `cap_trust` (the city config's
+  ``cap:`` section) and recorded on every event as the ``signature`` extension attribute.
+
+Only ingest vouches for a signature: a ``signature`` attribute on a JSON event is dropped (the
+department did not send the signed alert, so nothing here checked it), and when the city
+requires valid signatures (``cap.require_signature``) ``cap.*`` JSON events are refused:
+signed alerts must come as the alert itself.
 
 Kept out of workers/ingest.py so the ingest loop stays about batching and transactions.
 """
@@ -16,7 +23,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from city.cap import MAX_CAP_BYTES, CapError, events_from_cap
+from city.cap import MAX_CAP_BYTES, CapError, SignatureStatus, events_from_cap
 from city.catalog import EventCatalog, InvalidEvent
 from queues.streams import CAP_FIELD, EVENT_FIELD, Entry
 
@@ -56,19 +63,34 @@ def _decode(entry: Entry, catalog: EventCatalog) -> list[dict[str, Any]]:
             f"; it has fields [{names}]",
         )
     if event is not None:
-        return [catalog.accept(event, entry.dept)]
+        return [json_wire(event, entry.dept, catalog)]
     assert cap is not None
     return cap_wires(cap, entry.dept, catalog)
 
 
+def json_wire(raw: bytes, department: str, catalog: EventCatalog) -> dict[str, Any]:
+    """The wire event of a JSON entry, without a ``signature`` ingest did not check."""
+    wire = catalog.accept(raw, department)
+    wire.pop("signature", None)
+    if catalog.cap_trust.require_signature and str(wire["type"]).startswith("cap."):
+        raise InvalidEvent(
+            f"signature_{SignatureStatus.UNVERIFIED}",
+            "cap signature unverified: a CAP event published as JSON carries no signature"
+            " ingest can check (cap.require_signature is true); publish the signed alert"
+            " itself (`cityrelay publish --cap FILE --raw`, Producer.publish_cap)",
+        )
+    return wire
+
+
 def cap_wires(xml: bytes, department: str, catalog: EventCatalog) -> list[dict[str, Any]]:
-    """The wire events of a raw CAP alert published on `department`'s stream."""
+    """The wire events of a raw CAP alert published on `department`'s stream, each with the
+    alert's ``signature`` result."""
     if len(xml) > MAX_CAP_BYTES:  # before parsing: a huge document costs nothing to refuse
         raise InvalidEvent(
             "too_large", f"CAP alert is {len(xml)} bytes; the limit is {MAX_CAP_BYTES}"
         )
     try:
-        events = events_from_cap(xml, department=department)
+        events = events_from_cap(xml, department=department, trust=catalog.cap_trust)
     except CapError as exc:
         raise InvalidEvent(exc.reason, str(exc)) from None
     return [

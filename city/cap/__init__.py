@@ -1,11 +1,13 @@
 """OASIS Common Alerting Protocol (CAP 1.2) alerts in and out: `model` (namespaces,
 `CapError`, the `CapPayload` registered per ``cap.*`` type in `CAP_TYPES`), `schema` (the one
 place a document is accepted: size limit, safe parse with defusedxml, work bounds, the CAP 1.2
-schema `city/data/cap12.xsd`), `geometry` (CAP polygons and circles <-> GeoJSON), `priority`
-(urgency x severity x certainty -> priority, `alert_priority`), `parse` (XML -> events,
-`events_from_cap`) and `render` (events -> CAP XML, `event_to_cap`). Part of the pure core: it
-may import `city.events` and third-party libraries (defusedxml, xmlschema, pydantic), never
-queues/, jobs/ or workers/; its modules import their siblings directly, never this package.
+schema `city/data/cap12.xsd`), `signature` (XML-DSig signatures checked against the trusted
+certificates of the city config's ``cap:`` section, with signxml), `geometry` (CAP polygons
+and circles <-> GeoJSON), `priority` (urgency x severity x certainty -> priority,
+`alert_priority`), `parse` (XML -> events, `events_from_cap`) and `render` (events -> CAP XML,
+`event_to_cap`). Part of the pure core: it may import `city.events`, `city.errors` and
+third-party libraries (defusedxml, xmlschema, pydantic, signxml, cryptography), never queues/,
+jobs/ or workers/; its modules import their siblings directly, never this package.
 """
 
 from city.cap.geometry import (
@@ -32,7 +34,7 @@ from city.cap.model import (
     Severity,
     Urgency,
 )
-from city.cap.parse import CAP_ID_NAMESPACE, cap_event_id, events_from_cap
+from city.cap.parse import CAP_ID_NAMESPACE, cap_event_id, events_and_signature, events_from_cap
 from city.cap.priority import (
     CERTAINTY_SCORE,
     SEVERITY_SCORE,
@@ -54,7 +56,19 @@ from city.cap.schema import (
     MAX_CAP_INFOS,
     MAX_CAP_VERTICES,
     SCHEMA_PATH,
+    AcceptedAlert,
+    accept_alert,
     parse_alert,
+)
+from city.cap.signature import (
+    NO_TRUST,
+    CapConfig,
+    CapTrust,
+    SignatureResult,
+    SignatureStatus,
+    check_signature,
+    load_certificates,
+    trust_from_config,
 )
 
 __all__ = [
@@ -73,29 +87,40 @@ __all__ = [
     "MAX_CAP_INFOS",
     "MAX_CAP_VERTICES",
     "MESSAGE_TYPE",
+    "NO_TRUST",
     "PUBLIC_TEXT_FIELDS",
     "SCHEMA_PATH",
     "SEVERITY_SCORE",
     "URGENCY_SCORE",
     "USC_BY_PRIORITY",
+    "AcceptedAlert",
     "CapArea",
+    "CapConfig",
     "CapError",
     "CapPayload",
     "CapResource",
+    "CapTrust",
     "Certainty",
     "NameValue",
     "Severity",
+    "SignatureResult",
+    "SignatureStatus",
     "Urgency",
+    "accept_alert",
     "alert_priority",
     "cap_event_id",
     "cap_priority",
     "cap_time",
+    "check_signature",
     "circle_polygon",
     "event_to_cap",
+    "events_and_signature",
     "events_from_cap",
     "geometry_to_cap",
+    "load_certificates",
     "parse_alert",
     "parse_circle",
     "parse_polygon",
     "routing_geometry",
+    "trust_from_config",
 ]

@@ -31,7 +31,9 @@ class CapError(ValueError):
     `reason` is a short code for the dead-letter stream: ``too_large`` (before parsing, or an
     info block too big for one event), ``unsafe_xml`` (DTD, entity declarations, external
     references), ``malformed_xml`` (not well-formed, or an encoding the parser cannot read),
-    ``invalid_cap`` (well-formed XML that is not valid CAP 1.2: namespace, schema, geometry).
+    ``invalid_cap`` (well-formed XML that is not valid CAP 1.2: namespace, schema, geometry),
+    ``signature_invalid`` / ``signature_unverified`` / ``signature_absent`` (the city requires
+    a valid signature, ``cap.require_signature``, and this alert's is not).
     """
 
     def __init__(self, message: str, reason: str = "invalid_cap"):

@@ -11,7 +11,9 @@ syntax, restricted / private scope), and turns each ``<info>`` block into one `E
   64-gon approximations in metres, several shapes as a MultiPolygon; radius-0 circles are points;
 - data: the alert and info fields (`CapPayload`), geocodes kept per area, ``expires`` also
   given as ``deadline`` (UTC) for the delivery deadline;
-- id: deterministic from (sender, identifier, info index), so republishing an alert dedupes.
+- id: deterministic from (sender, identifier, info index), so republishing an alert dedupes;
+- ``signature``: an extension attribute, what the alert's XML-DSig signature is worth against
+  the certificates in `trust` (``valid | invalid | unverified | absent``, `city.cap.signature`).
 """
 
 from __future__ import annotations
@@ -27,7 +29,8 @@ from pydantic import ValidationError
 from city.cap.geometry import circle_polygon, parse_circle, parse_polygon, routing_geometry
 from city.cap.model import MESSAGE_TYPE, CapArea, CapError, CapPayload, CapResource, NameValue, _q
 from city.cap.priority import _message_priority, cap_priority
-from city.cap.schema import parse_alert
+from city.cap.schema import accept_alert
+from city.cap.signature import NO_TRUST, CapTrust, SignatureResult
 from city.events import MAX_EVENT_BYTES, Event, Priority, source_for
 
 # Fixed namespace for uuid5 event ids: the same alert always yields the same ids.
@@ -176,13 +179,25 @@ def cap_event_id(sender: str, identifier: str, info_index: int) -> str:
     return uuid.uuid5(CAP_ID_NAMESPACE, f"{sender}\n{identifier}\n{info_index}").hex
 
 
-def events_from_cap(xml: bytes | str, department: str | None = None) -> list[Event]:
+def events_from_cap(
+    xml: bytes | str, department: str | None = None, trust: CapTrust = NO_TRUST
+) -> list[Event]:
     """The events one CAP alert becomes (one per ``<info>``; one ``cap.message`` if none).
 
     `department` is the publishing department (sets ``source`` and ``department``); without it
-    the source is ``/cap/<sender>``. Raises `CapError` for anything that is not valid CAP.
+    the source is ``/cap/<sender>``. `trust`: the certificates the signature is checked
+    against, and whether a valid one is required. Raises `CapError` for anything that is not
+    valid CAP (or, when a signature is required, not validly signed).
     """
-    root = parse_alert(xml)
+    return events_and_signature(xml, department, trust)[0]
+
+
+def events_and_signature(
+    xml: bytes | str, department: str | None = None, trust: CapTrust = NO_TRUST
+) -> tuple[list[Event], SignatureResult]:
+    """`events_from_cap`, plus the signature result with its reason (for people)."""
+    accepted = accept_alert(xml, trust)
+    root = accepted.root
     header = _header(root)
     sent = _cap_time(header["sent"])
     source = source_for(department) if department else "/cap/" + quote(header["sender"], safe="@.")
@@ -214,6 +229,7 @@ def events_from_cap(xml: bytes | str, department: str | None = None) -> list[Eve
                     "priority": priority,
                     "location": geometry,
                     "department": department,
+                    "signature": str(accepted.signature.status),
                 }
             )
         except ValidationError as exc:
@@ -226,4 +242,4 @@ def events_from_cap(xml: bytes | str, department: str | None = None) -> list[Eve
                 "too_large",
             )
         events.append(event)
-    return events
+    return events, accepted.signature

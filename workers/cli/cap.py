@@ -5,6 +5,10 @@ ingest accepts); nothing is published. ``render`` prints one event as a CAP 1.2 
 public warning systems. ``-`` reads standard input, so the two compose::
 
     cityrelay cap parse alert.xml | head -1 | cityrelay cap render -
+
+Each event carries the alert's ``signature`` result (valid | invalid | unverified | absent),
+checked against the certificates of ``--trust`` or else of the city config's ``cap:`` section;
+the reason (which certificate, what failed) goes to standard error.
 """
 
 from __future__ import annotations
@@ -17,7 +21,16 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from city.cap import CapError, event_to_cap, events_from_cap
+from city.cap import (
+    NO_TRUST,
+    CapError,
+    CapTrust,
+    event_to_cap,
+    events_and_signature,
+    load_certificates,
+    trust_from_config,
+)
+from city.errors import ConfigError
 from city.events import Event
 from workers.runtime import Runtime
 
@@ -28,6 +41,13 @@ def register(subparsers: Any) -> None:
     parse = actions.add_parser("parse", help="print the events a CAP alert becomes (JSON lines)")
     parse.add_argument("file", help="CAP 1.2 XML file, or - for standard input")
     parse.add_argument("--department", help="publishing department (sets source/department)")
+    parse.add_argument(
+        "--trust",
+        action="append",
+        metavar="CERT.pem",
+        help="a trusted signing certificate (repeatable; default: the city config's"
+        " cap.trusted_certificates)",
+    )
     parse.set_defaults(func=parse_command)
     render = actions.add_parser("render", help="print one event (JSON) as a CAP 1.2 alert")
     render.add_argument("event_file", help="a JSON file holding one event, or - for stdin")
@@ -45,15 +65,31 @@ def _read(name: str) -> bytes:
     return Path(name).read_bytes()
 
 
+def _trust(args: argparse.Namespace, runtime: Runtime) -> CapTrust:
+    """--trust files, else the city config's ``cap:`` section (with its require_signature)."""
+    config = runtime.city()[0] if runtime.config_path is not None else None
+    require = config.cap.require_signature if config is not None else False
+    if args.trust:
+        return CapTrust(load_certificates(args.trust, None, "--trust"), require)
+    return trust_from_config(config.cap) if config is not None else NO_TRUST
+
+
 def parse_command(args: argparse.Namespace, runtime: Runtime) -> int:
     try:
-        events = events_from_cap(_read(args.file), department=args.department)
+        trust = _trust(args, runtime)
+        xml = _read(args.file)
+        events, signature = events_and_signature(xml, args.department, trust)
+    except ConfigError as exc:
+        print(f"cap parse: {exc}", file=sys.stderr)
+        return 1
     except OSError as exc:
         print(f"cap parse: cannot read {args.file}: {exc.strerror or exc}", file=sys.stderr)
         return 1
     except CapError as exc:
         print(f"cap parse: {args.file}: {exc}", file=sys.stderr)
         return 1
+    # The events carry the result; the why (signer, what failed) is for the person reading.
+    print(f"cap parse: {args.file}: signature {signature.describe()}", file=sys.stderr)
     for event in events:
         print(json.dumps(event.to_wire(), ensure_ascii=False))
     return 0
