@@ -1,0 +1,172 @@
+"""``POST /v1/events`` and ``POST /v1/cap``: the Redis path's rules, over HTTP.
+
+Each event of a request passes the same `EventCatalog.accept` as at ingest (so the reasons
+are the dead-letter stream's: ``invalid_envelope``, ``unknown_type``, ``invalid_payload``,
+``forged_source``, ``too_large``...). Refused events are dead-lettered (stage ``gateway``,
+with the bytes received) and listed in the answer; accepted ones are XADDed by the
+department's `Producer` (backpressure, replica acknowledgement and OOM handling as on the
+Redis path), and the answer (202, the accepted ids) is sent only once Redis holds them (and,
+with ``?min_replicas=N``, N replicas). Ingest validates them again, drops duplicates by event id
+and routes them like any other event.
+
+An event whose ``department`` attribute names another department than the token's -> 403 for
+the whole request (nothing published). Backpressure -> 429 with ``Retry-After`` (the
+emergencies of the request are published all the same, and named); too few replicas -> 503.
+
+This code runs in a worker thread (`Publisher.events`): validating a 1,000-event batch takes
+tens of milliseconds, which must not stall the event loop's other requests.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from redis import Redis
+
+from city.catalog import EventCatalog, InvalidEvent
+from city.events import Priority
+from queues.ingest_decode import MAX_DEAD_LETTER_BODY, cap_wires
+from queues.keys import Keys
+from queues.limits import Backpressure
+from queues.streams import Producer, dead_letter
+from workers.gateway.cloudevents import Candidate
+from workers.gateway.problem import Problem
+
+STAGE = "gateway"
+
+
+@dataclass
+class Refusal:
+    index: int
+    id: str | None
+    reason: str
+    detail: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"index": self.index, "id": self.id, "reason": self.reason, "detail": self.detail}
+
+
+@dataclass
+class Outcome:
+    accepted: list[str] = field(default_factory=list)
+    refused: list[Refusal] = field(default_factory=list)
+    emergencies: int = 0
+    pressure: Backpressure | None = None  # routine events refused for now (429)
+
+
+def claimed_departments(candidates: Sequence[Candidate], dept: str) -> None:
+    """403 if any event says it comes from another department (before anything is written)."""
+    for c in candidates:
+        claimed = c.doc.get("department") if c.doc else None
+        if claimed is not None and claimed != dept:
+            raise Problem(
+                403,
+                "forbidden",
+                f"event {c.index} ({c.id}) claims department {claimed!r}; "
+                f"this token publishes for {dept!r}",
+                index=c.index,
+            )
+
+
+class Publisher:
+    """Validation, dead letters and publishing for one gateway process (thread-safe)."""
+
+    def __init__(self, redis: Redis, keys: Keys, catalog: EventCatalog, replica_timeout_ms: int):
+        self.redis = redis
+        self.keys = keys
+        self.catalog = catalog
+        self.replica_timeout_ms = replica_timeout_ms
+        self._producers: dict[tuple[str, int], Producer] = {}
+
+    def producer(self, dept: str, min_replicas: int = 0) -> Producer:
+        found = self._producers.get((dept, min_replicas))
+        if found is None:
+            found = self._producers[(dept, min_replicas)] = Producer(
+                self.redis,
+                dept,
+                self.keys,
+                min_replicas=min_replicas,
+                replica_timeout_ms=self.replica_timeout_ms,
+            )
+        return found
+
+    def carries_emergency(self, candidates: Sequence[Candidate]) -> bool:
+        """Whether a request holds an emergency (by its stated priority or its type's)."""
+        for c in candidates:
+            if c.doc is None:
+                continue
+            explicit, kind = c.doc.get("priority"), c.doc.get("type")
+            if explicit == Priority.EMERGENCY:
+                return True
+            if (
+                explicit is None
+                and isinstance(kind, str)
+                and self.catalog.priority_of(kind) == Priority.EMERGENCY
+            ):
+                return True
+        return False
+
+    def events(self, dept: str, candidates: Sequence[Candidate], min_replicas: int) -> Outcome:
+        outcome = Outcome()
+        wires: list[dict[str, Any]] = []
+        for c in candidates:
+            if c.error is None:
+                assert c.doc is not None
+                try:
+                    wires.append(self.catalog.accept(orjson.dumps(c.doc), dept))
+                    continue
+                except InvalidEvent as exc:
+                    c.error = exc
+                except Exception as exc:  # noqa: BLE001 - refused with its reason, like ingest
+                    c.error = InvalidEvent(
+                        "decode_failed", f"validation failed: {type(exc).__name__}: {exc}"
+                    )
+            assert c.error is not None
+            outcome.refused.append(Refusal(c.index, c.id, c.error.reason, str(c.error)))
+        try:
+            if wires:
+                producer = self.producer(dept, min_replicas)
+                encoded = [producer.encode_wire(w) for w in wires]
+                outcome.emergencies = sum(1 for s, _, _ in encoded if s.endswith(":emergency"))
+                try:
+                    outcome.accepted = producer.publish_encoded(encoded)
+                except Backpressure as exc:
+                    outcome.accepted, outcome.pressure = exc.accepted, exc
+        finally:
+            if outcome.refused:
+                self.dead_letter(dept, candidates, outcome.refused)
+        return outcome
+
+    def dead_letter(
+        self, dept: str, candidates: Sequence[Candidate], refused: Sequence[Refusal]
+    ) -> None:
+        pipe = self.redis.pipeline(transaction=False)
+        for r in refused:
+            self._dead_letter(pipe, dept, r.reason, r.detail, candidates[r.index].raw)
+        pipe.execute()
+
+    def _dead_letter(self, pipe: Any, dept: str, reason: str, detail: str, raw: bytes) -> None:
+        if len(raw) > MAX_DEAD_LETTER_BODY:
+            note = f"[body truncated to the first {MAX_DEAD_LETTER_BODY} of {len(raw)} bytes] "
+            raw, detail = raw[:MAX_DEAD_LETTER_BODY], note + detail
+        dead_letter(pipe, self.keys, reason=reason, message=detail, stage=STAGE, dept=dept,
+                    stream="http", body=raw)  # fmt: skip
+
+    def cap(self, dept: str, xml: bytes, min_replicas: int) -> tuple[list[str], str, int]:
+        """Publish a CAP alert on the raw path; returns (event ids, stream entry id, how many
+        are emergencies). It is parsed here too, only to name its event ids (deterministic:
+        ingest derives the same) and to refuse a bad document at once (422, dead-lettered
+        with the reason ingest would give)."""
+        try:
+            wires = cap_wires(xml, dept, self.catalog)
+        except InvalidEvent as exc:
+            pipe = self.redis.pipeline(transaction=False)
+            self._dead_letter(pipe, dept, exc.reason, str(exc), xml)
+            pipe.execute()
+            raise Problem(422, exc.reason, str(exc)) from None
+        entry = self.producer(dept, min_replicas).publish_cap(xml)
+        emergencies = sum(1 for w in wires if w.get("priority") == Priority.EMERGENCY)
+        return [str(w["id"]) for w in wires], entry, emergencies
