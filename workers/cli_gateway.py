@@ -37,6 +37,8 @@ def register(subparsers: Any) -> None:
     gw.add_argument("--limit-concurrency", type=int, default=2048,
                     help="connections + tasks before uvicorn answers 503")  # fmt: skip
     gw.add_argument("--keep-alive-s", type=int, default=5, help="idle keep-alive timeout")
+    gw.add_argument("--header-timeout-s", type=float,
+                    help="deadline for a request's headers (default 10; slowloris)")  # fmt: skip
     gw.add_argument("--max-body-bytes", type=int)
     gw.add_argument("--batch-max-events", type=int)
     gw.add_argument("--body-timeout-s", type=float)
@@ -66,12 +68,21 @@ def cmd_gateway(args: argparse.Namespace, runtime: Runtime) -> int:
         max_body_bytes=args.max_body_bytes,
         batch_max_events=args.batch_max_events,
         body_timeout_s=args.body_timeout_s,
+        header_timeout_s=args.header_timeout_s,
     )
     # The app is built by a factory in each worker process: hand it everything by environment.
     os.environ.update(settings.to_env())
     os.environ["REDIS_URL"] = runtime.redis_url
     os.environ["CITYRELAY_PREFIX"] = runtime.prefix
     os.environ["CITYRELAY_CONFIG"] = str(runtime.config_path)
+    try:  # httptools (uvicorn[standard]) with header deadline and size guards
+        from workers.gateway.protocol import GuardedHttpToolsProtocol
+
+        http: Any = GuardedHttpToolsProtocol
+        GuardedHttpToolsProtocol.header_timeout_s = settings.header_timeout_s
+        GuardedHttpToolsProtocol.max_header_bytes = settings.max_header_bytes
+    except ImportError:  # pragma: no cover - plain uvicorn: its h11 protocol
+        http = "auto"
     uvicorn.run(
         "workers.gateway.app:create_app",
         factory=True,
@@ -84,6 +95,7 @@ def cmd_gateway(args: argparse.Namespace, runtime: Runtime) -> int:
         limit_concurrency=args.limit_concurrency,
         timeout_graceful_shutdown=10,
         server_header=False,
+        http=http,
     )
     return 0
 

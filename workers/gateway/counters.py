@@ -31,6 +31,11 @@ class GatewayCounters:
     async def flush(self, redis: Any) -> None:
         """HINCRBY what was counted since the last flush (one pipeline); on failure the counts
         are kept for the next flush."""
+        from workers.gateway.protocol import REFUSED  # refusals before the app saw a request
+
+        for reason, n in list(REFUSED.items()):
+            self.refused(reason, n)
+            REFUSED[reason] -= n
         if not self._pending:
             return
         batch, self._pending = self._pending, Counter()

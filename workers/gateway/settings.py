@@ -15,6 +15,8 @@ class GatewaySettings:
     max_cap_bytes: int = 1024 * 1024  # a CAP document (ingest's own limit is city.cap's)
     batch_max_events: int = 1000  # events in one application/cloudevents-batch+json request
     body_timeout_s: float = 10.0  # to receive a whole body once the headers are in (408)
+    header_timeout_s: float = 10.0  # to receive a request's headers (slowloris guard, 408)
+    max_header_bytes: int = 64 * 1024  # request line + headers (431 above)
     token_cache_s: float = 1.0  # a revoked token is refused within this time on every gateway
     idempotency_ttl_s: int = 24 * 3600  # how long an Idempotency-Key's answer is kept
     inbox_page_max: int = 1000  # messages per GET /v1/inbox page
