@@ -36,10 +36,11 @@ class GatewayProcess:
         self.env = dict(os.environ, REDIS_URL=redis_url, PYTHONPATH=str(ROOT), **(env or {}))
         self.cmd = [
             sys.executable, "-m", "workers.cli", "--prefix", prefix, "--config", str(config),
-            "gateway", "--port", str(self.port), *args,
+            "gateway", "--port", str(self.port), "--workers", "1", *args,
         ]  # fmt: skip
         self.process: subprocess.Popen[bytes] | None = None
-        self.log = tempfile.TemporaryFile()  # not a pipe: a full pipe would stall the server
+        # a file, not a pipe: a full pipe would stall the server
+        self.log = tempfile.TemporaryFile()  # noqa: SIM115 - read after stop()
 
     def start(self, timeout: float = 30) -> GatewayProcess:
         self.process = subprocess.Popen(

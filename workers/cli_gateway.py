@@ -33,7 +33,9 @@ def register(subparsers: Any) -> None:
     gw = subparsers.add_parser("gateway", help="the HTTP gateway (CloudEvents, CAP, inboxes)")
     gw.add_argument("--host", default="127.0.0.1")
     gw.add_argument("--port", type=int, default=8080)
-    gw.add_argument("--workers", type=int, default=1, help="uvicorn worker processes")
+    workers = int(os.environ.get("CITYRELAY_GATEWAY_WORKERS", "2"))
+    gw.add_argument("--workers", type=int, default=workers,
+                    help="uvicorn worker processes ($CITYRELAY_GATEWAY_WORKERS, 2)")  # fmt: skip
     gw.add_argument("--limit-concurrency", type=int, default=2048,
                     help="connections + tasks before uvicorn answers 503")  # fmt: skip
     gw.add_argument("--keep-alive-s", type=int, default=5, help="idle keep-alive timeout")

@@ -394,7 +394,7 @@ def test_sse_stream_resumes_and_repeats_only_what_was_not_acknowledged(
 def test_locate_answers_like_the_cli(gateway, tokens, cli, capsys):
     token, _ = tokens.create("sdot")
     reply = httpx.get(gateway.url + "/v1/locate", params={"lat": WEST["lat"], "lon": WEST["lon"],
-                      "at": "2026-12-01T00:00:00Z"}, headers=bearer(token))  # fmt: skip
+                      "at": "2026-12-01T00:00:00Z"}, headers=bearer(token), timeout=60)  # fmt: skip
     assert reply.status_code == 200
     capsys.readouterr()
     assert cli("locate", "--lat", str(WEST["lat"]), "--lon", str(WEST["lon"]),
@@ -412,8 +412,8 @@ def test_health_readiness_openapi_and_status(gateway, tokens, redis, keys, cli, 
     spec = httpx.get(gateway.url + "/openapi.json").json()
     assert spec["openapi"].startswith("3.") and "/v1/events" in spec["paths"]
     token, _ = tokens.create("sdot")
-    httpx.post(gateway.url + "/v1/events", headers={**bearer(token),
-               "Content-Type": "application/cloudevents+json"}, content=json.dumps(incident()))  # fmt: skip
+    structured = {**bearer(token), "Content-Type": "application/cloudevents+json"}
+    httpx.post(gateway.url + "/v1/events", headers=structured, content=json.dumps(incident()))
     httpx.post(gateway.url + "/v1/events", headers=bearer(token), content=b"x")
     _wait_for_counter(redis, keys, "gateway_in:sdot", 1)
     _wait_for_counter(redis, keys, "gateway_refused:unsupported_media_type", 1)

@@ -10,8 +10,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sys
 from collections.abc import AsyncIterator
 
+import anyio
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -26,6 +28,7 @@ from workers.runtime import Runtime
 
 log = logging.getLogger("cityrelay.gateway")
 FLUSH_INTERVAL_S = 1.0
+SWITCH_INTERVAL_S = 0.001
 
 
 async def _flush_forever(state: Gateway) -> None:
@@ -35,6 +38,13 @@ async def _flush_forever(state: Gateway) -> None:
             await state.counters.flush(state.aredis)
         except Exception as exc:  # noqa: BLE001 - Redis away: kept for the next flush
             log.warning("gateway: counters not flushed: %s", exc)
+
+
+async def _warm_locator(state: Gateway) -> None:
+    try:
+        await anyio.to_thread.run_sync(state.locator.warm)
+    except Exception as exc:  # noqa: BLE001 - the first request will try again and say why
+        log.warning("gateway: jurisdictions not indexed yet: %s", exc)
 
 
 async def _problem_handler(request: Request, exc: Exception) -> Response:
@@ -77,6 +87,9 @@ def _count(request: Request, reason: str) -> None:
 def create_app(
     runtime: Runtime | None = None, settings: GatewaySettings | None = None
 ) -> Starlette:
+    # Validating a routine batch holds the GIL for milliseconds; hand it over every 1 ms
+    # (Python's default is 5) so an emergency request's thread and the event loop wait less.
+    sys.setswitchinterval(SWITCH_INTERVAL_S)
     runtime = runtime or Runtime.from_env()
     settings = settings or GatewaySettings.from_env()
     state = build_state(runtime, settings)
@@ -84,6 +97,8 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         state.background.append(asyncio.create_task(_flush_forever(state)))
+        # index the jurisdictions now, aside, not in the first /v1/locate request
+        state.background.append(asyncio.create_task(_warm_locator(state)))
         try:
             yield
         finally:

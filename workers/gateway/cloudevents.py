@@ -44,6 +44,7 @@ class Candidate:
     doc: dict[str, Any] | None
     raw: bytes
     error: InvalidEvent | None = None
+    json: bytes | None = None  # the event as JSON for `accept` (None: dump `doc`)
 
     @property
     def id(self) -> str | None:
@@ -107,14 +108,15 @@ def _candidate(index: int, doc: Any, raw: bytes | None) -> Candidate:
         )
     received = raw if raw is not None else orjson.dumps(doc)
     try:
-        decode_extensions(doc)
+        changed = decode_extensions(doc)
     except InvalidEvent as exc:
         return Candidate(index, None, received, exc)
-    return Candidate(index, doc, received)
+    return Candidate(index, doc, received, json=None if changed else received)
 
 
-def decode_extensions(doc: dict[str, Any]) -> None:
-    """City extensions sent as strings (SDK events, binary mode) -> their JSON values."""
+def decode_extensions(doc: dict[str, Any]) -> bool:
+    """City extensions sent as strings (SDK events, binary mode) -> their JSON values; returns
+    whether `doc` changed."""
     location = doc.get("location")
     if isinstance(location, str):
         try:
@@ -127,6 +129,8 @@ def decode_extensions(doc: dict[str, Any]) -> None:
         if not isinstance(value, dict):
             raise InvalidEvent("invalid_envelope", "location: must be a JSON object")
         doc["location"] = value
+        return True
+    return False
 
 
 def _binary(headers: Mapping[str, str], body: bytes, media: str) -> Candidate:
@@ -150,7 +154,9 @@ def _binary(headers: Mapping[str, str], body: bytes, media: str) -> Candidate:
             doc["data"] = orjson.loads(body)
         except orjson.JSONDecodeError as exc:
             return Candidate(0, None, raw_of, InvalidEvent("malformed_json", f"data: {exc}"))
-    return _candidate(0, doc, raw_of)
+    candidate = _candidate(0, doc, raw_of)
+    candidate.json = None  # raw_of is for people (data as text), not the event
+    return candidate
 
 
 def _binary_raw(attributes: dict[str, Any], body: bytes) -> bytes:

@@ -3,8 +3,8 @@
 The same answer as ``cityrelay locate`` (workers/cli_geo.py): the zones containing the point
 under the layer versions in force at ``at`` (default now; published redistrictings included),
 whether it lies on a border, exclusive-layer ties, and each department with why. The config's
-layers are indexed on the first request (in a thread) and published versions are picked up
-through `JurisdictionWatcher` (one GET per request when nothing changed).
+layers are indexed when the gateway starts (in a thread, `Locator.warm`); published versions
+are picked up through `JurisdictionWatcher` (one GET per request when nothing changed).
 """
 
 from __future__ import annotations
@@ -61,6 +61,9 @@ class Locator:
                 base = Jurisdictions.from_city(self.config, self.base_dir, self.config.geo)
                 self._watcher = JurisdictionWatcher(self.store, base)
             return self._watcher.current()
+
+    def warm(self) -> None:
+        self._world()
 
     def locate(self, lat: float, lon: float, at: datetime) -> dict[str, Any]:
         world = self._world()

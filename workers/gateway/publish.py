@@ -116,7 +116,8 @@ class Publisher:
             if c.error is None:
                 assert c.doc is not None
                 try:
-                    wires.append(self.catalog.accept(orjson.dumps(c.doc), dept))
+                    raw = c.json if c.json is not None else orjson.dumps(c.doc)
+                    wires.append(self.catalog.accept(raw, dept))
                     continue
                 except InvalidEvent as exc:
                     c.error = exc
