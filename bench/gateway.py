@@ -1,6 +1,6 @@
 """The HTTP gateway's throughput and the latency it adds to an emergency.
 
-    PYTHONPATH=. python bench/gateway.py [--seconds 5] [--workers 1] [--connections 16]
+    PYTHONPATH=. python bench/gateway.py [--seconds 5] [--workers 2] [--connections 16]
 
 Starts its own redis-server (so the numbers do not depend on what else the shared Redis holds)
 and a real `cityrelay gateway` (uvicorn) on a free port, then measures with a minimal HTTP/1.1
@@ -164,7 +164,7 @@ def emergencies(port: int, token: str, producer: Producer, samples: int) -> dict
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=5.0)
-    parser.add_argument("--workers", type=int, default=1, help="gateway worker processes")
+    parser.add_argument("--workers", type=int, default=2, help="gateway worker processes")
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--samples", type=int, default=1000, help="emergencies per path")
     args = parser.parse_args()
