@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import re
 import sys
@@ -22,6 +23,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from queues.tokens import TokenError, TokenRecord, TokenStore
+from workers import logs
 from workers.gateway.settings import GatewaySettings
 from workers.runtime import Runtime
 
@@ -77,6 +79,12 @@ def cmd_gateway(args: argparse.Namespace, runtime: Runtime) -> int:
     os.environ["REDIS_URL"] = runtime.redis_url
     os.environ["CITYRELAY_PREFIX"] = runtime.prefix
     os.environ["CITYRELAY_CONFIG"] = str(runtime.config_path)
+    root = logging.getLogger()  # the worker processes log like this one
+    os.environ["CITYRELAY_LOG_LEVEL"] = logging.getLevelName(root.level)
+    for handler in root.handlers:
+        if handler.get_name() == "cityrelay":
+            json_lines = isinstance(handler.formatter, logs.JsonFormatter)
+            os.environ["CITYRELAY_LOG_FORMAT"] = "json" if json_lines else "text"
     try:  # httptools (uvicorn[standard]) with header deadline and size guards
         from workers.gateway.protocol import GuardedHttpToolsProtocol
 

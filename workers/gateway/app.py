@@ -20,6 +20,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from workers import logs
 from workers.gateway import endpoints
 from workers.gateway.problem import Problem, problem_response, reason_for_status
 from workers.gateway.settings import GatewaySettings
@@ -90,6 +91,8 @@ def create_app(
     # Validating a routine batch holds the GIL for milliseconds; hand it over every 1 ms
     # (Python's default is 5) so an emergency request's thread and the event loop wait less.
     sys.setswitchinterval(SWITCH_INTERVAL_S)
+    if not any(h.get_name() == "cityrelay" for h in logging.getLogger().handlers):
+        logs.configure(role="gateway")  # a uvicorn worker process (spawned): env settings
     runtime = runtime or Runtime.from_env()
     settings = settings or GatewaySettings.from_env()
     state = build_state(runtime, settings)
