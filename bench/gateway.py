@@ -116,6 +116,35 @@ def _background(port: int, token: str, seconds: float, out: multiprocessing.Queu
     out.put(load(port, token, seconds, 4, 100))
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process and its children (the uvicorn workers), from /proc."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total, todo = 0.0, [pid]
+    while todo:
+        current = todo.pop()
+        try:
+            fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / tick
+            for task in Path(f"/proc/{current}/task").iterdir():
+                todo += [int(c) for c in (task / "children").read_text().split()]
+        except (OSError, ValueError):
+            continue
+    return total
+
+
+def measured(pid: int, phase: dict, run) -> dict:  # type: ignore[no-untyped-def]
+    """Run a load phase and add the gateway's CPU per event and per request (load-independent:
+    what the numbers would be with the cores to itself)."""
+    before = cpu_seconds(pid)
+    result = run()
+    used = cpu_seconds(pid) - before
+    result["gateway_cpu_s"] = round(used, 2)
+    if result["events"]:
+        result["gateway_cpu_us_per_event"] = round(used / result["events"] * 1e6, 1)
+        result["gateway_cpu_us_per_request"] = round(used / result["requests"] * 1e6, 1)
+    return {**phase, **result}
+
+
 def percentiles(values: list[float]) -> dict[str, float]:
     values = sorted(values)
     return {
@@ -177,12 +206,16 @@ def main() -> None:
     report: dict[str, object] = {"workers": args.workers, "connections": args.connections}
     try:
         load(gateway.port, token, 1.0, args.connections, 100)  # warm-up
-        batched = load(gateway.port, token, args.seconds, 4, 100)
+        pid = gateway.process.pid  # type: ignore[union-attr]
+        batched = measured(pid, {"phase": "batched", "batch": 100, "connections": 4},
+                           lambda: load(gateway.port, token, args.seconds, 4, 100))  # fmt: skip
         batched["events_per_s"] = round(batched["events"] / batched["seconds"])
-        print(json.dumps({"phase": "batched", "batch": 100, "connections": 4, **batched}))
-        single = load(gateway.port, token, args.seconds, args.connections, 0)
+        print(json.dumps(batched))
+        conns = args.connections
+        single = measured(pid, {"phase": "single", "connections": conns},
+                          lambda: load(gateway.port, token, args.seconds, conns, 0))  # fmt: skip
         single["requests_per_s"] = round(single["requests"] / single["seconds"])
-        print(json.dumps({"phase": "single", "connections": args.connections, **single}))
+        print(json.dumps(single))
         producer = Producer(redis, "sdot", keys)
         idle = emergencies(gateway.port, token, producer, args.samples)
         print(json.dumps({"phase": "emergency_idle", **idle}))
@@ -204,6 +237,8 @@ def main() -> None:
             emergency_added_p99_ms=idle["added_p99_ms"],
             emergency_added_p99_ms_under_load=loaded["added_p99_ms"],
             emergency_http_p99_ms=idle["http"]["p99_ms"],
+            batched_cpu_us_per_event=batched.get("gateway_cpu_us_per_event"),
+            single_cpu_us_per_request=single.get("gateway_cpu_us_per_request"),
             errors=batched["errors"] + single["errors"],
         )
     finally:

@@ -162,6 +162,20 @@ def test_partial_batch_accepts_the_good_lists_and_dead_letters_the_bad(
     assert reply.headers["content-type"] == "application/problem+json"
     assert reply.json()["reason"] == "unknown_type"
     assert redis.xlen(keys.deadletter) == len(bad) + 1
+    # an emergency takes the event loop's own path: the same refusal and dead letter
+    urgent_bad = incident(priority="emergency", data={"kind": "collision"})
+    reply = httpx.post(
+        gateway.url + "/v1/events",
+        headers={**bearer(token), "Content-Type": "application/cloudevents+json"},
+        content=json.dumps(urgent_bad),
+    )
+    assert reply.status_code == 422 and reply.json()["reason"] == "invalid_payload"
+    last = redis.xrevrange(keys.deadletter, count=1)[0][1]
+    assert (
+        last[b"reason"] == b"invalid_payload"
+        and json.loads(last[b"body"])["id"] == urgent_bad["id"]
+    )
+    assert read_stats(redis, keys)["deadletter:invalid_payload"] == 2
 
 
 def test_retries_get_the_same_answer_and_publish_once_with_an_idempotency_key(
