@@ -434,3 +434,25 @@ def test_health_readiness_openapi_and_status(gateway, tokens, redis, keys, cli, 
     capsys.readouterr()
     assert cli("status") == 0
     assert "gateway: in 1 (sdot=1); refused unsupported_media_type=1" in capsys.readouterr().out
+
+
+def test_redis_unreachable_is_503_and_the_process_stays_up(keys):
+    from tests.gateway_support import free_port
+
+    dead = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
+    gateway = GatewayProcess(dead, keys.prefix).start()
+    try:
+        ready = httpx.get(gateway.url + "/readyz", timeout=10)
+        assert ready.status_code == 503 and ready.json()["reason"] == "not_ready"
+        reply = httpx.post(
+            gateway.url + "/v1/events",
+            headers={**bearer("crt_" + "A" * 43), "Content-Type": "application/cloudevents+json"},
+            content=json.dumps(incident()),
+            timeout=30,
+        )
+        assert reply.status_code == 503 and reply.json()["reason"] == "redis_unavailable"
+        assert reply.headers["retry-after"] == "1"
+        assert httpx.get(gateway.url + "/healthz").status_code == 200
+        assert gateway.alive()
+    finally:
+        gateway.stop()

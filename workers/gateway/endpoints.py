@@ -243,9 +243,9 @@ async def get_stream(request: Request) -> Response:
     if state.streams_open >= state.settings.max_streams:
         raise Problem(503, "too_many_streams", "stream limit reached", {"Retry-After": "5"})
     await state.reader.ensure_group(dept)
-    state.streams_open += 1
 
     async def events():  # type: ignore[no-untyped-def]
+        state.streams_open += 1  # counted once it runs: a stream never started holds nothing
         try:
             async for chunk in state.reader.stream(
                 dept, consumer, last_id, state.settings.stream_keepalive_s
