@@ -227,6 +227,9 @@ def test_tokens_name_the_department_and_revocation_holds(gateway, tokens, redis,
         assert post({"Authorization": "Basic c2RvdDpzZG90"}, incident()).status_code == 401
         inbox = client.get(gateway.url + "/v1/inbox/spd-west", headers=bearer(token))
         assert inbox.status_code == 403
+        stranger, _ = tokens.create("no-such-dept")  # the store cannot know the city
+        assert post(bearer(stranger), incident()).status_code == 403
+        assert not redis.exists(keys.ingest("no-such-dept"))
         time.sleep(0.6)
         gone = post(bearer(expired), incident())
         assert gone.status_code == 401 and "expired" in gone.json()["detail"]
@@ -244,7 +247,7 @@ def test_tokens_name_the_department_and_revocation_holds(gateway, tokens, redis,
     stored = redis.hgetall(keys.tokens)
     assert token not in json.dumps({k.decode(): v.decode() for k, v in stored.items()})
     _wait_for_counter(redis, keys, "gateway_refused:unauthorized", 5)
-    assert read_stats(redis, keys)["gateway_refused:forbidden"] == 2
+    assert read_stats(redis, keys)["gateway_refused:forbidden"] == 3
     assert token not in gateway.output()
 
 

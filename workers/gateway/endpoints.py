@@ -44,6 +44,14 @@ async def _caller(request: Request) -> TokenRecord:
     return await _state(request).auth.authenticate(request.headers.get("authorization"))
 
 
+async def _publisher(request: Request) -> TokenRecord:
+    """The caller, if its department is one of this city's (ingest reads only theirs)."""
+    record = await _caller(request)
+    if record.dept not in _state(request).config.department_ids:
+        raise Problem(403, "forbidden", f"department {record.dept!r} is not in this city")
+    return record
+
+
 def _int_param(request: Request, name: str, default: int, low: int, high: int) -> int:
     raw = request.query_params.get(name)
     if raw is None:
@@ -81,7 +89,7 @@ async def openapi(request: Request) -> Response:
 
 async def post_events(request: Request) -> Response:
     state = _state(request)
-    record = await _caller(request)
+    record = await _publisher(request)
     settings = state.settings
     min_replicas = _int_param(request, "min_replicas", 0, 0, settings.max_min_replicas)
     body = await read_body(request, settings.max_body_bytes, settings.body_timeout_s)
@@ -169,7 +177,7 @@ async def _publish_events(
 
 async def post_cap(request: Request) -> Response:
     state = _state(request)
-    record = await _caller(request)
+    record = await _publisher(request)
     media = media_type(request.headers.get("content-type"))
     if media not in CAP_TYPES:
         raise Problem(
