@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -362,6 +363,14 @@ def test_inbox_page_and_ack_with_emergency_acknowledgement(gateway, tokens, redi
         waited = time.monotonic()
         assert client.get("/v1/inbox/spd-west", params={"wait_ms": 300}).json()["messages"] == []
         assert time.monotonic() - waited >= 0.25
+        # a long poll longer than one blocking read (5 s) ends with what arrives meanwhile
+        later = threading.Timer(6.0, _deliver, (redis, keys, "spd-west", 1))
+        later.start()
+        waited = time.monotonic()
+        polled = client.get("/v1/inbox/spd-west", params={"wait_ms": 20000}, timeout=30)
+        assert polled.status_code == 200 and len(polled.json()["messages"]) == 1
+        assert 5.5 < time.monotonic() - waited < 15
+        client.post("/v1/inbox/spd-west/ack", json={"ids": [polled.json()["messages"][0]["id"]]})
         by_event = client.post("/v1/inbox/spd-west/ack", json={"event_ids": [urgent]}).json()
         assert by_event["emergencies"][0]["outcome"] == "already"
         assert client.post("/v1/inbox/spd-west/ack", json={"ids": ["nope"]}).status_code == 400

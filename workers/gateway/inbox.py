@@ -102,9 +102,15 @@ class InboxReader:
         items = await self._read(dept, consumer, "0", count, None)
         messages = [parse_message(eid, f) for eid, f in items if f]
         if len(messages) < count:
-            fresh = await self._read(
-                dept, consumer, ">", count - len(messages), None if messages else wait_ms
-            )
+            fresh = await self._read(dept, consumer, ">", count - len(messages), None)
+            # nothing at all: wait for new messages, in blocking reads of at most
+            # STREAM_BLOCK_MS (each within the client's socket timeout)
+            deadline = time.monotonic() + wait_ms / 1000
+            while not messages and not fresh and wait_ms:
+                left_ms = int((deadline - time.monotonic()) * 1000)
+                if left_ms <= 0:
+                    break
+                fresh = await self._read(dept, consumer, ">", count, min(left_ms, STREAM_BLOCK_MS))
             messages += [parse_message(eid, f) for eid, f in fresh if f]
         return messages
 
