@@ -242,3 +242,15 @@ class Keys:
         outbox entry redelivered after a relay crash is written only once."""
         base = f"{self.prefix}:relayed:{source}"
         return f"{base}:{entry_id}" if lane == "routine" else f"{base}:{lane}:{entry_id}"
+
+    # The HTTP gateway (queues/tokens.py, workers/gateway/).
+    @property
+    def tokens(self) -> str:
+        """Hash sha256(token) -> token record JSON (department, name, expiry, revoked): the
+        tokens themselves are never stored."""
+        return f"{self.prefix}:tokens"
+
+    def idempotency(self, dept: str, digest: str) -> str:
+        """The stored answer to a gateway request sent with an ``Idempotency-Key`` (by the
+        key's sha256), per department, with an expiry."""
+        return f"{self.prefix}:idem:{dept}:{digest}"

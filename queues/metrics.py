@@ -11,7 +11,11 @@ Keys of the `Keys.stats` hash (each written in the pipeline a batch already send
   escalation levels started (one per recipient department and level), ``ack_seen:l{n}``
   acknowledgements first seen by the level-n check (which they cancelled), and
   ``notify:{channel}:ok|failed`` fallback notifications per channel kind;
-- ``latency_sum_ms:{priority}``: the sum of the latencies the histogram counts (its ``_sum``).
+- ``latency_sum_ms:{priority}``: the sum of the latencies the histogram counts (its ``_sum``);
+- ``gateway_in:{dept}`` events the HTTP gateway accepted per department, and
+  ``gateway_refused:{reason}`` requests (or, for a batch, events) it refused, by reason
+  (``unauthorized``, ``forbidden``, ``too_large``, ``backpressure``... and the event reasons of
+  the dead-letter stream); the gateway adds them about once a second (workers/gateway/).
 
 Latency is measured from the ingest XADD to the inbox XADD, both on Redis's clock, and kept as a
 histogram per priority (bucket upper bound in ms -> count), cheap enough to update on every batch
@@ -39,6 +43,8 @@ PRIORITIES = ("emergency", "high", "routine", "bulk")
 
 
 IN_PRI = "in_pri"
+GATEWAY_IN = "gateway_in"
+GATEWAY_REFUSED = "gateway_refused"
 DELIVERED_PRI = "delivered_pri"
 
 
@@ -72,6 +78,8 @@ class StatsView:
     notifications: dict[tuple[str, str], int] = field(default_factory=dict)  # (channel, result)
     emergencies_tracked: int = 0
     inbox_trimmed: dict[str, int] = field(default_factory=dict)  # dept (queues/limits.py)
+    gateway_in: dict[str, int] = field(default_factory=dict)  # dept (HTTP gateway)
+    gateway_refused: dict[str, int] = field(default_factory=dict)  # reason (HTTP gateway)
 
     @classmethod
     def of(cls, stats: Mapping[str, int]) -> StatsView:
@@ -99,6 +107,10 @@ class StatsView:
                 view.emergencies_tracked = value
             elif kind == "inbox_trimmed":
                 view.inbox_trimmed[label] = value
+            elif kind == GATEWAY_IN:
+                view.gateway_in[label] = value
+            elif kind == GATEWAY_REFUSED:
+                view.gateway_refused[label] = value
             elif not label:
                 view.outcomes[name] = value
         return view

@@ -133,7 +133,22 @@ def counters(view: StatsView) -> Iterator[CounterMetricFamily]:
     )
     for dept, value in sorted(view.inbox_trimmed.items()):
         trimmed.add_metric([dept], value)
+    gateway_in = CounterMetricFamily(
+        "cityrelay_gateway_events_in",
+        "Events accepted by the HTTP gateway, by producing department",
+        labels=["department"],
+    )
+    for dept, value in sorted(view.gateway_in.items()):
+        gateway_in.add_metric([dept], value)
+    gateway_refused = CounterMetricFamily(
+        "cityrelay_gateway_refused",
+        "Requests (and events of a batch) the HTTP gateway refused, by reason",
+        labels=["reason"],
+    )
+    for reason, value in sorted(view.gateway_refused.items()):
+        gateway_refused.add_metric([reason], value)
     yield from (dead, totals, tracked, escalations, acks, notes, trimmed)
+    yield from (gateway_in, gateway_refused)
 
 
 def gauges(snap: Snapshot) -> Iterator[GaugeMetricFamily]:

@@ -30,8 +30,10 @@ SHARED_DATA = ROOT.parent / "shared" / "data"
 
 _backend: dict[str, str] = {}
 # Inputs tried at ingest: "n" JSON bodies (tests/unit/test_hostile_input.py), "cap" raw CAP
-# documents (tests/unit/test_hostile_cap.py).
-HOSTILE_TRIED = {"n": 0, "cap": 0}
+# documents (tests/unit/test_hostile_cap.py); "http": requests sent to the HTTP gateway
+# (tests/integration/test_gateway_hostile.py), by kind in GATEWAY_HOSTILE.
+HOSTILE_TRIED = {"n": 0, "cap": 0, "http": 0}
+GATEWAY_HOSTILE: dict[str, int] = {}
 
 
 @pytest.fixture(autouse=True)
@@ -125,4 +127,9 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         terminalreporter.write_line(
             f"hostile inputs tried at ingest: {HOSTILE_TRIED['n'] + HOSTILE_TRIED['cap']}"
             f" ({HOSTILE_TRIED['n']} JSON events, {HOSTILE_TRIED['cap']} CAP XML documents)"
+        )
+    if HOSTILE_TRIED["http"]:
+        kinds = ", ".join(f"{k} {v}" for k, v in sorted(GATEWAY_HOSTILE.items()))
+        terminalreporter.write_line(
+            f"hostile requests tried at the HTTP gateway: {HOSTILE_TRIED['http']} ({kinds})"
         )

@@ -26,6 +26,7 @@ GROUPS = (
     "cap",  # cap
     "demo",  # demo
     "emergency",  # ack, emergency
+    "gateway",  # gateway, token
     "geo",  # geo, jurisdictions, locate
     "metrics",  # metrics
     "pipeline",  # publish, ingest, worker, inbox, deadletters

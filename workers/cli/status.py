@@ -73,6 +73,10 @@ def report(snap: Snapshot) -> dict[str, Any]:
         },
         "departments": departments,
         "deadletters_by_reason": dict(sorted(view.deadletters.items())),
+        "gateway": {
+            "in_by_dept": dict(sorted(view.gateway_in.items())),
+            "refused_by_reason": dict(sorted(view.gateway_refused.items())),
+        },
         "jobs": {"started": snap.started, "failed": snap.failed},
         "streams": snap.streams,
         "emergencies": {
@@ -138,6 +142,12 @@ def render(data: dict[str, Any]) -> str:
         ),
         f"dead letters: {data['deadletters']} ({_pairs(data['deadletters_by_reason'])})",
     ]
+    gateway = data["gateway"]
+    if gateway["in_by_dept"] or gateway["refused_by_reason"]:
+        lines.append(
+            f"gateway: in {sum(gateway['in_by_dept'].values())} "
+            f"({_pairs(gateway['in_by_dept'])}); refused {_pairs(gateway['refused_by_reason'])}"
+        )
     pressure = data.get("backpressure")
     if pressure:
         lines.append(
