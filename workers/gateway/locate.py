@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import Any
 
 import shapely
-from city.jurisdictions import Jurisdictions, departments_for
 from redis import Redis
 
 from city.config import CityConfig
+from city.geo import Jurisdictions, departments_for
 from queues.jurisdictions import JurisdictionStore, JurisdictionWatcher
 from queues.keys import Keys
 from workers.gateway.problem import Problem
