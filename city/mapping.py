@@ -94,12 +94,12 @@ def map_record(
     *,
     event_type: str,
     department: str,
-    fallback_id: str,
+    fallback_id: Callable[[], str],
     id_kind: str,
     id_scope: str,
 ) -> dict[str, Any]:
     """One record -> a CloudEvents dict. The id: ``derived_id(id_kind, id_scope, own id)``
-    when the mapping names one and the record has it, else `fallback_id`."""
+    when the mapping names one and the record has it, else ``fallback_id()``."""
     event: dict[str, Any] = {
         "specversion": "1.0",
         "type": event_type,
@@ -108,7 +108,7 @@ def map_record(
     }
     own_id = lookup(mapping.id) if mapping.id else MISSING
     missing = own_id is MISSING or own_id is None or own_id == ""
-    event["id"] = fallback_id if missing else derived_id(id_kind, id_scope, str(own_id))
+    event["id"] = fallback_id() if missing else derived_id(id_kind, id_scope, str(own_id))
     event["time"] = _time(lookup(mapping.time)) if mapping.time else _now()
     if mapping.lat or mapping.lon:
         lat, lon = _number(lookup, mapping.lat, "lat"), _number(lookup, mapping.lon, "lon")

@@ -24,7 +24,6 @@ for the messages that arrive while the bridge is away, and ``max_inflight_messag
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import queue
@@ -34,6 +33,7 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 import paho.mqtt.client as mqtt
 from redis import Redis
 from redis.exceptions import RedisError
@@ -47,6 +47,7 @@ from queues.limits import Backpressure
 from queues.streams import Producer, dead_letter
 
 log = logging.getLogger("cityrelay.mqtt")
+ROUTE_CACHE = 100_000  # topics whose route is remembered
 
 
 @dataclass(frozen=True)
@@ -90,6 +91,7 @@ class MqttBridge:
         self.generation = 0
         self.connected = threading.Event()
         self.counts: Counter[str] = Counter()
+        self._routes: dict[str, MqttTopic | None] = {}
         self.client = self._client()
 
     # -- MQTT side (paho's network thread) -----------------------------------------------------
@@ -136,22 +138,28 @@ class MqttBridge:
 
     # -- mapping -------------------------------------------------------------------------------
     def route(self, topic: str) -> MqttTopic | None:
-        for candidate in self.settings.topics:
-            if mqtt.topic_matches_sub(candidate.pattern, topic):
-                return candidate
-        return None
+        """The first topic pattern that matches (remembered per topic: sensors repeat)."""
+        if topic in self._routes:
+            return self._routes[topic]
+        found = next(
+            (t for t in self.settings.topics if mqtt.topic_matches_sub(t.pattern, topic)), None
+        )
+        if len(self._routes) >= ROUTE_CACHE:
+            self._routes.clear()
+        self._routes[topic] = found
+        return found
 
     def convert(self, topic: str, payload: bytes) -> Converted:
         route = self.route(topic)
         if route is None:
             return Converted("", reason="unmapped_topic", detail=f"no mqtt topic matches {topic}")
         try:
-            document = json.loads(payload)
-        except (ValueError, UnicodeDecodeError) as exc:
+            document = orjson.loads(payload)
+        except orjson.JSONDecodeError as exc:
             return Converted(route.department, reason="malformed_json", detail=str(exc)[:200])
         try:
             event = self._event(route, topic, payload, document)
-            raw = json.dumps(event, separators=(",", ":"))
+            raw = orjson.dumps(event)
             return Converted(route.department, self.catalog.accept(raw, route.department))
         except MappingError as exc:
             return Converted(route.department, reason=exc.reason, detail=str(exc))
@@ -159,10 +167,12 @@ class MqttBridge:
             return Converted(route.department, reason=exc.reason, detail=str(exc))
 
     def _event(self, route: MqttTopic, topic: str, payload: bytes, document: Any) -> Any:
-        fallback = derived_id("mqtt", topic, payload)
+        def fallback() -> str:
+            return derived_id("mqtt", topic, payload)
+
         if route.mapping is None:  # a CloudEvent: fill what a sensor may leave out
             if isinstance(document, dict):
-                document.setdefault("id", fallback)
+                document.setdefault("id", fallback())
                 document.setdefault("specversion", "1.0")
                 document.setdefault("source", f"/city/{route.department}")
                 document.setdefault("type", route.type)

@@ -99,7 +99,7 @@ def test_json_mapping_with_topic_levels_and_derived_ids():
     payload = {"seq": 7, "ts": 1765069200, "pos": {"lat": 47.6, "lon": -122.3},
                "pm": {"2_5": 12.5}, "aqi": 40}  # fmt: skip
     args = dict(event_type="environment.air_quality", department="environment",
-                fallback_id="fb", id_kind="mqtt")  # fmt: skip
+                fallback_id=lambda: "fb", id_kind="mqtt")  # fmt: skip
     one = map_record(mapping, json_lookup(payload, "sensors/air/aq-7"), id_scope="t1", **args)
     assert one["data"] == {"sensor_id": "aq-7", "pm25": 12.5, "aqi": 40}
     assert one["location"] == {"lat": 47.6, "lon": -122.3}
@@ -116,8 +116,8 @@ def test_json_mapping_with_topic_levels_and_derived_ids():
 
 def test_row_mapping_skips_empty_cells():
     mapping = FieldMapping(lat="y", lon="x", data={"kind": "k", "severity": "s", "road": "r"})
-    event = map_record(mapping, row_lookup({"y": "47.6", "x": "-122.3", "k": "hazard",
-                                            "s": "2", "r": " "}),  # fmt: skip
-                       event_type="traffic.incident", department="sdot", fallback_id="csv-1",
-                       id_kind="csv", id_scope="sdot")  # fmt: skip
+    row = {"y": "47.6", "x": "-122.3", "k": "hazard", "s": "2", "r": " "}
+    event = map_record(mapping, row_lookup(row), event_type="traffic.incident",
+                       department="sdot", fallback_id=lambda: "csv-1", id_kind="csv",
+                       id_scope="sdot")  # fmt: skip
     assert event["id"] == "csv-1" and event["data"] == {"kind": "hazard", "severity": "2"}
