@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -20,11 +19,9 @@ from typing import Any
 import yaml
 
 from tests.conftest import ROOT, SEATTLE
-from workers.standins import free_port
+from workers.standins import LocalMosquitto, free_port, mosquitto_binary
 
-MOSQUITTO = shutil.which("mosquitto") or (
-    "/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None
-)
+MOSQUITTO = mosquitto_binary()
 
 
 def write_connector_city(tmp_path: Path, edit: Callable[[dict[str, Any]], None]) -> Path:
@@ -134,46 +131,8 @@ def wait_for(check: Callable[[], bool], timeout: float, what: str) -> None:
         time.sleep(0.05)
 
 
-class Mosquitto:
-    """A real Mosquitto on a free loopback port, with the settings the bridge's guarantees
-    need: unlimited queue for a disconnected persistent session, room for a batch in flight."""
-
-    def __init__(self, tmp: Path, port: int | None = None):
-        if MOSQUITTO is None:
-            raise RuntimeError("mosquitto is not installed")
-        self.port = port or free_port()
-        self.conf = tmp / f"mosquitto-{self.port}.conf"
-        self.conf.write_text(
-            f"listener {self.port} 127.0.0.1\nallow_anonymous true\n"
-            "max_queued_messages 0\nmax_inflight_messages 1000\npersistence false\n"
-        )
-        self.process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"mqtt://127.0.0.1:{self.port}"
-
-    def start(self) -> Mosquitto:
-        import socket
-
-        self.process = subprocess.Popen(
-            [MOSQUITTO, "-c", str(self.conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
-
-        def listening() -> bool:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-                return True
-            except OSError:
-                return False
-
-        wait_for(listening, 10, "mosquitto to listen")
-        return self
-
-    def stop(self) -> None:
-        if self.process is not None:
-            self.process.terminate()
-            self.process.wait(timeout=10)
+def Mosquitto(tmp: Path) -> LocalMosquitto:  # noqa: N802 - reads like the class it makes
+    return LocalMosquitto(directory=tmp)
 
 
 def inbox_entry(event_id: str, dept: str, priority: str = "routine") -> dict[str, str]:

@@ -265,6 +265,59 @@ class EmbeddedS3:
             self._server = None
 
 
+def mosquitto_binary() -> str | None:
+    """Mosquitto on PATH (or where Debian puts it, /usr/sbin, often not on a user's PATH)."""
+    found = shutil.which("mosquitto")
+    if found is None and Path("/usr/sbin/mosquitto").exists():
+        found = "/usr/sbin/mosquitto"
+    return found
+
+
+@dataclass
+class LocalMosquitto:
+    """A real Mosquitto on a free loopback port, with what the MQTT bridge's guarantees need:
+    no limit on what the broker queues for a disconnected persistent session, and room for a
+    whole batch in flight (workers/mqtt_bridge.py)."""
+
+    port: int = field(default_factory=free_port)
+    directory: Path | None = None
+    _process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"mqtt://127.0.0.1:{self.port}"
+
+    def start(self) -> LocalMosquitto:
+        binary = mosquitto_binary()
+        if binary is None:
+            raise RuntimeError("mosquitto is not installed")
+        self.directory = self.directory or Path(tempfile.mkdtemp(prefix="cityrelay-mqtt-"))
+        conf = self.directory / f"mosquitto-{self.port}.conf"
+        conf.write_text(
+            f"listener {self.port} 127.0.0.1\nallow_anonymous true\n"
+            "max_queued_messages 0\nmax_inflight_messages 1000\npersistence false\n"
+        )
+        self._process = subprocess.Popen(
+            [binary, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        _wait_for(lambda: _listening(self.port), f"mosquitto on port {self.port}")
+        return self
+
+    def stop(self) -> None:
+        if self._process is not None:
+            self._process.terminate()
+            self._process.wait(timeout=10)
+            self._process = None
+
+
+def _listening(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+        return True
+    except OSError:
+        return False
+
+
 def _wait_for(check: object, what: str, timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

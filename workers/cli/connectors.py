@@ -41,11 +41,13 @@ def cmd_push(args: argparse.Namespace, runtime: Runtime) -> int:
     pushers = build_pushers(
         redis, runtime.keys, config, base, consumer=args.consumer, only=args.dept
     )
-    if not pushers:
-        print("push: no department has a delivery: webhook; nothing to do")
-        return 0
     logs.set_role("push")
-    run_pushers(pushers, _stop_on_signals())
+    stop = _stop_on_signals()
+    if not pushers:  # idle, like the relay: a Procfile's other processes keep running
+        print("push: no department has a delivery: webhook; idling", flush=True)
+        stop.wait()
+        return 0
+    run_pushers(pushers, stop)
     return 0
 
 
@@ -53,15 +55,17 @@ def cmd_mqtt_bridge(args: argparse.Namespace, runtime: Runtime) -> int:
     from workers.mqtt_bridge import run_bridge
 
     config, _ = runtime.city()
-    if config.mqtt is None:
-        print("mqtt-bridge: the city config has no mqtt: section", flush=True)
-        return 2
     logs.set_role("mqtt-bridge")
+    stop = _stop_on_signals()
+    if config.mqtt is None:  # idle, like the relay: a Procfile's other processes keep running
+        print("mqtt-bridge: the city config has no mqtt: section; idling", flush=True)
+        stop.wait()
+        return 0
     return run_bridge(
         runtime.redis(**WORKER_SETTINGS),
         runtime.keys,
         config,
-        _stop_on_signals(),
+        stop,
         url=args.url,
         client_id=args.client_id,
     )
