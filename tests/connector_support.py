@@ -9,17 +9,15 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from tests.conftest import ROOT, SEATTLE
-from workers.standins import LocalMosquitto, free_port, mosquitto_binary
+from workers.standins import LocalMosquitto, LoopbackWebhook, mosquitto_binary
 
 MOSQUITTO = mosquitto_binary()
 
@@ -66,61 +64,12 @@ class CliProcess:
                 self.process.kill()
 
 
-class WebhookReceiver:
-    """An HTTP server on loopback: each POST is verified with `standardwebhooks`; while `up`
-    a verified one is recorded and answered 200, while down it gets 503."""
+def WebhookReceiver(secret: str) -> LoopbackWebhook:  # noqa: N802 - reads like a class
+    """A webhook endpoint on loopback whose every POST is verified with the `standardwebhooks`
+    package (not our code): a bad signature gets 401 and is counted."""
+    from standardwebhooks import Webhook
 
-    def __init__(self, secret: str):
-        from standardwebhooks import Webhook
-
-        self.verifier = Webhook(secret)
-        self.up: dict[str, bool] = {}  # path -> up (default True)
-        self.received: dict[str, list[dict[str, Any]]] = {}  # path -> messages accepted
-        self.ids: list[str] = []  # webhook-id of each accepted request
-        self.refused = 0
-        self.bad_signatures = 0
-        self.lock = threading.Lock()
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802
-                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                try:
-                    payload = receiver.verifier.verify(body, dict(self.headers))
-                except Exception:
-                    with receiver.lock:
-                        receiver.bad_signatures += 1
-                    self.send_response(401)
-                    self.end_headers()
-                    return
-                with receiver.lock:
-                    if not receiver.up.get(self.path, True):
-                        receiver.refused += 1
-                        code = 503
-                    else:
-                        receiver.received.setdefault(self.path, []).extend(
-                            payload["data"]["messages"]
-                        )
-                        receiver.ids.append(self.headers["webhook-id"])
-                        code = 200
-                self.send_response(code)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_port}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def messages(self, path: str) -> list[dict[str, Any]]:
-        with self.lock:
-            return list(self.received.get(path, []))
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+    return LoopbackWebhook(Webhook(secret).verify)
 
 
 def wait_for(check: Callable[[], bool], timeout: float, what: str) -> None:

@@ -15,7 +15,6 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +28,7 @@ from jobs.channels.signed import new_secret
 from queues.csvdrop import CsvDrop, CsvReport
 from queues.keys import Keys
 from queues.streams import Producer
-from workers.standins import LocalMosquitto, free_port, mosquitto_binary
+from workers.standins import LocalMosquitto, LoopbackWebhook, mosquitto_binary
 
 PUSH_DEPT = "public-health"
 SECRET_ENV = "CITYRELAY_DEMO_WEBHOOK_SECRET"
@@ -48,33 +47,10 @@ AIR_MAPPING = {
 }  # fmt: skip
 
 
-class _Receiver:
-    """A department system's webhook endpoint: counts the messages pushed to it."""
-
-    def __init__(self) -> None:
-        self.messages: Counter[str] = Counter()
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802
-                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
-                receiver.messages[self.path.strip("/")] += len(body["data"]["messages"])
-                self.send_response(200)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_port}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-
 @dataclass
 class ConnectorsDemo:
     config_path: Path
-    receiver: _Receiver
+    receiver: LoopbackWebhook
     broker: LocalMosquitto | None = None
     sensors_sent: int = 0
     csv: CsvReport = field(default_factory=CsvReport)
@@ -87,7 +63,7 @@ class ConnectorsDemo:
         doc = yaml.safe_load(config_path.read_text())
         for layer in doc["layers"].values():
             layer["path"] = str((config_path.parent / layer["path"]).resolve())
-        receiver = _Receiver()
+        receiver = LoopbackWebhook()
         os.environ[SECRET_ENV] = new_secret()
         for dept in doc["departments"]:
             if dept["id"] == PUSH_DEPT:
@@ -183,12 +159,12 @@ class ConnectorsDemo:
         print(f"  CSV drop (publish --csv, sdot)          {ways['csv']:8d}   ({csv.published} rows"
               f" published, {csv.dead_lettered} dead-lettered; re-run: 0)")  # fmt: skip
         print("  HTTP gateway: not on this branch (the gateway branch adds it)")
-        pushed = self.receiver.messages[PUSH_DEPT]
+        pushed = len(self.receiver.messages(f"/{PUSH_DEPT}"))
         print(f"\nWebhook push: {pushed} messages POSTed to {PUSH_DEPT}'s endpoint, signed "
               "(Standard Webhooks), acknowledged in its inbox after each 2xx")  # fmt: skip
 
     def stop(self) -> None:
         self.stop_sensors()
-        self.receiver.server.shutdown()
+        self.receiver.close()
         if self.broker is not None:
             self.broker.stop()

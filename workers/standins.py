@@ -1,4 +1,5 @@
-"""Servers for machines that have none: an embedded Redis stand-in, a local redis-server, moto S3.
+"""Servers for machines that have none: an embedded Redis stand-in, a local redis-server, moto S3,
+a local Mosquitto and a webhook endpoint on loopback.
 
 Used by the demo (so `make demo` works on a bare laptop) and by the test suite (to find or start
 a Redis for the integration tests). Nothing here is used in production.
@@ -6,14 +7,18 @@ a Redis for the integration tests). Nothing here is used in production.
 
 from __future__ import annotations
 
+import json
 import shutil
 import socket
 import subprocess
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 from redis import Redis
 from redis.exceptions import RedisError
@@ -308,6 +313,60 @@ class LocalMosquitto:
             self._process.terminate()
             self._process.wait(timeout=10)
             self._process = None
+
+
+class LoopbackWebhook:
+    """A department's webhook endpoint on loopback (the demo, the tests). `verify(body,
+    headers)` returns the payload or raises (then 401, counted in `bad_signatures`); while
+    ``up[path]`` is False a verified POST gets 503 (counted in `refused`), else 200 and its
+    messages are kept per path."""
+
+    def __init__(self, verify: Callable[[bytes, dict[str, str]], Any] | None = None):
+        self.verify = verify or (lambda body, headers: json.loads(body))
+        self.up: dict[str, bool] = {}
+        self.received: dict[str, list[dict[str, Any]]] = {}
+        self.ids: list[str] = []  # webhook-id of each accepted POST
+        self.refused = self.bad_signatures = 0
+        self.lock = threading.Lock()
+        hook = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                code = hook._take(self.path, body, dict(self.headers))
+                self.send_response(code)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def _take(self, path: str, body: bytes, headers: dict[str, str]) -> int:
+        try:
+            payload = self.verify(body, headers)
+        except Exception:
+            with self.lock:
+                self.bad_signatures += 1
+            return 401
+        with self.lock:
+            if not self.up.get(path, True):
+                self.refused += 1
+                return 503
+            self.received.setdefault(path, []).extend(payload["data"]["messages"])
+            self.ids.append(headers.get("webhook-id", headers.get("Webhook-Id", "")))
+            return 200
+
+    def messages(self, path: str) -> list[dict[str, Any]]:
+        with self.lock:
+            return list(self.received.get(path, []))
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
 
 
 def _listening(port: int) -> bool:

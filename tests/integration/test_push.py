@@ -62,14 +62,23 @@ def _pending(redis, keys, dept: str) -> int:
         return 0
 
 
+def _pusher_facing_a_down_endpoint(redis_url, redis, keys, tmp_path, receiver, secret, n,
+                                   batch_max):  # fmt: skip
+    """sdot's endpoint answering 503, `n` messages in its inbox, the pusher started."""
+    config = _city(tmp_path, {"sdot": {"webhook": f"{receiver.url}/sdot", "batch_max": batch_max}})
+    receiver.up["/sdot"] = False
+    entries = _fill(redis, keys, "sdot", n, f"down{batch_max}")
+    pusher = CliProcess(redis_url, keys.prefix, config, PUSH_SECRET=secret).start("push")
+    return pusher, entries
+
+
 @pytest.mark.integration
 def test_endpoint_down_then_up_retries_then_delivers_each_once_and_acks(
     redis_url, redis, keys, tmp_path, receiver, secret
 ):
-    config = _city(tmp_path, {"sdot": {"webhook": f"{receiver.url}/sdot", "batch_max": 10}})
-    receiver.up["/sdot"] = False
-    entries = _fill(redis, keys, "sdot", 35, "down")
-    pusher = CliProcess(redis_url, keys.prefix, config, PUSH_SECRET=secret).start("push")
+    pusher, entries = _pusher_facing_a_down_endpoint(
+        redis_url, redis, keys, tmp_path, receiver, secret, 35, batch_max=10
+    )
     try:
         wait_for(lambda: receiver.refused >= 3, 20, "the pusher to retry against a 503")
         assert receiver.messages("/sdot") == []
@@ -116,10 +125,9 @@ def test_open_breaker_of_one_department_does_not_delay_another(
 
 @pytest.mark.integration
 def test_killed_pusher_loses_nothing(redis_url, redis, keys, tmp_path, receiver, secret):
-    config = _city(tmp_path, {"sdot": {"webhook": f"{receiver.url}/sdot", "batch_max": 50}})
-    receiver.up["/sdot"] = False
-    entries = _fill(redis, keys, "sdot", 120, "kill")
-    pusher = CliProcess(redis_url, keys.prefix, config, PUSH_SECRET=secret).start("push")
+    pusher, entries = _pusher_facing_a_down_endpoint(
+        redis_url, redis, keys, tmp_path, receiver, secret, 120, batch_max=50
+    )
     try:
         wait_for(lambda: receiver.refused >= 1, 20, "a batch in flight")
         pusher.kill()  # SIGKILL with a batch read but not delivered
