@@ -220,7 +220,8 @@ class MqttBridge:
         self, accepted: dict[str, list[dict[str, Any]]], refused: list[tuple[Received, Converted]]
     ) -> None:
         for dept, wires in accepted.items():  # again after a failure: ingest drops the copies
-            self.producers[dept].publish_many(wires)
+            producer = self.producers[dept]
+            producer.publish_encoded([producer.encode_wire(wire) for wire in wires])
         pipe = self.redis.pipeline(transaction=False)
         for item, converted in refused:
             dead_letter(pipe, self.keys, reason=converted.reason, message=converted.detail,
