@@ -15,6 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from city.cap.signature import CapConfig, load_certificates
+from city.connectors import CsvMapping, MqttConfig, WebhookDelivery, check_connectors
 from city.errors import ConfigError
 from city.escalation import parse_escalations
 from city.events import EVENT_TYPE, Priority
@@ -66,6 +67,9 @@ class DepartmentConfig(_Strict):
     escalation: dict[str, Any] | None = None
     # This department's inbox bound (overrides limits.inbox_max_len; see LimitsConfig).
     inbox_max_len: int | None = Field(default=None, ge=1000)
+    # Other ways in and out (city/connectors.py): webhook push of the inbox, CSV drops.
+    delivery: WebhookDelivery | None = None
+    csv: list[CsvMapping] = Field(default_factory=list)
 
     @field_validator("id")
     @classmethod
@@ -186,6 +190,7 @@ class CityConfig(_Strict):
     privacy: dict[str, Any] | None = None
     retention: dict[str, Any] | None = None
     partitions: PartitionsConfig | None = None
+    mqtt: MqttConfig | None = None  # the MQTT bridge's broker and topics (city/connectors.py)
 
     def department(self, dept_id: str) -> DepartmentConfig:
         for dept in self.departments:
@@ -287,6 +292,8 @@ def _cross_check(config: CityConfig) -> list[tuple[str, str]]:
                     problems.append((f"{swhere}.types", f"{pattern!r} matches no known event type"))
     if config.partitions is not None:
         problems.extend(_check_partitions(config.partitions, seen_depts))
+    connectors = {d.id: (d.delivery, d.csv) for d in config.departments}
+    problems.extend(check_connectors(connectors, config.mqtt, known_types))
     return problems
 
 

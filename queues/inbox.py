@@ -260,17 +260,31 @@ class Inbox:
             if fields
         ]
 
-    def ack(self, messages: Sequence[Message | str]) -> int:
+    def ack(self, messages: Sequence[Message | str], emergencies: bool = True) -> int:
+        """XACK the messages. With `emergencies` (the default) an acknowledged emergency counts
+        as the department's acknowledgement; a pusher whose 2xx only means "delivered" passes
+        ``emergencies=False``."""
         ids = [m.entry_id if isinstance(m, Message) else m for m in messages]
         if not ids:
             return 0
         count = int(self.redis.xack(self.stream, self.group, *ids))
         # Emergency acknowledgement hook (queues/acks.py): acking an emergency message records
         # the department's acknowledgement, which stops its escalation.
-        record_inbox_acks(
-            self.redis, self.keys, self.dept, self.stream, messages, f"inbox:{self.consumer}"
-        )
+        if emergencies:
+            record_inbox_acks(
+                self.redis, self.keys, self.dept, self.stream, messages, f"inbox:{self.consumer}"
+            )
         return count
+
+    def claim_idle(self, min_idle_ms: int, count: int = 100) -> list[Message]:
+        """Take over messages another consumer of the group left pending for `min_idle_ms`
+        (a reader that died mid-batch): XAUTOCLAIM to this consumer. Entries trimmed from the
+        inbox meanwhile leave the pending list (Redis drops them) and are not returned."""
+        self.ensure_group()
+        reply = self.redis.xautoclaim(
+            self.stream, self.group, self.consumer, min_idle_ms, "0-0", count=count
+        )
+        return [parse_message(eid, fields) for eid, fields in reply[1] if fields]
 
     def history(self, count: int = 100) -> list[Message]:
         """The most recent messages, newest last, regardless of acknowledgement."""

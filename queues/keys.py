@@ -49,6 +49,10 @@ class Keys:
         """Dedupe marker for one event: the ingest entry that claimed it, then ``delivered``."""
         return f"{self.prefix}:seen:{dept}:{event_id}"
 
+    def csv_published(self, dept: str, event_id: str) -> str:
+        """A CSV row published (`cityrelay publish --csv`): a re-run skips it (queues/csvdrop)."""
+        return f"{self.prefix}:csv:{dept}:{event_id}"
+
     def inbox(self, dept: str) -> str:
         """A department's delivery stream."""
         return f"{self.prefix}:inbox:{dept}"

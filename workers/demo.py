@@ -2,7 +2,8 @@
 
 With no ``REDIS_URL`` the demo starts an embedded Redis stand-in (fakeredis's TCP server); with
 no S3 endpoint, moto's server. It runs the same processes as the Procfile (ingest per lane,
-emergency and routine workers), publishes a realistic mix for the seconds asked - vehicle GPS,
+emergency and routine workers, the webhook pusher and, with Mosquitto, the MQTT bridge:
+workers/demo_connectors.py), publishes a realistic mix for the seconds asked - vehicle GPS,
 traffic incidents, utility alarms, air quality, 911 dispatches, a few malformed events and one
 emergency - and reports what went where, how fast, what was refused and why.
 """
@@ -34,6 +35,7 @@ from queues.inbox import Inbox
 from queues.keys import Keys
 from queues.metrics import read_stats, wait_until_handled
 from queues.streams import Producer
+from workers.demo_connectors import ConnectorsDemo
 from workers.standins import EmbeddedRedis, EmbeddedS3
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -136,7 +138,7 @@ class CityTraffic:
 
 
 def start_processes(
-    prefix: str, config: Path, redis_url: str, log: Path
+    prefix: str, config: Path, redis_url: str, log: Path, extra: list[list[str]] | None = None
 ) -> list[subprocess.Popen[bytes]]:
     env = dict(
         os.environ, REDIS_URL=redis_url, CITYRELAY_PREFIX=prefix, CITYRELAY_CONFIG=str(config)
@@ -149,6 +151,7 @@ def start_processes(
         ["worker", "--role", "emergency", "--name", f"{prefix}-emergency"],
         ["worker", "--role", "routine", "--name", f"{prefix}-routine-1"],
         ["worker", "--role", "routine", "--name", f"{prefix}-routine-2"],
+        *(extra or []),  # the connectors: push, mqtt-bridge (workers/demo_connectors.py)
     ]
     out = log.open("ab")
     return [subprocess.Popen(base + c, env=env, stdout=out, stderr=out) for c in commands]
@@ -196,10 +199,19 @@ def run_demo(
         f"City: {config.city}, {len(config.departments)} departments, {len(config.layers)} layers"
     )
     print(f"Key prefix: {prefix}   process log: {log}")
-    processes = start_processes(prefix, config_path, redis_url, log)
+    tmp = Path(tempfile.mkdtemp(prefix=f"cityrelay-{prefix}-"))
+    connectors = ConnectorsDemo.prepare(config_path, tmp, prefix)
+    processes = start_processes(
+        prefix, connectors.config_path, redis_url, log, connectors.commands()
+    )
     try:
         wait_for_workers(redis, prefix, processes, log)
+        connectors.start_sensors(rate / 10, CityTraffic(config, base, seed=5).points)
         report = publish_traffic(redis, keys, config, base, seconds, rate)
+        connectors.stop_sensors()
+        connectors.drop_csv(redis, keys, config, tmp, CityTraffic(config, base, seed=7).points)
+        report.published["environment"] += connectors.sensors_sent
+        report.published["sdot"] += connectors.csv.published + connectors.csv.dead_lettered
         report.embedded = any(isinstance(s, EmbeddedRedis) for s in standins)
         drained = wait_for_drain(redis, keys, report, timeout=max(30.0, seconds))
         if any(p.poll() is not None for p in processes):
@@ -208,9 +220,11 @@ def run_demo(
             )
             return 1
         print_summary(redis, keys, config, report, drained)
+        connectors.summary(redis, keys, config)
         archive_and_retrieve(redis, keys, config)
     finally:
         stop_processes(processes)
+        connectors.stop()
         if not keep:
             delete_city(redis, keys)
         for standin in standins:

@@ -1,4 +1,5 @@
-"""Servers for machines that have none: an embedded Redis stand-in, a local redis-server, moto S3.
+"""Servers for machines that have none: an embedded Redis stand-in, a local redis-server, moto S3,
+a local Mosquitto and a webhook endpoint on loopback.
 
 Used by the demo (so `make demo` works on a bare laptop) and by the test suite (to find or start
 a Redis for the integration tests). Nothing here is used in production.
@@ -6,14 +7,18 @@ a Redis for the integration tests). Nothing here is used in production.
 
 from __future__ import annotations
 
+import json
 import shutil
 import socket
 import subprocess
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 from redis import Redis
 from redis.exceptions import RedisError
@@ -263,6 +268,113 @@ class EmbeddedS3:
         if self._server is not None:
             self._server.stop()  # type: ignore[attr-defined]
             self._server = None
+
+
+def mosquitto_binary() -> str | None:
+    """Mosquitto on PATH (or where Debian puts it, /usr/sbin, often not on a user's PATH)."""
+    found = shutil.which("mosquitto")
+    if found is None and Path("/usr/sbin/mosquitto").exists():
+        found = "/usr/sbin/mosquitto"
+    return found
+
+
+@dataclass
+class LocalMosquitto:
+    """A real Mosquitto on a free loopback port, with what the MQTT bridge's guarantees need:
+    no limit on what the broker queues for a disconnected persistent session, and room for a
+    whole batch in flight (workers/mqtt_bridge.py)."""
+
+    port: int = field(default_factory=free_port)
+    directory: Path | None = None
+    _process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"mqtt://127.0.0.1:{self.port}"
+
+    def start(self) -> LocalMosquitto:
+        binary = mosquitto_binary()
+        if binary is None:
+            raise RuntimeError("mosquitto is not installed")
+        self.directory = self.directory or Path(tempfile.mkdtemp(prefix="cityrelay-mqtt-"))
+        conf = self.directory / f"mosquitto-{self.port}.conf"
+        conf.write_text(
+            f"listener {self.port} 127.0.0.1\nallow_anonymous true\n"
+            "max_queued_messages 0\nmax_inflight_messages 1000\npersistence false\n"
+        )
+        self._process = subprocess.Popen(
+            [binary, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        _wait_for(lambda: _listening(self.port), f"mosquitto on port {self.port}")
+        return self
+
+    def stop(self) -> None:
+        if self._process is not None:
+            self._process.terminate()
+            self._process.wait(timeout=10)
+            self._process = None
+
+
+class LoopbackWebhook:
+    """A department's webhook endpoint on loopback (the demo, the tests). `verify(body,
+    headers)` returns the payload or raises (then 401, counted in `bad_signatures`); while
+    ``up[path]`` is False a verified POST gets 503 (counted in `refused`), else 200 and its
+    messages are kept per path."""
+
+    def __init__(self, verify: Callable[[bytes, dict[str, str]], Any] | None = None):
+        self.verify = verify or (lambda body, headers: json.loads(body))
+        self.up: dict[str, bool] = {}
+        self.received: dict[str, list[dict[str, Any]]] = {}
+        self.ids: list[str] = []  # webhook-id of each accepted POST
+        self.refused = self.bad_signatures = 0
+        self.lock = threading.Lock()
+        hook = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                code = hook._take(self.path, body, dict(self.headers))
+                self.send_response(code)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def _take(self, path: str, body: bytes, headers: dict[str, str]) -> int:
+        try:
+            payload = self.verify(body, headers)
+        except Exception:
+            with self.lock:
+                self.bad_signatures += 1
+            return 401
+        with self.lock:
+            if not self.up.get(path, True):
+                self.refused += 1
+                return 503
+            self.received.setdefault(path, []).extend(payload["data"]["messages"])
+            self.ids.append(headers.get("webhook-id", headers.get("Webhook-Id", "")))
+            return 200
+
+    def messages(self, path: str) -> list[dict[str, Any]]:
+        with self.lock:
+            return list(self.received.get(path, []))
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def _listening(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+        return True
+    except OSError:
+        return False
 
 
 def _wait_for(check: object, what: str, timeout: float = 10.0) -> None:

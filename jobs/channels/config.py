@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import re
 from typing import Annotated, Any, Literal
-from urllib.parse import urlsplit
 
 from pydantic import (
-    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -20,41 +18,32 @@ from pydantic import (
     field_validator,
 )
 
+# Shared with the push delivery config (city/connectors.py), defined there (the lower floor).
+from city.connectors import ENV_NAME, BreakerConfig, EnvName, HttpUrl, RetryConfig
+
+__all__ = [
+    "E164",
+    "EMAIL",
+    "ENV_NAME",
+    "BreakerConfig",
+    "ChannelConfig",
+    "ChannelConfigError",
+    "EmailConfig",
+    "EnvName",
+    "FileDropConfig",
+    "HttpUrl",
+    "RetryConfig",
+    "SmsConfig",
+    "WebhookConfig",
+    "parse_channels",
+]
+
 E164 = re.compile(r"^\+[1-9]\d{6,14}$")
 EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
-ENV_NAME = re.compile(r"^[A-Z_][A-Z0-9_]*$")
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class RetryConfig(_Strict):
-    max_attempts: int = Field(default=4, ge=1, le=20)
-    base_delay_s: float = Field(default=0.5, gt=0, le=60)
-    max_delay_s: float = Field(default=30.0, gt=0, le=3600)
-
-
-class BreakerConfig(_Strict):
-    failure_threshold: int = Field(default=5, ge=1, le=1000)
-    reset_timeout_s: float = Field(default=30.0, gt=0, le=86400)
-
-
-def _http_url(value: str) -> str:
-    parts = urlsplit(value)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"{value!r} is not an http(s) URL")
-    return value
-
-
-def _env_name(value: str) -> str:
-    if not ENV_NAME.match(value):
-        raise ValueError(f"{value!r} is not an environment variable name (UPPER_CASE)")
-    return value
-
-
-HttpUrl = Annotated[str, AfterValidator(_http_url)]
-EnvName = Annotated[str, AfterValidator(_env_name)]
 
 
 class WebhookConfig(_Strict):

@@ -23,8 +23,10 @@ def dead_letter(
     stream: str = "",
     entry_id: str = "",
     body: bytes | str | None = None,
+    extra: dict[str, str] | None = None,
 ) -> None:
-    """Record a refused input with its reason and the original payload. Never trimmed."""
+    """Record a refused input with its reason and the original payload. Never trimmed.
+    `extra` adds where it came from outside a stream (an MQTT topic, a CSV file and line)."""
     fields: dict[str, Any] = {
         "reason": reason,
         "message": message[:2000],
@@ -33,6 +35,8 @@ def dead_letter(
         "stream": stream,
         "entry": entry_id,
     }
+    if extra:
+        fields.update(extra)
     if body is not None:
         fields["body"] = body
     pipe.xadd(keys.deadletter, fields)

@@ -101,8 +101,14 @@ def test_demo_runs_end_to_end_on_the_embedded_stand_ins(tmp_path):
         "Latency",
         "Dead letters by reason",
         "One delivery explained",
+        "Deliveries per way in",
+        "CSV drop (publish --csv, sdot)",
+        "Webhook push:",
     ):
         assert section in out
+    from workers.standins import mosquitto_binary
+
+    assert ("MQTT sensors -> cityrelay mqtt-bridge" in out) == (mosquitto_binary() is not None)
     assert "-> emergency-management" in out
     assert "read back from the Parquet lake" in out
     assert "WARNING" not in out

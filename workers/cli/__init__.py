@@ -33,6 +33,7 @@ GROUPS = (
     "policy",  # grant, policy, audit, acl
     "pia",  # pia
     "consent",  # consent
+    "connectors",  # push, mqtt-bridge, webhook-secret
     "opendata",  # opendata
     "privacy",  # privacy keys
     "relay",  # relay

@@ -60,6 +60,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.add_argument("--subject")
     p.add_argument("--id", dest="event_id", help="event id (default: a fresh one)")
     p.add_argument("--file", help="JSON Lines file of events (CloudEvents JSON), '-' for stdin")
+    p.add_argument(
+        "--csv",
+        help="a CSV file mapped by the department's csv: config (--type picks the mapping"
+        " when it has several); bad rows dead-lettered with their line; a re-run publishes"
+        " nothing twice",
+    )
     p.add_argument("--cap", help="a CAP 1.2 alert (XML file, '-' for stdin): publish its events")
     p.add_argument("--dry-run", action="store_true", help="with --cap: print the events only")
     p.add_argument("--raw", action="store_true", help="with --cap: send the XML; ingest parses it")
@@ -112,7 +118,7 @@ def cmd_publish(args: argparse.Namespace, runtime: Runtime) -> int:
         replica_timeout_ms=args.replica_timeout_ms,
     )
     try:
-        return _publish(args, producer)
+        return _publish(args, producer, runtime)
     except NotReplicatedError as exc:
         # The events may be on the primary, but a failover could lose them: publish again
         # (same ids; ingest drops the copies that survived).
@@ -120,7 +126,9 @@ def cmd_publish(args: argparse.Namespace, runtime: Runtime) -> int:
         return 3
 
 
-def _publish(args: argparse.Namespace, producer: Producer) -> int:
+def _publish(args: argparse.Namespace, producer: Producer, runtime: Runtime) -> int:
+    if args.csv:
+        return _publish_csv(args, producer, runtime)
     if args.file:
         return _publish_file(producer, args.file)
     if not args.event_type:
@@ -193,6 +201,38 @@ def _publish_lines(producer: Producer, stream: Any, path: str, total: int | None
             return EX_TEMPFAIL
     print(json.dumps({"published": sent, "unreadable_lines": bad}))
     return 1 if bad else 0
+
+
+def _publish_csv(args: argparse.Namespace, producer: Producer, runtime: Runtime) -> int:
+    from city.catalog import EventCatalog
+    from queues.csvdrop import CsvDrop
+
+    config, _ = runtime.city()
+    try:
+        drops = config.department(args.dept).csv
+    except KeyError:
+        print(f"publish: no department {args.dept!r} in the city config", file=sys.stderr)
+        return 2
+    chosen = [d for d in drops if args.event_type in (None, d.type)]
+    if len(chosen) != 1:
+        types = ", ".join(d.type for d in drops) or "none"
+        print(f"publish: {args.dept}'s csv: mappings are for {types}; "
+              f"{'pick one with --type' if chosen else 'none fits'}", file=sys.stderr)  # fmt: skip
+        return 2
+    path = Path(args.csv)
+    with path.open(encoding="utf-8-sig", newline="") as counting:
+        total = max(0, sum(1 for _ in counting) - 1)
+    drop = CsvDrop(runtime.redis(), runtime.keys, args.dept, chosen[0], EventCatalog(config),
+                   lambda events: _publish_patiently(producer, events))  # fmt: skip
+    try:
+        with tqdm(total=total, unit="row", desc="publish", file=sys.stderr) as bar:
+            report = drop.run(path, bar.update)
+    except Backpressure as exc:
+        print(f"{path}: stopped, still refused after {BACKPRESSURE_WAIT_S:.0f} s: {exc};"
+              " run it again (nothing is published twice)", file=sys.stderr)  # fmt: skip
+        return EX_TEMPFAIL
+    print(json.dumps(report.to_json()))
+    return 1 if report.dead_lettered else 0
 
 
 def _publish_patiently(producer: Producer, events: list[dict[str, Any]]) -> int:
