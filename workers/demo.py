@@ -36,6 +36,7 @@ from queues.keys import Keys
 from queues.metrics import read_stats, wait_until_handled
 from queues.streams import Producer
 from workers.demo_connectors import ConnectorsDemo
+from workers.demo_gateway import GatewayDemo
 from workers.standins import EmbeddedRedis, EmbeddedS3
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -151,7 +152,7 @@ def start_processes(
         ["worker", "--role", "emergency", "--name", f"{prefix}-emergency"],
         ["worker", "--role", "routine", "--name", f"{prefix}-routine-1"],
         ["worker", "--role", "routine", "--name", f"{prefix}-routine-2"],
-        *(extra or []),  # the connectors: push, mqtt-bridge (workers/demo_connectors.py)
+        *(extra or []),  # push, mqtt-bridge (demo_connectors.py), gateway (demo_gateway.py)
     ]
     out = log.open("ab")
     return [subprocess.Popen(base + c, env=env, stdout=out, stderr=out) for c in commands]
@@ -201,14 +202,17 @@ def run_demo(
     print(f"Key prefix: {prefix}   process log: {log}")
     tmp = Path(tempfile.mkdtemp(prefix=f"cityrelay-{prefix}-"))
     connectors = ConnectorsDemo.prepare(config_path, tmp, prefix)
-    processes = start_processes(
-        prefix, connectors.config_path, redis_url, log, connectors.commands()
-    )
+    gateway = GatewayDemo.prepare(redis, keys)
+    extra = connectors.commands() + gateway.commands()
+    processes = start_processes(prefix, connectors.config_path, redis_url, log, extra)
     try:
         wait_for_workers(redis, prefix, processes, log)
         connectors.start_sensors(rate / 10, CityTraffic(config, base, seed=5).points)
+        gateway.start(rate / 10, CityTraffic(config, base, seed=9).points)
         report = publish_traffic(redis, keys, config, base, seconds, rate)
         connectors.stop_sensors()
+        gateway.stop()
+        report.published["transit"] += gateway.sent
         connectors.drop_csv(redis, keys, config, tmp, CityTraffic(config, base, seed=7).points)
         report.published["environment"] += connectors.sensors_sent
         report.published["sdot"] += connectors.csv.published + connectors.csv.dead_lettered
@@ -220,9 +224,10 @@ def run_demo(
             )
             return 1
         print_summary(redis, keys, config, report, drained)
-        connectors.summary(redis, keys, config)
+        connectors.summary(redis, keys, config, gateway.sent)
         archive_and_retrieve(redis, keys, config)
     finally:
+        gateway.stop()
         stop_processes(processes)
         connectors.stop()
         if not keep:

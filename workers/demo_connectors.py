@@ -2,8 +2,8 @@
 is installed: one is started on a free port and `cityrelay mqtt-bridge` runs beside the other
 processes), a CSV drop from the traffic management system (`publish --csv`), and webhook push
 of public-health's inbox (`cityrelay push`) to a receiver on loopback. The demo's config is the
-demo city plus these sections, written to a temporary file. The HTTP gateway's part is added
-where the gateway is (its own branch).
+demo city plus these sections, written to a temporary file. The HTTP way in is
+workers/demo_gateway.py.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from workers.standins import LocalMosquitto, LoopbackWebhook, mosquitto_binary
 PUSH_DEPT = "public-health"
 SECRET_ENV = "CITYRELAY_DEMO_WEBHOOK_SECRET"
 AIR_TOPIC = "sensors/air/+"
+WAYS_IN = ("mqtt-", "csv-", "http-")  # event id prefixes of the ways in other than Redis
 CSV_MAPPING = {
     "type": "traffic.incident",
     "columns": {"id": "incident_no", "time": "reported_at", "lat": "latitude", "lon": "longitude",
@@ -140,13 +141,14 @@ class ConnectorsDemo:
         """Events this part sent into the pipeline (for the demo's drain wait)."""
         return self.sensors_sent + self.csv.published + self.csv.dead_lettered
 
-    def summary(self, redis: Redis, keys: Keys, config: CityConfig) -> None:
-        """Deliveries per way in (by event id: ``mqtt-``, ``csv-``, else the Redis producer)."""
+    def summary(self, redis: Redis, keys: Keys, config: CityConfig, http_sent: int) -> None:
+        """Deliveries per way in (by event id: ``mqtt-``, ``csv-``, ``http-``, else the Redis
+        producer)."""
         ways: Counter[str] = Counter()
         for dept in config.department_ids:
             for _, fields in redis.xrange(keys.inbox(dept)):
                 event_id = json.loads(fields[b"e"])["id"]
-                way = event_id.split("-", 1)[0] if event_id.startswith(("mqtt-", "csv-")) else ""
+                way = event_id.split("-", 1)[0] if event_id.startswith(WAYS_IN) else ""
                 ways[way] += 1
         csv = self.csv
         print("\nDeliveries per way in (inbox entries, by event id)")
@@ -158,7 +160,8 @@ class ConnectorsDemo:
             print("  MQTT sensors: skipped (mosquitto is not installed)")
         print(f"  CSV drop (publish --csv, sdot)          {ways['csv']:8d}   ({csv.published} rows"
               f" published, {csv.dead_lettered} dead-lettered; re-run: 0)")  # fmt: skip
-        print("  HTTP gateway: not on this branch (the gateway branch adds it)")
+        print(f"  HTTP gateway (POST /v1/events, transit) {ways['http']:8d}"
+              f"   ({http_sent} vehicle positions posted with an API token)")  # fmt: skip
         pushed = len(self.receiver.messages(f"/{PUSH_DEPT}"))
         print(f"\nWebhook push: {pushed} messages POSTed to {PUSH_DEPT}'s endpoint, signed "
               "(Standard Webhooks), acknowledged in its inbox after each 2xx")  # fmt: skip

@@ -109,6 +109,8 @@ def test_demo_runs_end_to_end_on_the_embedded_stand_ins(tmp_path):
     from workers.standins import mosquitto_binary
 
     assert ("MQTT sensors -> cityrelay mqtt-bridge" in out) == (mosquitto_binary() is not None)
+    (http,) = [line for line in out.splitlines() if "HTTP gateway (POST /v1/events" in line]
+    assert int(http.split(")")[1].split()[0]) > 0  # the transit AVL's positions were delivered
     assert "-> emergency-management" in out
     assert "read back from the Parquet lake" in out
     assert "WARNING" not in out
