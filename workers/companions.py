@@ -10,8 +10,11 @@ workers/worker.py puts them in its `CityWorker`.
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
+import signal
+import sys
 import threading
 from typing import Any
 
@@ -28,13 +31,15 @@ COMMANDS_POLL_S = 1.0
 # After a connection error the command channel pauses this long (redis-py has already retried
 # with backoff; the next read reconnects and subscribes again).
 COMMANDS_PAUSE_S = 2.0
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
 class CityScheduler(RQScheduler):
     """RQ's scheduler process, which stops (releasing its locks) once its worker is gone.
 
     RQ forks it and never tells it that its worker died: after a SIGKILL it kept running,
-    orphaned, holding the scheduler lock. It checks its parent once a second."""
+    orphaned, holding the scheduler lock. On Linux the kernel now sends it SIGTERM (its stop
+    request) the moment the worker dies; everywhere it also checks its parent once a second."""
 
     _worker_pid: int | None = None  # set when it forks; a burst worker runs it in-process
 
@@ -42,11 +47,30 @@ class CityScheduler(RQScheduler):
         self._worker_pid = os.getpid()
         return super().start()
 
+    def work(self) -> None:  # in the forked child
+        self._install_signal_handlers()  # before asking for the signal
+        _signal_me_when_parent_dies(signal.SIGTERM)
+        if self._worker_pid is not None and os.getppid() != self._worker_pid:
+            self.request_stop()  # it died before the request took effect
+        super().work()
+
     def enqueue_scheduled_jobs(self) -> None:
         if self._worker_pid is not None and os.getppid() != self._worker_pid:
             self.request_stop()
             return
         super().enqueue_scheduled_jobs()
+
+
+def _signal_me_when_parent_dies(signum: int) -> bool:
+    """prctl(PR_SET_PDEATHSIG): the kernel sends `signum` to this process when the thread that
+    forked it exits (RQ forks the scheduler from the worker's main thread). Linux only."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return int(libc.prctl(PR_SET_PDEATHSIG, signum, 0, 0, 0)) == 0
+    except (OSError, AttributeError):
+        return False
 
 
 class CommandListener(threading.Thread):

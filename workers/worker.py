@@ -21,7 +21,8 @@ defaults are made for long jobs and would leave an emergency waiting for minutes
   killed while cleaning would stop all recovery on its queues for fifteen minutes);
 - a retried job's success no longer fails on its dead run's expired execution (RQ 3 bug);
 - the scheduler child process exits when its worker died (RQ leaves it orphaned, holding the
-  scheduler lock);
+  scheduler lock): on Linux the kernel sends it SIGTERM when the worker dies (PR_SET_PDEATHSIG),
+  elsewhere it notices within a second;
 - SIGTERM stops a worker within seconds whatever the state of its Redis connections: RQ's
   command-channel thread is replaced by `CommandListener` (RQ 3's teardown could wait a whole
   minute for it, see there), and the teardown waits for the scheduler child a bounded time.
