@@ -131,6 +131,8 @@ def invalid_body(n: int, event_id: str) -> bytes:
 
 # -- the processes --------------------------------------------------------------------------
 ROLES = ("ingest-routine", "ingest-emergency", "emergency", "routine")
+STOP_GRACE_S = 20  # SIGTERM -> exit (a warm shutdown takes a second or two)
+STRAGGLER_S = 10  # a killed worker's scheduler child stops within a second or two
 
 
 @dataclass
@@ -146,6 +148,7 @@ class Pipeline:
     running: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     groups: list[int] = field(default_factory=list)
     restarts: Counter[str] = field(default_factory=Counter)
+    ignored_sigterm: list[str] = field(default_factory=list)  # slots stop() had to abort
 
     def command(self, slot: str) -> list[str]:
         base = [sys.executable, "-m", "workers.cli", "--prefix", self.prefix]
@@ -166,7 +169,9 @@ class Pipeline:
         )
 
     def start(self, slot: str) -> None:
+        # PYTHONFAULTHANDLER: a process that ignores SIGTERM prints its threads on SIGABRT.
         env = dict(os.environ, REDIS_URL=self.redis_url, PYTHONPATH=str(ROOT))
+        env["PYTHONFAULTHANDLER"] = "1"
         process = subprocess.Popen(self.command(slot), env=env, cwd=ROOT, start_new_session=True)
         self.running[slot] = process
         self.groups.append(process.pid)
@@ -183,16 +188,26 @@ class Pipeline:
         self.start(slot)
 
     def stop(self) -> int:
-        """SIGTERM (warm shutdown) for the running ones, then count and kill what is left in
-        any group (orphans of killed processes). Returns that count."""
+        """SIGTERM (warm shutdown) for the running ones; one still running `STOP_GRACE_S` later
+        is recorded in `ignored_sigterm`, aborted (SIGABRT: its stacks on stderr) and reaped.
+        Then wait until every group is empty (orphans of killed processes stop by themselves),
+        up to `STRAGGLER_S`; returns how many groups still had a process then (all killed)."""
         for process in self.running.values():
             process.terminate()
-        for process in self.running.values():
+        for slot, process in self.running.items():
             try:
-                process.wait(timeout=20)
+                process.wait(timeout=STOP_GRACE_S)
             except subprocess.TimeoutExpired:
-                process.kill()
-        time.sleep(1)
+                self.ignored_sigterm.append(slot)
+                process.send_signal(signal.SIGABRT)
+                try:
+                    process.wait(timeout=5)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()
+        deadline = time.monotonic() + STRAGGLER_S
+        while any(_group_alive(g) for g in self.groups) and time.monotonic() < deadline:
+            time.sleep(0.1)
         orphans = 0
         for group in self.groups:
             try:
@@ -202,6 +217,14 @@ class Pipeline:
                 pass
         self.running, self.groups = {}, []
         return orphans
+
+
+def _group_alive(group: int) -> bool:
+    try:
+        os.killpg(group, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 def config_file(claim_idle_ms: int | None, events: int) -> Path:
@@ -461,8 +484,9 @@ def run_chaos(
             "claim_idle_ms": city.routing.claim_idle_ms,
         }
         # Process groups with a process left after the stop (e.g. the RQ scheduler child of
-        # a killed worker): should be 0.
+        # a killed worker), and processes that did not stop on SIGTERM: none.
         result["leftover_process_groups"] = pipeline.stop()
+        result["ignored_sigterm"] = pipeline.ignored_sigterm
         return result
     finally:
         pipeline.stop()

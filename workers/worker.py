@@ -21,7 +21,11 @@ defaults are made for long jobs and would leave an emergency waiting for minutes
   killed while cleaning would stop all recovery on its queues for fifteen minutes);
 - a retried job's success no longer fails on its dead run's expired execution (RQ 3 bug);
 - the scheduler child process exits when its worker died (RQ leaves it orphaned, holding the
-  scheduler lock).
+  scheduler lock): on Linux the kernel sends it SIGTERM when the worker dies (PR_SET_PDEATHSIG),
+  elsewhere it notices within a second;
+- SIGTERM stops a worker within seconds whatever the state of its Redis connections: RQ's
+  command-channel thread is replaced by `CommandListener` (RQ 3's teardown could wait a whole
+  minute for it, see there), and the teardown waits for the scheduler child a bounded time.
 A job that runs twice delivers nothing twice: delivery is idempotent (queues/inbox.py); archive
 jobs hold their own locks.
 
@@ -37,6 +41,7 @@ import signal
 import threading
 import time
 from collections.abc import Iterable
+from contextlib import suppress
 from datetime import timedelta
 from typing import Any
 
@@ -49,13 +54,13 @@ from rq.exceptions import DequeueTimeout
 from rq.executions import Execution, ExecutionRegistry
 from rq.intermediate_queue import IntermediateQueue
 from rq.job import Job
-from rq.scheduler import RQScheduler
 from rq.serializers import JSONSerializer
 from rq.utils import now
 
 from jobs.context import RouteContext, set_context
 from queues.keys import Keys
 from queues.priority import queues_for_role, register_queues
+from workers.companions import CityScheduler, CommandListener
 from workers.logs import Summary, job_counts
 
 log = logging.getLogger("cityrelay.worker")
@@ -72,6 +77,8 @@ STUCK_S = 5
 MAINTENANCE_LOCK_S = 30
 # Routine workers poll their queues (one script call for all of them) when idle.
 POLL_MIN_S, POLL_MAX_S = 0.005, 0.05
+# A stopping worker waits this long for its command thread and its scheduler child.
+STOP_WAIT_S = 5.0
 
 # LMOVE from the first non-empty queue into its intermediate list: KEYS = queue, list, ...
 _POP_FIRST = """
@@ -165,22 +172,6 @@ class CityQueue(Queue):
             pause = min(pause * 2, POLL_MAX_S)
 
 
-class CityScheduler(RQScheduler):
-    """RQ's scheduler process, which stops (releasing its locks) once its worker is gone."""
-
-    _worker_pid: int | None = None  # set when it forks; a burst worker runs it in-process
-
-    def start(self) -> Any:
-        self._worker_pid = os.getpid()
-        return super().start()
-
-    def enqueue_scheduled_jobs(self) -> None:
-        if self._worker_pid is not None and os.getppid() != self._worker_pid:
-            self.request_stop()
-            return
-        super().enqueue_scheduled_jobs()
-
-
 class CityWorker(SimpleWorker):
     """RQ's SimpleWorker with fast, safe recovery of abandoned jobs (see the module doc), and
     tolerant of servers whose CLIENT INFO reply redis-py cannot parse (the embedded fakeredis
@@ -202,6 +193,37 @@ class CityWorker(SimpleWorker):
             self.summary.add(job_counts(job, ok), queue=queue.name, job=job.id)
             self.summary.tick()
         return ok
+
+    command_listener: CommandListener | None = None  # in place of RQ's pubsub_thread
+
+    def subscribe(self) -> None:
+        self.pubsub = self.connection.pubsub()
+        self.pubsub.subscribe(**{self.pubsub_channel_name: self.handle_payload})
+        self.command_listener = CommandListener(self.pubsub, self.name)
+        self.command_listener.start()
+
+    def unsubscribe(self) -> None:
+        listener = self.command_listener
+        if listener is None:
+            return
+        if not listener.stop(STOP_WAIT_S):  # reconnecting to a Redis that does not answer
+            log.warning("command channel still busy after %s s; exiting without it", STOP_WAIT_S)
+
+    def stop_scheduler(self) -> None:
+        """RQ's, with a bounded wait: SIGTERM, then SIGKILL after STOP_WAIT_S (a scheduler
+        releasing its locks on a Redis that does not answer; they expire by themselves)."""
+        process = self.scheduler._process if self.scheduler is not None else None
+        if process is None or not process.pid or process.exitcode is not None:
+            return  # none, or already stopped (and reaped: its pid may be another's now)
+        with suppress(OSError):  # already gone
+            os.kill(process.pid, signal.SIGTERM)
+        process.join(STOP_WAIT_S)
+        if process.is_alive():
+            log.warning(
+                "scheduler %s still running %s s after SIGTERM: killed", process.pid, STOP_WAIT_S
+            )
+            process.kill()
+            process.join()
 
     def _set_ip_address(self, connection: Redis) -> None:
         try:

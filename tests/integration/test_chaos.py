@@ -35,5 +35,7 @@ def test_killing_processes_under_load_loses_and_duplicates_nothing(redis_url):
     # The counters agree with the inboxes even across kills (delivery counts in its script).
     assert result["handled"] >= result["inputs_published"], result
     assert result["inbox_trimmed"] == 0, result
-    # A killed worker's RQ scheduler child exits by itself (RQ would leave it running).
+    # Every process stops on SIGTERM, and a killed worker's RQ scheduler child exits by itself
+    # (RQ would leave it running).
+    assert result["ignored_sigterm"] == [], result
     assert result["leftover_process_groups"] == 0, result

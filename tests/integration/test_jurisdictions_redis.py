@@ -28,6 +28,13 @@ def doc(*named: tuple[str, object]) -> bytes:
     return json.dumps({"type": "FeatureCollection", "features": features}).encode()
 
 
+def wait_for(check, what: str, timeout: float = 30.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, f"{what}: not within {timeout:.0f} s"
+        time.sleep(0.01)
+
+
 OLD = doc(("west", box(0, 0, 0.01, 0.01)), ("east", box(0.01, 0, 0.02, 0.01)))
 NEW = doc(("west", box(0, 0, 0.015, 0.01)), ("east", box(0.015, 0, 0.02, 0.01)))
 MOVED = (0.005, 0.012)  # east of the old border, west of the new one
@@ -103,12 +110,15 @@ def test_a_layer_republished_under_load_loses_and_misroutes_nothing(env) -> None
     router = threading.Thread(target=route)
     producer.start()
     router.start()
-    time.sleep(0.3)
+    # Conditions, not sleeps: a loaded machine may run the producer thread late.
+    wait_for(lambda: len(produced) >= 200, "events under the old lines")
     effective = datetime.now(UTC) + timedelta(milliseconds=300)
     number = store.publish(
         LayerVersion.from_geojson("pd", 0, effective, NEW, "name", note="2027 lines"), NEW
     )
-    time.sleep(0.7)
+    wait_for(lambda: datetime.now(UTC) > effective, "the new lines in force")
+    in_force = len(produced)
+    wait_for(lambda: len(produced) >= in_force + 200, "events under the new lines")
     stop.set()
     producer.join()
     done.set()
@@ -116,7 +126,7 @@ def test_a_layer_republished_under_load_loses_and_misroutes_nothing(env) -> None
 
     assert errors == []
     assert number == 1
-    assert set(routed) == set(produced) and len(produced) > 200  # zero lost, none invented
+    assert set(routed) == set(produced) and len(produced) > 400  # zero lost, none invented
     cut = effective.timestamp()
     wrong = [
         eid for eid, (t, version, _, _, _) in routed.items() if version != (1 if t >= cut else 0)

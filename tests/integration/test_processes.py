@@ -44,10 +44,18 @@ class Processes:
         process.wait()
 
     def stop_all(self) -> None:
+        """SIGTERM each; one still running 20 s later is killed, and the stop fails."""
         for process in self.running.values():
             process.terminate()
-        for process in self.running.values():
-            process.wait(timeout=20)
+        hung = []
+        for name, process in self.running.items():
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                hung.append(name)
+                process.kill()
+                process.wait()
+        assert not hung, f"ignored SIGTERM: {hung}"
 
 
 def random_event(rng: random.Random, n: int) -> tuple[str, Event]:

@@ -7,6 +7,7 @@ every event when publish returns. The CLI exposes it as ``--min-replicas`` (exit
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -45,6 +46,12 @@ def primary_and_replica(tmp_path: Path) -> Iterator[tuple[LocalRedisServer, Loca
     replica = LocalRedisServer(directory=tmp_path / "r", replicaof=("127.0.0.1", primary.port))
     replica.start()
     try:
+        # Started is not in sync: wait for the replica to confirm a write (its initial sync
+        # done), so each test's WAIT times only its own writes' replication.
+        deadline = time.monotonic() + 30
+        while not _confirmed_by_replica(primary):
+            assert time.monotonic() < deadline, "the replica never synced"
+            time.sleep(0.05)
         yield primary, replica
     finally:
         replica.stop()
@@ -75,6 +82,16 @@ def test_with_a_spool_unreplicated_events_wait_there_for_replay(redis, keys, tmp
         assert [entry.event_id for entry in spool.pending()] == [f"durable-{n}" for n in range(3)]
     finally:
         spool.close()
+
+
+def _confirmed_by_replica(primary: LocalRedisServer) -> bool:
+    client = primary.client(socket_timeout=2)
+    try:
+        client.set("durable-probe", 1)
+        return int(client.wait(1, 200)) >= 1
+    finally:
+        client.delete("durable-probe")
+        client.close()
 
 
 def test_a_replicated_publish_is_on_the_replica_when_it_returns(primary_and_replica) -> None:

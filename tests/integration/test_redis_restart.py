@@ -111,3 +111,4 @@ def test_processes_ride_through_a_redis_restart(server: LocalRedisServer, tmp_pa
         spool.close()
         pipeline.stop()
         checker.close()
+    assert pipeline.ignored_sigterm == []  # every process stopped on SIGTERM

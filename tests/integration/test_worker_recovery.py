@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import time
+from pathlib import Path
 
 import pytest
 from rq import Retry
@@ -85,6 +87,80 @@ def test_a_killed_workers_scheduler_process_exits_and_frees_its_lock(
             time.sleep(0.2)
     finally:
         pipeline.stop()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_the_kernel_tells_a_scheduler_process_at_once_that_its_worker_died(
+    redis_url, redis, keys, tmp_path
+):
+    """Not a race with the scheduler's once-a-second look at its parent: it is frozen (SIGSTOP)
+    when its worker is SIGKILLed, so only a signal sent at the worker's death can be waiting
+    for it; thawed, it stops and frees its lock."""
+    pipeline = Pipeline(redis_url, keys.prefix, write_city(tmp_path), 0, 1)
+    lock = RQScheduler.get_locking_key(make_queue(redis, keys, HIGH).name)
+    try:
+        pipeline.start("routine-0")
+        worker = pipeline.running["routine-0"]
+        scheduler = _registered_scheduler_child(redis, worker.pid)
+        os.kill(scheduler, signal.SIGSTOP)
+        _wait_for(lambda: _proc_stat(scheduler)[0] == "T", "the scheduler frozen")
+        os.kill(worker.pid, signal.SIGKILL)
+        worker.wait()
+        assert _pending_signals(scheduler) & (1 << (signal.SIGTERM - 1)), "no SIGTERM waiting"
+        os.kill(scheduler, signal.SIGCONT)
+        _wait_for(lambda: not _alive(scheduler) and not redis.exists(lock), "scheduler gone", 30)
+    finally:
+        pipeline.stop()
+
+
+def _wait_for(check, what: str, timeout: float = 60.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, f"{what}: not within {timeout:.0f} s"
+        time.sleep(0.05)
+
+
+def _proc_stat(pid: int) -> tuple[str, int]:
+    """(state, parent pid) from /proc/{pid}/stat; ("", 0) once it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return "", 0
+    return fields[0], int(fields[1])
+
+
+def _pending_signals(pid: int) -> int:
+    mask = 0
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(("SigPnd:", "ShdPnd:")):
+            mask |= int(line.split()[1], 16)
+    return mask
+
+
+def _alive(pid: int) -> bool:
+    return _proc_stat(pid)[0] not in ("", "Z")
+
+
+def _registered_scheduler_child(redis, worker_pid: int) -> int:  # type: ignore[no-untyped-def]
+    """The pid of the worker's scheduler child, once it has registered its birth (after it
+    asked for the signal)."""
+    found: list[int] = []
+
+    def registered() -> bool:
+        children = {
+            int(entry.name)
+            for entry in Path("/proc").iterdir()
+            if entry.name.isdigit() and _proc_stat(int(entry.name))[1] == worker_pid
+        }
+        for key in redis.scan_iter("rq:scheduler:*", count=1000):
+            pid = redis.hget(key, "pid")
+            if pid is not None and int(pid) in children:
+                found.append(int(pid))
+                return True
+        return False
+
+    _wait_for(registered, "the worker's scheduler child registered")
+    return found[0]
 
 
 def _group_alive(group: int) -> bool:

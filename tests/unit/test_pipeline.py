@@ -213,7 +213,11 @@ def test_a_trickle_is_gathered_into_one_micro_batch(harness, keys, redis):
             producer.publish(incident())
             time.sleep(0.002)
 
-    harness.ingest.routing = harness.ingest.routing.model_copy(update={"batch_max_ms": 200})
+    # The batch closes when the 11th event arrives, however slowly a loaded machine runs the
+    # trickle (with a 200 ms window, a writer thread kept off the CPU split it in two).
+    harness.ingest.routing = harness.ingest.routing.model_copy(
+        update={"batch_max_ms": 10_000, "batch_max_events": 11}
+    )
     writer = threading.Thread(target=trickle)
     producer.publish(incident())
     writer.start()
