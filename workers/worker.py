@@ -37,6 +37,7 @@ import signal
 import threading
 import time
 from collections.abc import Iterable
+from contextlib import suppress
 from datetime import timedelta
 from typing import Any
 
@@ -70,6 +71,8 @@ DEQUEUE_TIMEOUT_S = 2
 # A job popped but never started (its worker died in between) is re-queued after this.
 STUCK_S = 5
 MAINTENANCE_LOCK_S = 30
+# A stopping worker waits this long for its command thread to see the UNSUBSCRIBE reply.
+UNSUBSCRIBE_WAIT_S = 5
 # Routine workers poll their queues (one script call for all of them) when idle.
 POLL_MIN_S, POLL_MAX_S = 0.005, 0.05
 
@@ -202,6 +205,22 @@ class CityWorker(SimpleWorker):
             self.summary.add(job_counts(job, ok), queue=queue.name, job=job.id)
             self.summary.tick()
         return ok
+
+    def unsubscribe(self) -> None:
+        """RQ's, in the order that cannot hang. RQ sends UNSUBSCRIBE, then stops the command
+        thread (redis-py 8.2: a join without timeout). A thread that read the reply before its
+        flag was cleared (the main thread only has to lose the CPU after its send) found nothing
+        subscribed and waited in get_message(timeout=60) for a subscription that never comes:
+        every teardown (SIGTERM, the end of a burst) could take a minute. Here the flag is
+        cleared first, so the reply wakes a thread already told to stop."""
+        thread = self.pubsub_thread
+        if thread is None:
+            return
+        thread._running.clear()
+        with suppress(RedisConnectionError, RedisTimeoutError):  # the thread's close wins
+            self.pubsub.unsubscribe()
+        thread.join(UNSUBSCRIBE_WAIT_S)  # bounded: a connection that stopped answering
+        self.pubsub.close()
 
     def _set_ip_address(self, connection: Redis) -> None:
         try:
