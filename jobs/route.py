@@ -7,7 +7,9 @@ denied, with the policy, grant and purpose). The job is thin: the decisions live
 the Redis writes in `queues/`.
 
 An event the router cannot handle (for example a self-intersecting area) is dead-lettered with
-the reason; it never fails the rest of its batch.
+the reason; it never fails the rest of its batch. The job's own timeout is no event's fault: it
+fails the job (which RQ retries), never routes the batch again one by one without a deadline
+(RQ's alarm fires once) nor dead-letters the event it interrupted.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import Any
 import orjson
 from redis import Redis
 from rq import get_current_job
+from rq.timeouts import JobTimeoutException
 
 from city.audit import delivery_body
 from city.routing import Routed
@@ -76,11 +79,15 @@ def deliver_items(
     outcomes: list[Routed | Exception]
     try:
         outcomes = list(router.route_batch(events, authorizer, now, world))
+    except JobTimeoutException:  # the job's own deadline (an Exception too): RQ retries it
+        raise
     except Exception:  # one bad event must not sink the batch: retry one by one
         outcomes = []
         for event in events:
             try:
                 outcomes.append(router.route_batch([event], authorizer, now, world)[0])
+            except JobTimeoutException:  # never an event's fault: not a dead letter
+                raise
             except Exception as exc:  # noqa: BLE001 - the reason is kept in the dead letter
                 outcomes.append(exc)
     batch: list[EventDelivery] = []

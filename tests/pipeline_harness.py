@@ -21,6 +21,10 @@ class Harness:
         self.redis = redis
         self.keys = keys
         self.config = config
+        # As a worker process loads its context (RouteContext.load): every index built now, not
+        # inside the first route job, where it counts against the job's timeout (5 s for an
+        # emergency: on a loaded machine the build alone takes longer).
+        router.jurisdictions.prepare()
         self.context = RouteContext(config=config, router=router, keys=keys)
         self.ingest = IngestWorker(redis, keys, config, consumer="ingest-a")
 

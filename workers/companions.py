@@ -27,7 +27,7 @@ log = logging.getLogger("cityrelay.worker")
 
 # The command-channel thread looks for a stop request this often (it reads no less promptly:
 # a message wakes it at once).
-COMMANDS_POLL_S = 1.0
+COMMANDS_POLL_S = 0.2  # a burst worker's teardown (tests, harnesses) waits for it
 # After a connection error the command channel pauses this long (redis-py has already retried
 # with backoff; the next read reconnects and subscribes again).
 COMMANDS_PAUSE_S = 2.0

@@ -256,6 +256,8 @@ class CityWorker(SimpleWorker):
         )
         self.scheduler.acquire_locks()
         if not self.scheduler.acquired_locks:
+            if burst:  # see below
+                self.scheduler = None
             return
         if burst:
             try:
@@ -264,6 +266,10 @@ class CityWorker(SimpleWorker):
             finally:
                 self.scheduler.release_locks()
                 self.scheduler.register_death()
+            # A burst worker enqueues the due jobs once. RQ keeps the scheduler, and its
+            # maintenance (a job outlasting maintenance_interval) then forked a scheduler child
+            # that the teardown SIGTERMs, maybe before its handlers: the lock held for 61 s.
+            self.scheduler = None
         else:
             self.scheduler.start()
 

@@ -19,7 +19,7 @@ import pytest
 from workers.worker import build_worker
 
 pytestmark = pytest.mark.integration
-# Ours returns within a second or two (the thread looks for a stop every second); RQ's: 60 s.
+# Ours returns within a second (the thread looks for a stop every 0.2 s); RQ's: 60 s.
 PROMPTLY_S = 10.0
 
 

@@ -21,6 +21,7 @@ from queues.acks import EmergencyStore
 from queues.inbox import Inbox
 from queues.keys import Keys
 from queues.message import Message
+from queues.priority import ESCALATION, make_queue
 from tests.conftest import SEATTLE
 from tests.pipeline_harness import Harness
 from workers.worker import build_worker
@@ -195,6 +196,13 @@ def escalate_until(
     while time.monotonic() < end:
         time.sleep(0.05)
         run_escalations(h)
+
+
+def no_check_waits(h: Harness) -> bool:
+    """Every escalation check scheduled so far has run: none waits for its time, none is queued.
+    (Between passes: a pass runs whatever its scheduler enqueued before it ends.)"""
+    queue = make_queue(h.redis, h.keys, ESCALATION)
+    return queue.scheduled_job_registry.count == 0 and queue.count == 0
 
 
 def read_and_ack(redis: Redis, keys: Keys, dept: str) -> list[Message]:

@@ -23,6 +23,7 @@ from tests.scenarios.emergency_city import (
     city,
     escalate_until,
     harness,
+    no_check_waits,
     read_and_ack,
     run_escalations,
     status,
@@ -66,7 +67,9 @@ def notices(redis: Redis, keys: Keys, dept: str) -> list[dict]:  # type: ignore[
     ]
 
 
-@pytest.mark.parametrize("scene", [2.0], indirect=True)  # a deadline everyone can meet
+# A deadline short enough to wait for, long enough that no check runs while the test acks
+# (no escalation pass runs before the last acknowledgement, whatever the deadline).
+@pytest.mark.parametrize("scene", [2.0], indirect=True)
 def test_city_wide_alert_is_delivered_and_everyone_confirms(
     scene, real_redis, keys, hooks, capsys, monkeypatch, redis_url
 ):  # type: ignore[no-untyped-def]
@@ -80,22 +83,29 @@ def test_city_wide_alert_is_delivered_and_everyone_confirms(
     assert main(["--prefix", keys.prefix, "ack", event_id, "--dept", "fire", "--by", "capt"]) == 0
     assert json.loads(capsys.readouterr().out)["outcome"] == "acked"
 
-    escalate_until(h, lambda: True, settle_s=3.0)  # every deadline passes
+    # The one check scheduled at the deadline runs (it finds every acknowledgement and audits
+    # it): wait for that, not for a guess at how long it takes.
+    escalate_until(h, lambda: no_check_waits(h))
 
     found = status(real_redis, keys, event_id)
     assert set(found.recipients) == RECIPIENTS
     for dept, recipient in found.recipients.items():
         assert recipient.state == "acknowledged", dept
-        assert recipient.delivered_ms <= recipient.acked_ms <= recipient.deadline_ms
-        assert recipient.levels == {}
+        assert recipient.deadline_ms == recipient.delivered_ms + 2000  # Extreme: 2 s
+        # Acknowledged after delivery, and before the check due at the deadline, which found
+        # it and stopped there. (Whether the test itself acked inside the 2 s is up to how
+        # loaded the machine is: under load it did not, and nothing in the product differs.)
+        assert recipient.delivered_ms <= recipient.acked_ms
+        assert recipient.stopped_at_level == 1 and recipient.levels == {}
     assert found.recipients["fire"].ack_by == "cli:capt"
     assert found.recipients["ems"].ack_by == "inbox:main"
     assert hooks.requests == [] and escalation_records(real_redis, keys) == []
     assert all(notices(real_redis, keys, d) == [] for d in RECIPIENTS | {"parks"})
-    acks = [
-        r.body["dept"] for r in AuditLog(real_redis, keys).records() if r.kind == "emergency.ack"
-    ]
-    assert sorted(acks) == sorted(RECIPIENTS)
+    acks = [r.body for r in AuditLog(real_redis, keys).records() if r.kind == "emergency.ack"]
+    assert sorted(a["dept"] for a in acks) == sorted(RECIPIENTS)  # once each
+    for ack in acks:  # by the level-1 check, with the acknowledgement's own time
+        acked_ms = found.recipients[ack["dept"]].acked_ms
+        assert (ack["at_ms"], ack["seen_before_level"]) == (acked_ms, 1)
     assert AuditLog(real_redis, keys).verify().ok
 
     assert main(["--prefix", keys.prefix, "emergency", "status", event_id]) == 0

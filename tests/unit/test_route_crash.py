@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from rq.timeouts import JobTimeoutException
 
 from city.catalog import EventCatalog
 from city.events import Event, source_for
@@ -74,3 +75,50 @@ def test_a_rerun_after_a_crash_counts_once_and_still_tracks_the_emergency(
 
 def _recipients(router, item) -> set[str]:
     return {d.dept for d in router.route(item["e"])}
+
+
+def test_the_jobs_timeout_fails_the_job_and_never_dead_letters_the_event(
+    redis, keys, seattle, seattle_router, monkeypatch
+):
+    """RQ's JobTimeoutException is an Exception: the batch's one-by-one fallback caught it, so a
+    job that ran out of time routed its batch again with no deadline left (RQ's alarm fires
+    once), or dead-lettered the event it interrupted as unroutable."""
+    config, base = seattle
+    context = RouteContext(config=config, router=seattle_router, keys=keys, base_dir=base)
+    data = {"kind": "collision", "severity": 2}
+    event = Event.new("traffic.incident", source_for("sdot"), data, location=WEST)
+    batch = items(config, [("sdot", event)], int(redis.time()[0]) * 1000)
+    calls = []
+
+    def out_of_time(*args, **kwargs):
+        calls.append(1)
+        raise JobTimeoutException("Task exceeded maximum timeout value (5 seconds)")
+
+    monkeypatch.setattr(seattle_router, "route_batch", out_of_time)
+    with pytest.raises(JobTimeoutException):
+        route.deliver_items(context, redis, batch)
+    assert calls == [1]  # not routed again one by one
+    assert redis.xlen(keys.deadletter) == 0
+
+
+def test_one_unroutable_event_is_still_dead_lettered_alone(
+    redis, keys, seattle, seattle_router, monkeypatch
+):
+    config, base = seattle
+    context = RouteContext(config=config, router=seattle_router, keys=keys, base_dir=base)
+    data = {"kind": "collision", "severity": 2}
+    good, bad = (Event.new("traffic.incident", source_for("sdot"), data, location=WEST)
+                 for _ in range(2))  # fmt: skip
+    batch = items(config, [("sdot", good), ("sdot", bad)], int(redis.time()[0]) * 1000)
+    real = seattle_router.route_batch
+
+    def fails_on_bad(events, *args, **kwargs):
+        if any(e["id"] == bad.id for e in events):
+            raise ValueError("self-intersecting area")
+        return real(events, *args, **kwargs)
+
+    monkeypatch.setattr(seattle_router, "route_batch", fails_on_bad)
+    counters = route.deliver_items(context, redis, batch)
+    assert counters["delivered"] == 1
+    (entry,) = redis.xrange(keys.deadletter)
+    assert b"self-intersecting area" in b"".join(entry[1].values())
