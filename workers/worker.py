@@ -101,6 +101,8 @@ class TolerantExecutionRegistry(ExecutionRegistry):
 
 
 class CityJob(Job):
+    popped_at: float | None = None  # when the worker's pop returned it (queues/trace.py)
+
     @property
     def execution_registry(self) -> ExecutionRegistry:
         return TolerantExecutionRegistry(self.id, connection=self.connection)
@@ -138,9 +140,12 @@ class CityQueue(Queue):
     ) -> tuple[Job, Queue] | None:
         queues = list(queues)
         if len(queues) == 1:  # RQ's own BLMOVE into the intermediate list
-            return super().dequeue_any(
+            found = super().dequeue_any(
                 queues, timeout, connection, job_class, serializer, death_penalty_class
             )
+            if found is not None and isinstance(found[0], CityJob):
+                found[0].popped_at = time.time()
+            return found
         keys: list[str] = []
         for queue in queues:
             keys += [queue.key, IntermediateQueue.get_intermediate_queue_key(queue.key)]
@@ -155,6 +160,8 @@ class CityQueue(Queue):
                     connection, queue_key, job_id, job_class, serializer, death_penalty_class
                 )
                 if dequeued is not None:
+                    if isinstance(dequeued[0], CityJob):
+                        dequeued[0].popped_at = time.time()
                     return dequeued
                 continue
             if deadline is None:
