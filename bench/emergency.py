@@ -37,6 +37,7 @@ sys.path.insert(0, str(ROOT))
 
 from redis import Redis  # noqa: E402
 
+from bench.hops import RedisWatch, RunQueueWaits, hop_breakdown  # noqa: E402
 from bench.pipeline import (  # noqa: E402
     _exit_on_sigterm,
     config_file,
@@ -54,6 +55,9 @@ from queues.keys import Keys  # noqa: E402
 from queues.metrics import read_stats  # noqa: E402
 from queues.spool import Spool  # noqa: E402
 from queues.streams import EVENT_FIELD  # noqa: E402
+from queues.trace import ENV as TRACE_ENV  # noqa: E402
+from queues.trace import trace_key  # noqa: E402
+from workers.standins import LocalRedisServer  # noqa: E402
 
 DATA = ROOT / "tests" / "data" / "cap"
 # Who gets a health.emergency in the demo city (the bench's emergencies are all in Seattle).
@@ -111,12 +115,21 @@ def latency_run(
     routine_workers: int,
     ramp_s: float = 5.0,
     emergency_nice: int = 0,
+    own_redis: bool = False,
 ) -> dict:
     prefix = f"bench{uuid.uuid4().hex[:8]}"
     keys = Keys(prefix)
     redis = Redis.from_url(redis_url)
     config = config_file(500)
+    os.environ[TRACE_ENV] = "1"  # per-hop timestamps of every emergency (queues/trace.py)
     processes = start(prefix, config, redis_url, routine_workers)
+    names = ["ingest", "ingest-emergency", "emergency"]
+    names += [f"routine{i}" for i in range(routine_workers)]
+    pids = {name: p.pid for name, p in zip(names, processes, strict=True)}
+    if redis.connection_pool.connection_kwargs.get("host") in ("127.0.0.1", "localhost"):
+        pids["redis"] = int(redis.info("server")["process_id"])
+    waits = RunQueueWaits(pids)
+    watch = RedisWatch(redis, own_redis, prefix)
     if emergency_nice:  # processes 1 and 2: emergency ingest and emergency worker
         for process in processes[1:3]:
             os.setpriority(os.PRIO_PROCESS, process.pid, emergency_nice)
@@ -132,6 +145,8 @@ def latency_run(
             stdout=subprocess.PIPE, env=dict(os.environ, REDIS_URL=redis_url),
         )  # fmt: skip
         time.sleep(ramp_s)  # the routine load reaches its steady state first
+        waits.start()
+        watch.start()
         rng = random.Random(3)
         em = redis_from_url(redis_url)
         next_at = time.perf_counter()
@@ -142,6 +157,8 @@ def latency_run(
             if delay > 0:
                 time.sleep(delay)
         time.sleep(0.5)
+        run_queue = waits.stop()
+        redis_view = watch.stop()
         out, _ = routine.communicate(timeout=120)
         published, seconds = json.loads(out.decode().strip().splitlines()[-1])
         stopped = time.time()
@@ -154,6 +171,7 @@ def latency_run(
         routed_routine = stats.get("delivered", 0) - emergencies - 2
         lat = sorted(v for k, v in emergency_latencies(redis, keys).items() if k != warm_up)
         tracked = redis.zcard(keys.emergencies)
+        breakdown = hop_breakdown(redis.xrange(trace_key(keys)), skip={warm_up.decode()})
         return {
             "emergencies": emergencies,
             "emergencies_delivered": len(lat),
@@ -174,6 +192,10 @@ def latency_run(
             "loadavg_before": [round(x, 2) for x in load_before],
             "loadavg_after": [round(x, 2) for x in os.getloadavg()],
             "cpus": os.cpu_count(),
+            "own_redis": own_redis,
+            **breakdown,
+            "run_queue": run_queue,
+            "redis_view": redis_view,
         }
     finally:
         stop(processes)
@@ -246,6 +268,12 @@ def main() -> None:
         "deployment would set with systemd Nice=)",
     )
     parser.add_argument("--no-blocks", action="store_true", help="skip CAP and spool figures")
+    parser.add_argument(
+        "--own-redis",
+        action="store_true",
+        help="start a redis-server of its own for the latency run (its SLOWLOG and LATENCY are "
+        "then the pipeline's alone)",
+    )
     parser.add_argument("--publish-routine", metavar="PREFIX", help=argparse.SUPPRESS)
     parser.add_argument("--seconds", type=float, default=0.0, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -260,17 +288,23 @@ def main() -> None:
     if not args.no_blocks:
         summary.update(building_blocks(redis_url))
         print(json.dumps({"building_blocks": summary}), flush=True)
-    latency = latency_run(
-        redis_url,
-        args.emergencies,
-        args.interval_ms,
-        args.rate,
-        args.routine_workers,
-        args.ramp_s,
-        args.emergency_nice,
-    )
+    server = LocalRedisServer().start() if args.own_redis else None
+    try:
+        latency = latency_run(
+            server.url if server else redis_url,
+            args.emergencies,
+            args.interval_ms,
+            args.rate,
+            args.routine_workers,
+            args.ramp_s,
+            args.emergency_nice,
+            own_redis=server is not None,
+        )
+    finally:
+        if server is not None:
+            server.stop()
     print(json.dumps({"latency": latency}), flush=True)
-    print(json.dumps({**latency, **summary, "redis": redis_url}))
+    print(json.dumps({**latency, **summary, "redis": server.url if server else redis_url}))
 
 
 if __name__ == "__main__":

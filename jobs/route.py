@@ -34,18 +34,28 @@ from jobs.privacy_stage import Prepared
 from queues.inbox import AuditFrame, EventDelivery, Output
 from queues.metrics import delivered_key, record_counts, record_latencies
 from queues.streams import dead_letter
+from queues.trace import enabled as tracing
+from queues.trace import now_ms
+from queues.trace import record as trace
 
 
 def route_batch(items: list[dict[str, Any]], prefix: str | None = None) -> dict[str, int]:
     """RQ entry point. `items` are ``{"e": wire event, "ing": ingest entry id}``."""
+    run_ms = now_ms()
     context = get_context(prefix)
     job = get_current_job()
     # Emergency jobs leave chaining the audit records to routine and archive jobs: every round
     # trip counts on the emergency path, and the records are already safe in the audit inbox.
     chain = any(item["e"].get("priority") != "emergency" for item in items)
+    stamps = None
+    if not chain and tracing():  # per-hop timestamps (queues/trace.py)
+        popped = getattr(job, "popped_at", None)  # set by workers/worker.py's dequeue
+        stamps = {"run": run_ms, "popped": popped * 1000 if popped else run_ms}
     if job is None:
-        return deliver_items(context, context.redis(), items, chain_audit=chain)
-    return deliver_items(context, job.connection, items, batch_id=job.id, chain_audit=chain)
+        return deliver_items(context, context.redis(), items, chain_audit=chain, stamps=stamps)
+    return deliver_items(
+        context, job.connection, items, batch_id=job.id, chain_audit=chain, stamps=stamps
+    )
 
 
 def deliver_items(
@@ -54,8 +64,10 @@ def deliver_items(
     items: Sequence[dict[str, Any]],
     batch_id: str = "",
     chain_audit: bool = True,
+    stamps: dict[str, float] | None = None,
 ) -> dict[str, int]:
-    """Route and deliver a batch; returns counters (delivered, duplicates, deliveries, ...)."""
+    """Route and deliver a batch; returns counters (delivered, duplicates, deliveries, ...).
+    With `stamps`, each event's per-hop timestamps go to the trace stream (queues/trace.py)."""
     router = context.router
     # After the batch was read (see queues/jurisdictions.py): the versions in force now.
     # Control data (one shard of a partitioned city; see queues/partition.py).
@@ -123,8 +135,12 @@ def deliver_items(
             grant_version,
             ";".join(sorted(versions_used)) or "none",
         )
+        if stamps is not None:
+            stamps["ds"] = now_ms()
         result = context.deliverer(redis).deliver(batch, frame)
         flags, now_s, backlogs = result.flags, result.now, result.backlogs
+        if stamps is not None:
+            stamps.update(de=round(now_s * 1000, 3), back=now_ms())
     else:
         flags, now_s, backlogs = [], now, []
     pipe = redis.pipeline(transaction=False)
@@ -179,6 +195,9 @@ def deliver_items(
         pipe.sadd(keys.hot_types, *types)
     record_latencies(pipe, keys, latencies)
     context.inbox_alarms.count(pipe, backlogs)
+    if stamps is not None and batch:
+        for item in items:
+            trace(pipe, keys, "route", str(item.get("ing", "")), stamps)
     pipe.execute()
     if backlogs:  # an inbox near its bound: a department that stopped consuming
         context.inbox_alarms.raise_alarms(redis, backlogs)

@@ -48,6 +48,9 @@ from queues.partition import home_departments
 from queues.priority import BULK, EMERGENCY, HIGH, QUEUE_FOR_PRIORITY, ROUTINE, make_queue
 from queues.snapshot import ingest_backlog
 from queues.streams import LANES, Entry, IngestStreams, consumer_name, dead_letter
+from queues.trace import enabled as tracing
+from queues.trace import now_ms
+from queues.trace import record as trace
 from workers.logs import Summary
 
 log = logging.getLogger("cityrelay.ingest")
@@ -87,6 +90,7 @@ class IngestWorker:
         }
         self.streams.ensure_groups()
         self.guard = MemoryGuard(redis, keys, config.limits)
+        self.trace = tracing()  # per-hop timestamps of emergencies (queues/trace.py)
 
     # -- one step -----------------------------------------------------------------------------
     def step(self, block_ms: int | None = None) -> Counter[str]:
@@ -146,6 +150,7 @@ class IngestWorker:
         return counters
 
     def process(self, entries: Sequence[Entry]) -> Counter[str]:
+        read_ms = now_ms() if self.trace else 0.0
         counters: Counter[str] = Counter()
         pipe = self.redis.pipeline(transaction=True)
         accepted: list[tuple[Entry, dict[str, Any]]] = []
@@ -170,6 +175,11 @@ class IngestWorker:
             accepted.extend((entry, wire) for wire in wires)
         fresh = self._dedupe(accepted)
         counters["duplicates"] += len(accepted) - len(fresh)
+        if self.trace:
+            stamps = {"read": read_ms, "sent": now_ms()}
+            for entry, wire in fresh:
+                if wire.get("priority") == "emergency":
+                    trace(pipe, self.keys, "enq", entry.id, stamps)
         by_priority: Counter[str] = Counter()
         self._enqueue(pipe, fresh, counters, by_priority)
         self.streams.ack(pipe, entries)

@@ -55,7 +55,7 @@ from rq.executions import Execution, ExecutionRegistry
 from rq.intermediate_queue import IntermediateQueue
 from rq.job import Job
 from rq.serializers import JSONSerializer
-from rq.utils import now
+from rq.utils import as_text, current_timestamp, now
 
 from jobs.context import RouteContext, set_context
 from queues.keys import Keys
@@ -75,6 +75,9 @@ DEQUEUE_TIMEOUT_S = 2
 # A job popped but never started (its worker died in between) is re-queued after this.
 STUCK_S = 5
 MAINTENANCE_LOCK_S = 30
+# A standalone heartbeat is skipped within this long of the last one, if that one's TTL has
+# more than the slack left (so a worker key never comes near expiring).
+HEARTBEAT_SKIP_S, HEARTBEAT_SLACK_S = 1.0, 4.0
 # Routine workers poll their queues (one script call for all of them) when idle.
 POLL_MIN_S, POLL_MAX_S = 0.005, 0.05
 # A stopping worker waits this long for its command thread and its scheduler child.
@@ -93,21 +96,35 @@ return false
 class TolerantExecutionRegistry(ExecutionRegistry):
     """RQ 3 keeps a job's execution ids 60 s longer than the executions themselves. After a
     dead worker's run expired and the job was retried, the successful retry's cleanup fetched
-    the expired run, raised, and failed the job (its work done) until retries ran out."""
+    the expired run, raised, and failed the job (its work done) until retries ran out.
+
+    Also in two round trips instead of one per execution plus two: RQ reads a job's executions
+    twice while it finishes the job, and every round trip lengthens an emergency worker's cycle.
+    """
 
     def get_executions(self, start: int = 0, end: int = -1) -> list[Execution]:
+        with self.connection.pipeline(transaction=False) as pipe:
+            pipe.zremrangebyscore(self.key, 0, current_timestamp())  # RQ's cleanup()
+            pipe.zrange(self.key, start, end)
+            ids = [as_text(i) for i in pipe.execute()[1]]
+        if not ids:
+            return []
+        executions = [Execution(id=i, job_id=self.job_id, connection=self.connection) for i in ids]
+        with self.connection.pipeline(transaction=False) as pipe:
+            for execution in executions:
+                pipe.hgetall(execution.key)
+            hashes = pipe.execute()
         found = []
-        for execution_id in self.get_execution_ids(start, end):
-            try:
-                found.append(
-                    Execution.fetch(id=execution_id, job_id=self.job_id, connection=self.connection)
-                )
-            except ValueError:  # expired with its dead worker
-                continue
+        for execution, data in zip(executions, hashes, strict=True):
+            if data:  # else expired with its dead worker
+                execution.restore(data)
+                found.append(execution)
         return found
 
 
 class CityJob(Job):
+    popped_at: float | None = None  # when the worker's pop returned it (queues/trace.py)
+
     @property
     def execution_registry(self) -> ExecutionRegistry:
         return TolerantExecutionRegistry(self.id, connection=self.connection)
@@ -145,9 +162,12 @@ class CityQueue(Queue):
     ) -> tuple[Job, Queue] | None:
         queues = list(queues)
         if len(queues) == 1:  # RQ's own BLMOVE into the intermediate list
-            return super().dequeue_any(
+            found = super().dequeue_any(
                 queues, timeout, connection, job_class, serializer, death_penalty_class
             )
+            if found is not None and isinstance(found[0], CityJob):
+                found[0].popped_at = time.time()
+            return found
         keys: list[str] = []
         for queue in queues:
             keys += [queue.key, IntermediateQueue.get_intermediate_queue_key(queue.key)]
@@ -162,6 +182,8 @@ class CityQueue(Queue):
                     connection, queue_key, job_id, job_class, serializer, death_penalty_class
                 )
                 if dequeued is not None:
+                    if isinstance(dequeued[0], CityJob):
+                        dequeued[0].popped_at = time.time()
                     return dequeued
                 continue
             if deadline is None:
@@ -230,6 +252,38 @@ class CityWorker(SimpleWorker):
             super()._set_ip_address(connection)
         except (ValueError, ResponseError):
             self.ip_address = "unknown"
+
+    _beat_at = float("-inf")  # monotonic time of the last heartbeat
+    _beat_until = 0.0  # ...and when the TTL it set runs out
+
+    def heartbeat(self, timeout: int | None = None, pipeline: Any = None) -> None:
+        """RQ's heartbeat, in fewer round trips: RQ sends a standalone one (HSET and two
+        EXPIREs, three round trips) three times per job - one between the pop and the job,
+        on an emergency's path. A standalone one is skipped while the last one (in a job's
+        preparation pipeline, say) is under `HEARTBEAT_SKIP_S` old and its TTL has more than
+        `HEARTBEAT_SLACK_S` to run; the others go in one pipeline."""
+        ttl = timeout or self.worker_ttl + 60
+        now_s = time.monotonic()
+        if pipeline is not None:
+            super().heartbeat(timeout, pipeline)
+        elif (
+            timeout is None
+            and now_s - self._beat_at < HEARTBEAT_SKIP_S
+            and self._beat_until - now_s > HEARTBEAT_SLACK_S
+        ):
+            return
+        else:
+            with self.connection.pipeline(transaction=False) as pipe:
+                super().heartbeat(timeout, pipe)
+                pipe.execute()
+        self._beat_at, self._beat_until = now_s, now_s + ttl
+
+    def set_state(self, state: str, pipeline: Any = None) -> None:
+        """RQ writes the state ``idle`` twice per job (after it, before the next pop): the
+        second write of an unchanged state is skipped (only this worker writes it)."""
+        if pipeline is None and state == self._state:
+            return
+        super().set_state(state, pipeline)
 
     def get_heartbeat_ttl(self, job: Job, working_time: float = 0.0) -> int:
         if job.timeout is None or job.timeout < 0:

@@ -33,3 +33,22 @@ def test_a_dead_consumers_emergencies_are_reclaimed_before_its_routine_entries(
     assert h.inbox_ids("spd-west") == [urgent.id]
     pending = redis.xpending(keys.ingest("sdot"), "router")["pending"]
     assert pending == 1  # the routine entry waits for claim_idle_ms
+
+
+def test_looking_for_dead_consumers_entries_is_one_round_trip(redis, keys, seattle, seattle_router):
+    """The emergency ingest looks every second or two: a round trip per stream (27 in the demo
+    city) held its next read - an emergency's - for tens of milliseconds on a busy host."""
+    config, base = seattle
+    h = Harness(redis, keys, config, base, seattle_router)
+    direct: list[bytes] = []
+    send = redis.execute_command
+
+    def counting(*args, **kwargs):
+        direct.append(args[0])
+        return send(*args, **kwargs)
+
+    redis.execute_command = counting
+    claimed, poison = h.ingest.streams.reclaim("me", 0, 5)
+    assert (claimed, poison) == ([], [])
+    assert not [c for c in direct if str(c).upper().startswith("XPENDING")]
+    assert len(h.ingest.streams.streams) > 20

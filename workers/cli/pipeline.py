@@ -24,29 +24,12 @@ from queues.metrics import PRIORITIES
 from queues.priority import ROLES
 from queues.streams import NotReplicatedError, Producer
 from workers import logs
+from workers.cpu import NICE_HELP, POLICIES, SCHED_HELP, yield_cpu
 from workers.runtime import Runtime
 
 PUBLISH_CHUNK = 500
 EX_TEMPFAIL = 75  # sysexits.h: try again later (backpressure)
 BACKPRESSURE_WAIT_S = 60.0  # how long `publish --file` waits out backpressure
-# Routine processes yield the CPU to emergency ones: on a busy host an emergency must not wait
-# for the scheduler to get round to it.
-ROUTINE_NICE = 10
-NICE_HELP = f"CPU niceness increment (default: {ROUTINE_NICE} for routine work, 0 for emergency)"
-
-
-def _lower_priority(requested: int | None, routine_only: bool) -> None:
-    """Routine processes yield (nice 10 by default). A negative value raises priority (for
-    emergency processes; needs root or CAP_SYS_NICE, else a warning and no change)."""
-    increment = requested if requested is not None else (ROUTINE_NICE if routine_only else 0)
-    if increment == 0:
-        return
-    try:
-        os.nice(increment)
-    except PermissionError:
-        print(
-            f"--nice {increment}: not permitted here; running at normal priority", file=sys.stderr
-        )
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -82,6 +65,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p = subparsers.add_parser("ingest", help="run the ingest consumer (streams -> RQ queues)")
     p.add_argument("--lanes", default="emergency,routine", help="comma list: emergency,routine")
     p.add_argument("--nice", type=int, help=NICE_HELP)
+    p.add_argument("--sched", choices=sorted(POLICIES), help=SCHED_HELP)
     p.set_defaults(func=cmd_ingest)
 
     p = subparsers.add_parser("worker", help="run an RQ worker for one role")
@@ -89,6 +73,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.add_argument("--burst", action="store_true", help="exit when the queues are empty")
     p.add_argument("--name", help="worker name shown in `rq info`")
     p.add_argument("--nice", type=int, help=NICE_HELP)
+    p.add_argument("--sched", choices=sorted(POLICIES), help=SCHED_HELP)
     p.set_defaults(func=cmd_worker)
 
     p = subparsers.add_parser("inbox", help="read (and acknowledge) a department's inbox")
@@ -269,7 +254,7 @@ def cmd_ingest(args: argparse.Namespace, runtime: Runtime) -> int:
 
     config, _ = runtime.city()
     lanes = [lane.strip() for lane in args.lanes.split(",") if lane.strip()]
-    _lower_priority(args.nice, routine_only="emergency" not in lanes)
+    yield_cpu(args.nice, args.sched, routine="emergency" not in lanes)
     worker = IngestWorker(runtime.redis(**WORKER_SETTINGS), runtime.keys, config, lanes=lanes)
     worker.run(_stop_on_signals())
     return 0
@@ -280,7 +265,7 @@ def cmd_worker(args: argparse.Namespace, runtime: Runtime) -> int:
 
     if runtime.config_path is None:
         runtime.city()  # raises the helpful "no city config" message
-    _lower_priority(args.nice, routine_only=args.role != "emergency")
+    yield_cpu(args.nice, args.sched, routine=args.role != "emergency")
     context = RouteContext.load(runtime.config_path, runtime.keys, runtime.redis_url)  # type: ignore[arg-type]
     logs.set_role(f"worker-{args.role}")
     # RQ logs every job at INFO: only with --log-level DEBUG (our summary is the INFO line).
