@@ -18,7 +18,8 @@ from rq.serializers import JSONSerializer
 from bench.chaos import Pipeline
 from queues.priority import BULK, EMERGENCY, HIGH, make_queue
 from tests.conftest import write_city
-from workers.worker import HEARTBEAT_MARGIN_S, CityQueue, build_worker
+from workers.rq_queue import CityQueue
+from workers.worker import HEARTBEAT_MARGIN_S, build_worker
 
 pytestmark = pytest.mark.integration
 
