@@ -1,8 +1,8 @@
 """Emergency benchmark on real Redis: emergency latency under routine load, plus the emergency
 path's building blocks.
 
-Latency: the real processes run as in `bench/pipeline.py` (ingest per lane, one emergency
-worker, routine workers). A routine mix is published at a FIXED rate (default 5 000 events/s,
+Latency: the real processes run as in the Procfile (ingest per lane, two emergency workers,
+routine workers). A routine mix is published at a FIXED rate (default 5 000 events/s,
 not a saturating closed loop) while emergencies (`health.emergency`, five recipients each) are
 published one every `--interval-ms`. An emergency's latency is from its producer XADD (the
 ingest entry id) to the XADD into the LAST of its recipients' inboxes (Redis clock, ms).
@@ -116,22 +116,24 @@ def latency_run(
     ramp_s: float = 5.0,
     emergency_nice: int = 0,
     own_redis: bool = False,
+    emergency_workers: int = 2,
 ) -> dict:
     prefix = f"bench{uuid.uuid4().hex[:8]}"
     keys = Keys(prefix)
     redis = Redis.from_url(redis_url)
     config = config_file(500)
     os.environ[TRACE_ENV] = "1"  # per-hop timestamps of every emergency (queues/trace.py)
-    processes = start(prefix, config, redis_url, routine_workers)
+    processes = start(prefix, config, redis_url, routine_workers, emergency_workers)
     names = ["ingest", "ingest-emergency", "emergency"]
+    names += [f"emergency{i}" for i in range(1, emergency_workers)]
     names += [f"routine{i}" for i in range(routine_workers)]
     pids = {name: p.pid for name, p in zip(names, processes, strict=True)}
     if redis.connection_pool.connection_kwargs.get("host") in ("127.0.0.1", "localhost"):
         pids["redis"] = int(redis.info("server")["process_id"])
     waits = RunQueueWaits(pids)
     watch = RedisWatch(redis, own_redis, prefix)
-    if emergency_nice:  # processes 1 and 2: emergency ingest and emergency worker
-        for process in processes[1:3]:
+    if emergency_nice:  # the emergency ingest and the emergency workers
+        for process in processes[1 : 2 + emergency_workers]:
             os.setpriority(os.PRIO_PROCESS, process.pid, emergency_nice)
     load_before = os.getloadavg()
     try:
@@ -188,6 +190,7 @@ def latency_run(
             "routine_seconds": round(seconds, 2),
             "backlog_drained_after_s": round(drained_after, 2),
             "routine_workers": routine_workers,
+            "emergency_workers": emergency_workers,
             "emergency_nice": emergency_nice,
             "loadavg_before": [round(x, 2) for x in load_before],
             "loadavg_after": [round(x, 2) for x in os.getloadavg()],
@@ -259,6 +262,9 @@ def main() -> None:
     parser.add_argument("--interval-ms", type=float, default=20.0)
     parser.add_argument("--rate", type=float, default=5000.0, help="routine events/s")
     parser.add_argument("--routine-workers", type=int, default=2)
+    parser.add_argument(
+        "--emergency-workers", type=int, default=2, help="emergency worker processes (Procfile: 2)"
+    )
     parser.add_argument("--ramp-s", type=float, default=5.0, help="routine load before measuring")
     parser.add_argument(
         "--emergency-nice",
@@ -299,6 +305,7 @@ def main() -> None:
             args.ramp_s,
             args.emergency_nice,
             own_redis=server is not None,
+            emergency_workers=args.emergency_workers,
         )
     finally:
         if server is not None:
