@@ -13,7 +13,15 @@ Procfile does, on a realistic routine mix, in three phases with fresh processes 
     python bench/pipeline.py [--seconds 30] [--latency-seconds 20] [--latency-load 5000]
                              [--routine-workers 2] [--naive-seconds 10]
 
-Prints progress lines, then one JSON object as the last line.
+Each phase also reports the CPU microseconds per routed event of each process kind (ingest per
+lane, emergency and routine workers, the producer = this process, Redis from `INFO cpu`) over
+the measured window (first XADD to last delivery) and the Redis commands per event
+(`INFO commandstats` delta; bench/cpu.py). On a Redis shared with other work these Redis
+figures include that work: point REDIS_URL at a server of your own to read them.
+
+Prints progress lines, then one JSON object as the last line (`cpu_us_per_event`, the sum
+over the processes, and `cpu_us_per_event_by_process` of the throughput phase beside
+`routine_events_per_s`). `--naive-seconds 0` skips the naive phase.
 """
 
 from __future__ import annotations
@@ -37,6 +45,7 @@ sys.path.insert(0, str(ROOT))
 import yaml  # noqa: E402
 from redis import Redis  # noqa: E402
 
+from bench.cpu import CpuMeter, per_event  # noqa: E402
 from city.events import Event, source_for  # noqa: E402
 from queues.cleanup import delete_city  # noqa: E402
 from queues.keys import Keys  # noqa: E402
@@ -124,6 +133,16 @@ def start(
     return processes
 
 
+def kinds(processes: list[subprocess.Popen], emergency_workers: int) -> dict[str, list[int]]:
+    """The pids of each process kind, in the order `start` made them."""
+    return {
+        "ingest": [processes[0].pid],
+        "ingest_emergency": [processes[1].pid],
+        "emergency_workers": [p.pid for p in processes[2 : 2 + emergency_workers]],
+        "routine_workers": [p.pid for p in processes[2 + emergency_workers :]],
+    }
+
+
 def stop(processes: list[subprocess.Popen]) -> None:
     for p in processes:
         p.terminate()
@@ -198,6 +217,9 @@ def run(
     try:
         warm_up_pipeline(redis, keys)  # every process has loaded the city
         pool = [routine_event(rng, n) for n in range(20_000)]
+        meter = CpuMeter(redis, kinds(processes, emergency_workers))
+        load_before = os.getloadavg()[0]
+        before = meter.sample()
         published = emergencies = 0
         max_backlog = 20_000
         chunk = 250 if rate is None else max(1, int(rate / 200))  # steady: 200 chunks/s
@@ -241,6 +263,7 @@ def run(
             if stats.get("delivered", 0) >= published + emergencies + WARM_UP_EVENTS:
                 break
             time.sleep(0.05)
+        after = meter.sample()
         stats = read_stats(redis, keys)
         t0 = t_ms  # (ingest trims its streams, so the first entry may be gone by now)
         last_delivery = max(
@@ -274,6 +297,8 @@ def run(
             "routine_p50_ms": pct(routine_lat, 0.5),
             "routine_p99_ms": pct(routine_lat, 0.99),
             "routine_mean_ms": round(statistics.fmean(routine_lat), 1) if routine_lat else None,
+            **per_event(before, after, routed + emergencies),
+            "load_average": [load_before, os.getloadavg()[0]],
         }
     finally:
         stop(processes)
@@ -329,10 +354,15 @@ def main() -> None:
     )
     print(json.dumps({"latency": latency}), flush=True)
     # 3. The naive design: one RQ job per event.
-    naive = run(redis_url, args.naive_seconds, 1, args.routine_workers, False)
-    print(json.dumps({"naive": naive}), flush=True)
+    naive = {"events_per_s": None}
+    if args.naive_seconds > 0:  # 0: skip the naive phase
+        naive = run(redis_url, args.naive_seconds, 1, args.routine_workers, False)
+        print(json.dumps({"naive": naive}), flush=True)
     summary = {
         "routine_events_per_s": throughput["events_per_s"],
+        "cpu_us_per_event": throughput["cpu_us_per_event"],
+        "cpu_us_per_event_by_process": throughput["cpu_us_per_event_by_process"],
+        "redis_commands_per_event": throughput["redis_commands_per_event"],
         "emergency_p50_ms": latency["emergency_p50_ms"],
         "emergency_p99_ms": latency["emergency_p99_ms"],
         "emergency_max_ms": latency["emergency_max_ms"],
@@ -340,13 +370,18 @@ def main() -> None:
         "routine_p50_ms": latency["routine_p50_ms"],
         "routine_p99_ms": latency["routine_p99_ms"],
         "naive_events_per_s": naive["events_per_s"],
-        "batched_vs_naive": round(throughput["events_per_s"] / naive["events_per_s"], 1),
+        "batched_vs_naive": (
+            round(throughput["events_per_s"] / naive["events_per_s"], 1)
+            if naive["events_per_s"]
+            else None
+        ),
         "emergencies": latency["emergencies"],
         "seconds": args.seconds,
         "routine_workers": args.routine_workers,
         "emergency_workers": args.emergency_workers,
         "emergency_nice": args.emergency_nice,
         "load_average": os.getloadavg()[0],
+        "throughput_load_average": throughput["load_average"],
         "redis": redis_url,
     }
     print(json.dumps(summary))
