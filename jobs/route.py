@@ -293,11 +293,7 @@ def _outputs(
     recipients = ",".join(
         d.dept for d in deliveries if (d.dept, d.purpose) not in delivery.withheld
     )
-    full = (
-        orjson.dumps(event).decode()
-        if parts is None
-        else parts[0] + orjson.dumps(event["data"]).decode() + parts[1] + "}"
-    )
+    full = orjson.dumps(event).decode() if parts is None else "".join(parts) + "}"
     # The hot tier, in the format queues/hot.py reads and the archive moves to S3.
     delivery.outputs.append(
         Output(keys.hot(event["type"]), [("e", full), ("to", recipients), ("ing", ing)])

@@ -23,24 +23,40 @@ _MARK = "\x00cityrelay-view-data\x00"
 _MARK_JSON = orjson.dumps(_MARK).decode()
 
 
-def split_on_data(event: Mapping[str, Any]) -> tuple[str, str] | None:
-    """The event's JSON before its data value and after it (without the closing brace)."""
+Parts = tuple[str, str, str]  # JSON before the data value, the data value, after (no closing brace)
+
+# ',"purpose":"..."' per purpose: a few purposes exist, named in the city config.
+_PURPOSE_TAILS: dict[str, str] = {}
+
+
+def split_on_data(event: Mapping[str, Any]) -> Parts | None:
+    """The event's JSON before its data value, the data value, and after it (without the
+    closing brace): ``"".join(parts) + "}"`` is the event encoded."""
     if not isinstance(event.get("data"), dict) or "purpose" in event or "breakglass" in event:
         return None
     text = orjson.dumps({**event, "data": _MARK}).decode()  # data keeps its place
     head, found, tail = text.partition(_MARK_JSON)
     if not found or _MARK_JSON in tail:  # the marker text inside some other attribute
         return None
-    return head, tail[:-1]
+    return head, orjson.dumps(event["data"]).decode(), tail[:-1]
 
 
-def view_json(event: Mapping[str, Any], parts: tuple[str, str], decision: Decision) -> str:
+def view_json(event: Mapping[str, Any], parts: Parts, decision: Decision) -> str:
     """``orjson.dumps(view(event, decision)).decode()`` for an event `split_on_data` split."""
-    data = event["data"]
+    head, data_json, tail = parts
     keep, drop = decision.fields, decision.redact
     if keep is not None or drop:
-        data = {k: v for k, v in data.items() if (keep is None or k in keep) and k not in drop}
-    tail = parts[1] + ',"purpose":' + orjson.dumps(decision.purpose).decode()
+        data = event["data"]
+        data_json = orjson.dumps(
+            {k: v for k, v in data.items() if (keep is None or k in keep) and k not in drop}
+        ).decode()
+    purpose = _PURPOSE_TAILS.get(decision.purpose)
+    if purpose is None:
+        if len(_PURPOSE_TAILS) > 1000:  # purposes come from the config; bound it anyway
+            _PURPOSE_TAILS.clear()
+        purpose = _PURPOSE_TAILS[decision.purpose] = (
+            ',"purpose":' + orjson.dumps(decision.purpose).decode()
+        )
     if decision.break_glass:
-        tail += ',"breakglass":' + orjson.dumps(decision.grant or True).decode()
-    return parts[0] + orjson.dumps(data).decode() + tail + "}"
+        purpose += ',"breakglass":' + orjson.dumps(decision.grant or True).decode()
+    return head + data_json + tail + purpose + "}"

@@ -12,7 +12,7 @@ EVENT = {
     "id": "e-1",
     "source": "/city/transit",
     "type": "transit.vehicle_position",
-    "data": {"vehicle_id": "bus-1", "route": "7", "speed_kmh": 31.5, "note": "é \u2028 \"q\""},
+    "data": {"vehicle_id": "bus-1", "route": "7", "speed_kmh": 31.5, "note": 'é \u2028 "q"'},
     "location": {"lat": 47.6, "lon": -122.3},
     "department": "transit",
     "priority": "bulk",
@@ -37,9 +37,7 @@ def test_splice_equals_the_view_encoded(event: dict, decision: Decision) -> None
     parts = split_on_data(event)
     assert parts is not None
     assert view_json(event, parts, decision) == orjson.dumps(view(event, decision)).decode()
-    assert parts[0] + orjson.dumps(event["data"]).decode() + parts[1] + "}" == (
-        orjson.dumps(event).decode()
-    )
+    assert "".join(parts) + "}" == orjson.dumps(event).decode()
 
 
 @pytest.mark.parametrize(
