@@ -109,15 +109,15 @@ def start(
     routine_workers: int,
     emergency_workers: int = 1,
     emergency_nice: int = 0,
+    ingest_consumers: int = 1,
 ) -> list[subprocess.Popen]:
-    """The Procfile's processes: [ingest, ingest-emergency, emergency workers..., routine...].
+    """The Procfile's processes: [ingest (x `ingest_consumers`), ingest-emergency, emergency
+    workers..., routine...].
     `emergency_nice` < 0 raises the emergency processes' CPU priority (needs root)."""
     env = dict(os.environ, REDIS_URL=redis_url, PYTHONPATH=str(ROOT))
     base = [sys.executable, "-m", "workers.cli", "--prefix", prefix, "--config", str(config)]
-    commands = [
-        base + ["ingest", "--lanes", "routine"],
-        base + ["ingest", "--lanes", "emergency"],
-    ]
+    commands = [base + ["ingest", "--lanes", "routine"]] * ingest_consumers
+    commands += [base + ["ingest", "--lanes", "emergency"]]
     commands += [
         base + ["worker", "--role", "emergency", "--name", f"{prefix}-em{i}"]
         for i in range(emergency_workers)
@@ -128,18 +128,21 @@ def start(
     ]
     processes = [subprocess.Popen(c, env=env, cwd=ROOT) for c in commands]
     if emergency_nice:
-        for process in processes[1 : 2 + emergency_workers]:
+        for process in processes[ingest_consumers : ingest_consumers + 1 + emergency_workers]:
             os.setpriority(os.PRIO_PROCESS, process.pid, emergency_nice)
     return processes
 
 
-def kinds(processes: list[subprocess.Popen], emergency_workers: int) -> dict[str, list[int]]:
+def kinds(
+    processes: list[subprocess.Popen], emergency_workers: int, ingest_consumers: int = 1
+) -> dict[str, list[int]]:
     """The pids of each process kind, in the order `start` made them."""
+    n = ingest_consumers
     return {
-        "ingest": [processes[0].pid],
-        "ingest_emergency": [processes[1].pid],
-        "emergency_workers": [p.pid for p in processes[2 : 2 + emergency_workers]],
-        "routine_workers": [p.pid for p in processes[2 + emergency_workers :]],
+        "ingest": [p.pid for p in processes[:n]],
+        "ingest_emergency": [processes[n].pid],
+        "emergency_workers": [p.pid for p in processes[n + 1 : n + 1 + emergency_workers]],
+        "routine_workers": [p.pid for p in processes[n + 1 + emergency_workers :]],
     }
 
 
@@ -204,6 +207,7 @@ def run(
     rate: float | None = None,
     emergency_workers: int = 1,
     emergency_nice: int = 0,
+    ingest_consumers: int = 1,
 ) -> dict:
     """One phase with fresh processes. `rate` None: closed loop (as fast as the pipeline
     absorbs, backlog bounded); else routine events/s published at that steady rate."""
@@ -211,13 +215,16 @@ def run(
     keys = Keys(prefix)
     redis = Redis.from_url(redis_url)
     config = config_file(batch)
-    processes = start(prefix, config, redis_url, routine_workers, emergency_workers, emergency_nice)
+    processes = start(
+        prefix, config, redis_url, routine_workers, emergency_workers, emergency_nice,
+        ingest_consumers,
+    )  # fmt: skip
     rng = random.Random(1)
     run_id = prefix.encode()
     try:
         warm_up_pipeline(redis, keys)  # every process has loaded the city
         pool = [routine_event(rng, n) for n in range(20_000)]
-        meter = CpuMeter(redis, kinds(processes, emergency_workers))
+        meter = CpuMeter(redis, kinds(processes, emergency_workers, ingest_consumers))
         load_before = os.getloadavg()[0]
         before = meter.sample()
         published = emergencies = 0
@@ -327,6 +334,7 @@ def main() -> None:
     )
     parser.add_argument("--naive-seconds", type=float, default=10)
     parser.add_argument("--routine-workers", type=int, default=2)
+    parser.add_argument("--ingest-consumers", type=int, default=1, help="routine-lane ingest")
     parser.add_argument("--batch", type=int, default=500)
     parser.add_argument("--emergency-workers", type=int, default=2)
     parser.add_argument(
@@ -338,7 +346,10 @@ def main() -> None:
     args = parser.parse_args()
     redis_url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
     # 1. Throughput: as fast as the pipeline absorbs (no emergencies).
-    throughput = run(redis_url, args.seconds, args.batch, args.routine_workers, False)
+    throughput = run(
+        redis_url, args.seconds, args.batch, args.routine_workers, False,
+        ingest_consumers=args.ingest_consumers,
+    )  # fmt: skip
     print(json.dumps({"throughput": throughput}), flush=True)
     # 2. Latency: routine load at a steady rate below capacity, one emergency every 20 ms.
     load = args.latency_load or round(0.6 * throughput["events_per_s"], -2)
@@ -351,6 +362,7 @@ def main() -> None:
         load,
         args.emergency_workers,
         args.emergency_nice,
+        args.ingest_consumers,
     )
     print(json.dumps({"latency": latency}), flush=True)
     # 3. The naive design: one RQ job per event.
@@ -378,6 +390,7 @@ def main() -> None:
         "emergencies": latency["emergencies"],
         "seconds": args.seconds,
         "routine_workers": args.routine_workers,
+        "ingest_consumers": args.ingest_consumers,
         "emergency_workers": args.emergency_workers,
         "emergency_nice": args.emergency_nice,
         "load_average": os.getloadavg()[0],
