@@ -75,9 +75,7 @@ def per_event(before: Sample, after: Sample, events: int, top: int = 12) -> dict
         kind: round((after.cpu_s[kind] - before.cpu_s.get(kind, 0.0)) * 1e6 / n, 1)
         for kind in after.cpu_s
     }
-    calls = {
-        name: after.commands[name] - before.commands.get(name, 0) for name in after.commands
-    }
+    calls = {name: after.commands[name] - before.commands.get(name, 0) for name in after.commands}
     calls = {name: c for name, c in calls.items() if c > 0}
     usec = {name: after.redis_usec[name] - before.redis_usec.get(name, 0) for name in calls}
     ranked = sorted(calls, key=lambda name: -usec[name])[:top]

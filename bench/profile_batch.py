@@ -129,9 +129,17 @@ def main() -> None:
             "redis_route_us_per_event": round((redis_s[2] - redis_s[1]) * 1e6 / max(routed, 1), 1),
         }
         if args.plain:
-            print(json.dumps({"ingest_us_per_event": round(ingest_cpu * 1e6 / max(accepted, 1), 1),
-                              "route_us_per_event": round(route_cpu * 1e6 / max(routed, 1), 1),
-                              "events": routed, **redis_us, "load_average": os.getloadavg()[0]}))
+            print(
+                json.dumps(
+                    {
+                        "ingest_us_per_event": round(ingest_cpu * 1e6 / max(accepted, 1), 1),
+                        "route_us_per_event": round(route_cpu * 1e6 / max(routed, 1), 1),
+                        "events": routed,
+                        **redis_us,
+                        "load_average": os.getloadavg()[0],
+                    }
+                )
+            )
             return
         print(f"== ingest: {accepted} events, {ingest_cpu * 1e6 / max(accepted, 1):.1f} us/event")
         print(top(ingest_profile, args.top, args.sort))
