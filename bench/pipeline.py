@@ -13,7 +13,15 @@ Procfile does, on a realistic routine mix, in three phases with fresh processes 
     python bench/pipeline.py [--seconds 30] [--latency-seconds 20] [--latency-load 5000]
                              [--routine-workers 2] [--naive-seconds 10]
 
-Prints progress lines, then one JSON object as the last line.
+Each phase also reports the CPU microseconds per routed event of each process kind (ingest per
+lane, emergency and routine workers, the producer = this process, Redis from `INFO cpu`) over
+the measured window (first XADD to last delivery) and the Redis commands per event
+(`INFO commandstats` delta; bench/cpu.py). On a Redis shared with other work these Redis
+figures include that work: point REDIS_URL at a server of your own to read them.
+
+Prints progress lines, then one JSON object as the last line (`cpu_us_per_event`, the sum
+over the processes, and `cpu_us_per_event_by_process` of the throughput phase beside
+`routine_events_per_s`). `--naive-seconds 0` skips the naive phase.
 """
 
 from __future__ import annotations
@@ -37,6 +45,7 @@ sys.path.insert(0, str(ROOT))
 import yaml  # noqa: E402
 from redis import Redis  # noqa: E402
 
+from bench.cpu import CpuMeter, per_event  # noqa: E402
 from city.events import Event, source_for  # noqa: E402
 from queues.cleanup import delete_city  # noqa: E402
 from queues.keys import Keys  # noqa: E402
@@ -100,15 +109,15 @@ def start(
     routine_workers: int,
     emergency_workers: int = 1,
     emergency_nice: int = 0,
+    ingest_consumers: int = 1,
 ) -> list[subprocess.Popen]:
-    """The Procfile's processes: [ingest, ingest-emergency, emergency workers..., routine...].
+    """The Procfile's processes: [ingest (x `ingest_consumers`), ingest-emergency, emergency
+    workers..., routine...].
     `emergency_nice` < 0 raises the emergency processes' CPU priority (needs root)."""
     env = dict(os.environ, REDIS_URL=redis_url, PYTHONPATH=str(ROOT))
     base = [sys.executable, "-m", "workers.cli", "--prefix", prefix, "--config", str(config)]
-    commands = [
-        base + ["ingest", "--lanes", "routine"],
-        base + ["ingest", "--lanes", "emergency"],
-    ]
+    commands = [base + ["ingest", "--lanes", "routine"]] * ingest_consumers
+    commands += [base + ["ingest", "--lanes", "emergency"]]
     commands += [
         base + ["worker", "--role", "emergency", "--name", f"{prefix}-em{i}"]
         for i in range(emergency_workers)
@@ -119,9 +128,22 @@ def start(
     ]
     processes = [subprocess.Popen(c, env=env, cwd=ROOT) for c in commands]
     if emergency_nice:
-        for process in processes[1 : 2 + emergency_workers]:
+        for process in processes[ingest_consumers : ingest_consumers + 1 + emergency_workers]:
             os.setpriority(os.PRIO_PROCESS, process.pid, emergency_nice)
     return processes
+
+
+def kinds(
+    processes: list[subprocess.Popen], emergency_workers: int, ingest_consumers: int = 1
+) -> dict[str, list[int]]:
+    """The pids of each process kind, in the order `start` made them."""
+    n = ingest_consumers
+    return {
+        "ingest": [p.pid for p in processes[:n]],
+        "ingest_emergency": [processes[n].pid],
+        "emergency_workers": [p.pid for p in processes[n + 1 : n + 1 + emergency_workers]],
+        "routine_workers": [p.pid for p in processes[n + 1 + emergency_workers :]],
+    }
 
 
 def stop(processes: list[subprocess.Popen]) -> None:
@@ -185,6 +207,7 @@ def run(
     rate: float | None = None,
     emergency_workers: int = 1,
     emergency_nice: int = 0,
+    ingest_consumers: int = 1,
 ) -> dict:
     """One phase with fresh processes. `rate` None: closed loop (as fast as the pipeline
     absorbs, backlog bounded); else routine events/s published at that steady rate."""
@@ -192,12 +215,18 @@ def run(
     keys = Keys(prefix)
     redis = Redis.from_url(redis_url)
     config = config_file(batch)
-    processes = start(prefix, config, redis_url, routine_workers, emergency_workers, emergency_nice)
+    processes = start(
+        prefix, config, redis_url, routine_workers, emergency_workers, emergency_nice,
+        ingest_consumers,
+    )  # fmt: skip
     rng = random.Random(1)
     run_id = prefix.encode()
     try:
         warm_up_pipeline(redis, keys)  # every process has loaded the city
         pool = [routine_event(rng, n) for n in range(20_000)]
+        meter = CpuMeter(redis, kinds(processes, emergency_workers, ingest_consumers))
+        load_before = os.getloadavg()[0]
+        before = meter.sample()
         published = emergencies = 0
         max_backlog = 20_000
         chunk = 250 if rate is None else max(1, int(rate / 200))  # steady: 200 chunks/s
@@ -241,6 +270,7 @@ def run(
             if stats.get("delivered", 0) >= published + emergencies + WARM_UP_EVENTS:
                 break
             time.sleep(0.05)
+        after = meter.sample()
         stats = read_stats(redis, keys)
         t0 = t_ms  # (ingest trims its streams, so the first entry may be gone by now)
         last_delivery = max(
@@ -274,6 +304,8 @@ def run(
             "routine_p50_ms": pct(routine_lat, 0.5),
             "routine_p99_ms": pct(routine_lat, 0.99),
             "routine_mean_ms": round(statistics.fmean(routine_lat), 1) if routine_lat else None,
+            **per_event(before, after, routed + emergencies),
+            "load_average": [load_before, os.getloadavg()[0]],
         }
     finally:
         stop(processes)
@@ -302,6 +334,7 @@ def main() -> None:
     )
     parser.add_argument("--naive-seconds", type=float, default=10)
     parser.add_argument("--routine-workers", type=int, default=2)
+    parser.add_argument("--ingest-consumers", type=int, default=1, help="routine-lane ingest")
     parser.add_argument("--batch", type=int, default=500)
     parser.add_argument("--emergency-workers", type=int, default=2)
     parser.add_argument(
@@ -313,7 +346,10 @@ def main() -> None:
     args = parser.parse_args()
     redis_url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
     # 1. Throughput: as fast as the pipeline absorbs (no emergencies).
-    throughput = run(redis_url, args.seconds, args.batch, args.routine_workers, False)
+    throughput = run(
+        redis_url, args.seconds, args.batch, args.routine_workers, False,
+        ingest_consumers=args.ingest_consumers,
+    )  # fmt: skip
     print(json.dumps({"throughput": throughput}), flush=True)
     # 2. Latency: routine load at a steady rate below capacity, one emergency every 20 ms.
     load = args.latency_load or round(0.6 * throughput["events_per_s"], -2)
@@ -326,13 +362,19 @@ def main() -> None:
         load,
         args.emergency_workers,
         args.emergency_nice,
+        args.ingest_consumers,
     )
     print(json.dumps({"latency": latency}), flush=True)
     # 3. The naive design: one RQ job per event.
-    naive = run(redis_url, args.naive_seconds, 1, args.routine_workers, False)
-    print(json.dumps({"naive": naive}), flush=True)
+    naive = {"events_per_s": None}
+    if args.naive_seconds > 0:  # 0: skip the naive phase
+        naive = run(redis_url, args.naive_seconds, 1, args.routine_workers, False)
+        print(json.dumps({"naive": naive}), flush=True)
     summary = {
         "routine_events_per_s": throughput["events_per_s"],
+        "cpu_us_per_event": throughput["cpu_us_per_event"],
+        "cpu_us_per_event_by_process": throughput["cpu_us_per_event_by_process"],
+        "redis_commands_per_event": throughput["redis_commands_per_event"],
         "emergency_p50_ms": latency["emergency_p50_ms"],
         "emergency_p99_ms": latency["emergency_p99_ms"],
         "emergency_max_ms": latency["emergency_max_ms"],
@@ -340,13 +382,19 @@ def main() -> None:
         "routine_p50_ms": latency["routine_p50_ms"],
         "routine_p99_ms": latency["routine_p99_ms"],
         "naive_events_per_s": naive["events_per_s"],
-        "batched_vs_naive": round(throughput["events_per_s"] / naive["events_per_s"], 1),
+        "batched_vs_naive": (
+            round(throughput["events_per_s"] / naive["events_per_s"], 1)
+            if naive["events_per_s"]
+            else None
+        ),
         "emergencies": latency["emergencies"],
         "seconds": args.seconds,
         "routine_workers": args.routine_workers,
+        "ingest_consumers": args.ingest_consumers,
         "emergency_workers": args.emergency_workers,
         "emergency_nice": args.emergency_nice,
         "load_average": os.getloadavg()[0],
+        "throughput_load_average": throughput["load_average"],
         "redis": redis_url,
     }
     print(json.dumps(summary))

@@ -31,6 +31,7 @@ from city.sharing import view
 from jobs.context import RouteContext, get_context, where_key
 from jobs.emergency import track_emergencies
 from jobs.privacy_stage import Prepared
+from jobs.views import split_on_data, view_json
 from queues.inbox import AuditFrame, EventDelivery, Output
 from queues.metrics import delivered_key, record_counts, record_latencies
 from queues.streams import dead_letter
@@ -273,6 +274,7 @@ def _outputs(
     deliveries = routed.deliveries
     where = where_key(routed)
     views: dict[tuple[object, ...], str] = {}  # recipients with the same entitlement share a view
+    parts = split_on_data(event)  # the event's JSON around its data, encoded once
     for d in deliveries:
         decision = d.decision
         if prepared.policy is None:  # no privacy section: the policy's field selection is the view
@@ -285,7 +287,11 @@ def _outputs(
             )
             body = views.get(entitlement)
             if body is None:
-                body = views[entitlement] = orjson.dumps(view(event, decision)).decode()
+                body = views[entitlement] = (
+                    orjson.dumps(view(event, decision)).decode()
+                    if parts is None
+                    else view_json(event, parts, decision)
+                )
         else:
             shown, note = prepared.view_note(event, d.dept, decision)
             delivery.notes[(d.dept, d.purpose)] = note.audit()
@@ -313,7 +319,7 @@ def _outputs(
     recipients = ",".join(
         d.dept for d in deliveries if (d.dept, d.purpose) not in delivery.withheld
     )
-    full = orjson.dumps(event).decode()
+    full = orjson.dumps(event).decode() if parts is None else "".join(parts) + "}"
     # The hot tier, in the format queues/hot.py reads and the archive moves to S3.
     delivery.outputs.append(
         Output(keys.hot(event["type"]), [("e", full), ("to", recipients), ("ing", ing)])

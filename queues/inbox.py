@@ -195,10 +195,11 @@ class Deliverer:
                 if index is None:
                     keys.append(out.key)
                     index = key_index[out.key] = len(keys)
-                flat: list[str] = []
-                for name, value in out.fields:
-                    flat.append(name)
-                    flat.append(value if isinstance(value, str) else value.decode())
+                flat = [
+                    text if text.__class__ is str else text.decode()  # type: ignore[union-attr]
+                    for pair in out.fields
+                    for text in pair
+                ]
                 outputs.append((index, flat))
             args.append(orjson.dumps([outputs, delivery.audit_rows, delivery.counts]))
         bounded = [

