@@ -13,9 +13,12 @@ client on keep-alive connections (asyncio streams; each request waits for its 20
    the added latency (HTTP minus Producer), first on an idle gateway, then while another
    process keeps routine batches flowing through it.
 
+Then the MQTT way in: bench/mqtt.py in its own process (its own redis-server, Mosquitto and
+bridge).
+
 Prints one JSON object per phase and a last line with ``batched_events_per_s``,
-``single_requests_per_s`` and ``emergency_added_p99_ms`` (idle gateway), plus the load
-average before and after: the machine may be shared.
+``single_requests_per_s``, ``emergency_added_p99_ms`` (idle gateway) and
+``mqtt_events_per_s``, plus the load average before and after: the machine may be shared.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import multiprocessing
 import os
 import socket
 import statistics
+import subprocess
 import sys
 import time
 import uuid
@@ -41,7 +45,7 @@ from queues.keys import Keys  # noqa: E402
 from queues.streams import Producer  # noqa: E402
 from queues.tokens import TokenStore  # noqa: E402
 from tests.gateway_support import GatewayProcess  # noqa: E402
-from workers.standins import LocalRedisServer  # noqa: E402
+from workers.standins import LocalRedisServer, mosquitto_binary  # noqa: E402
 
 PREFIX = "benchgw"
 TIME = datetime.now(UTC).isoformat().encode()
@@ -190,12 +194,28 @@ def emergencies(port: int, token: str, producer: Producer, samples: int) -> dict
     }
 
 
+def mqtt_events_per_s(messages: int) -> int | None:
+    """The MQTT way in, measured by bench/mqtt.py in its own process (its own redis-server,
+    Mosquitto and bridge); None when skipped or when Mosquitto is not installed."""
+    if messages <= 0 or mosquitto_binary() is None:
+        return None
+    run = subprocess.run(
+        [sys.executable, str(Path(__file__).with_name("mqtt.py")), "--messages", str(messages)],
+        capture_output=True, text=True, check=True, timeout=900,
+    )  # fmt: skip
+    print(run.stdout, end="")
+    return int(json.loads(run.stdout.strip().splitlines()[-1])["mqtt_events_per_s"])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--workers", type=int, default=2, help="gateway worker processes")
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--samples", type=int, default=1000, help="emergencies per path")
+    parser.add_argument(
+        "--mqtt-messages", type=int, default=30_000, help="through the MQTT bridge; 0 skips it"
+    )
     args = parser.parse_args()
     load_before = os.getloadavg()
     server = LocalRedisServer().start()
@@ -245,6 +265,7 @@ def main() -> None:
         gateway.stop()
         redis.close()
         server.stop()
+    report["mqtt_events_per_s"] = mqtt_events_per_s(args.mqtt_messages)
     report["cpus"] = os.cpu_count()
     report["load_average_before"] = [round(x, 2) for x in load_before]
     report["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
