@@ -25,6 +25,7 @@ from city.geo.index import JurisdictionIndex
 from city.geo.jurisdictions import Jurisdictions, Located
 from city.geo.layers import LayerError, Zone, load_layer, parse_layer
 from city.geo.measure import area_m2, circle
+from city.geo.report import location_report
 from city.geo.tiebreak import break_tie
 from city.geo.versions import BEGINNING, LayerVersion
 
@@ -50,6 +51,7 @@ __all__ = [
     "circle",
     "coverage_diff",
     "departments_for",
+    "location_report",
     "load_layer",
     "parse_cells",
     "parse_geo",

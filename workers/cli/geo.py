@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import shapely
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from city.geo import (
@@ -27,8 +26,8 @@ from city.geo import (
     LayerError,
     LayerVersion,
     coverage_diff,
-    departments_for,
     load_layer,
+    location_report,
     validate_version,
 )
 from queues.jurisdictions import JurisdictionStore, JurisdictionWatcher, PublishError
@@ -310,38 +309,5 @@ def cmd_locate(args: argparse.Namespace, runtime: Runtime) -> int:
         return _fail(f"({args.lat}, {args.lon}) is not a lat/lon position")
     config, _ = runtime.city()
     world, _, _ = _world(runtime)
-    located = world.locate(args.lat, args.lon, at)
-    point = shapely.Point(args.lon, args.lat)
-    zones = [
-        {
-            "zone": z.ref,
-            "layer": z.layer,
-            "name": z.name,
-            "version": located.versions[z.layer],
-            "on_border": bool(z.geometry.boundary.distance(point) < 1e-9),
-        }
-        for z in located.zones
-    ]
-    depts = departments_for(config, located.zones)
-    _print(
-        {
-            "lat": args.lat,
-            "lon": args.lon,
-            "at": at.isoformat(),
-            "versions": dict(located.versions),
-            "zones": zones,
-            "ties": {k: list(v) for k, v in located.ties.items()},
-            "departments": [
-                {
-                    "id": dept,
-                    "why": [
-                        f"answers for {z.layer} zone {z.name!r} "
-                        f"(version {located.versions[z.layer]}), which contains the point"
-                        for z in why
-                    ],
-                }
-                for dept, why in depts.items()
-            ],
-        }
-    )
+    _print(location_report(world, config, args.lat, args.lon, at))
     return 0

@@ -14,11 +14,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import shapely
 from redis import Redis
 
 from city.config import CityConfig
-from city.geo import Jurisdictions, departments_for
+from city.geo import Jurisdictions, location_report
 from queues.jurisdictions import JurisdictionStore, JurisdictionWatcher
 from queues.keys import Keys
 from workers.gateway.problem import Problem
@@ -66,36 +65,4 @@ class Locator:
         self._world()
 
     def locate(self, lat: float, lon: float, at: datetime) -> dict[str, Any]:
-        world = self._world()
-        located = world.locate(lat, lon, at)
-        point = shapely.Point(lon, lat)
-        zones = [
-            {
-                "zone": z.ref,
-                "layer": z.layer,
-                "name": z.name,
-                "version": located.versions[z.layer],
-                "on_border": bool(z.geometry.boundary.distance(point) < 1e-9),
-            }
-            for z in located.zones
-        ]
-        depts = departments_for(self.config, located.zones)
-        return {
-            "lat": lat,
-            "lon": lon,
-            "at": at.isoformat(),
-            "versions": dict(located.versions),
-            "zones": zones,
-            "ties": {k: list(v) for k, v in located.ties.items()},
-            "departments": [
-                {
-                    "id": dept,
-                    "why": [
-                        f"answers for {z.layer} zone {z.name!r} "
-                        f"(version {located.versions[z.layer]}), which contains the point"
-                        for z in why
-                    ],
-                }
-                for dept, why in depts.items()
-            ],
-        }
+        return location_report(self._world(), self.config, lat, lon, at)
