@@ -9,6 +9,8 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -76,3 +78,20 @@ class GatewayProcess:
         except subprocess.TimeoutExpired:
             self.process.kill()
             return self.process.wait()
+
+
+WEST = {"lat": 47.6205, "lon": -122.3493}  # Seattle Center, SPD West precinct
+
+
+def incident(**extra: object) -> dict:
+    """A valid sdot traffic incident in CloudEvents structured form, with a fresh id."""
+    return {
+        "id": uuid.uuid4().hex,
+        "source": "/city/sdot",
+        "specversion": "1.0",
+        "type": "traffic.incident",
+        "time": datetime.now(UTC).isoformat(),
+        "data": {"kind": "collision", "severity": 2},
+        "location": WEST,
+        **extra,
+    }

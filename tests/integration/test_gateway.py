@@ -23,11 +23,10 @@ from queues.acks import track
 from queues.metrics import read_stats
 from queues.tokens import TokenStore
 from tests.conftest import ROOT
-from tests.gateway_support import GatewayProcess
+from tests.gateway_support import WEST, GatewayProcess, incident
 
 pytestmark = pytest.mark.integration
 
-WEST = {"lat": 47.6205, "lon": -122.3493}
 CAP_DIR = ROOT / "tests" / "data" / "cap"
 
 
@@ -48,19 +47,6 @@ def tokens(redis, keys) -> TokenStore:  # type: ignore[no-untyped-def]
 
 def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
-
-
-def incident(**extra: object) -> dict:
-    return {
-        "id": uuid.uuid4().hex,
-        "source": "/city/sdot",
-        "specversion": "1.0",
-        "type": "traffic.incident",
-        "time": datetime.now(UTC).isoformat(),
-        "data": {"kind": "collision", "severity": 2},
-        "location": WEST,
-        **extra,
-    }
 
 
 def ingest_ids(redis, keys, dept: str = "sdot") -> list[str]:  # type: ignore[no-untyped-def]

@@ -15,7 +15,6 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime
 
 import httpx
 import pytest
@@ -27,11 +26,10 @@ from queues.cleanup import delete_city
 from queues.keys import Keys
 from queues.tokens import TokenStore
 from tests.conftest import GATEWAY_HOSTILE, HOSTILE_TRIED, SEATTLE
-from tests.gateway_support import GatewayProcess
+from tests.gateway_support import GatewayProcess, incident
 
 pytestmark = pytest.mark.integration
 
-WEST = {"lat": 47.6205, "lon": -122.3493}
 MAX_BODY = 256 * 1024
 ACCEPTED: set[str] = set()
 
@@ -96,19 +94,6 @@ def check(reply: httpx.Response) -> None:
     assert reply.headers["content-type"] == "application/problem+json", reply.text
     doc = reply.json()
     assert doc["status"] == reply.status_code and doc["reason"] and doc["detail"]
-
-
-def incident(**extra: object) -> dict:
-    return {
-        "id": uuid.uuid4().hex,
-        "source": "/city/sdot",
-        "specversion": "1.0",
-        "type": "traffic.incident",
-        "time": datetime.now(UTC).isoformat(),
-        "data": {"kind": "collision", "severity": 2},
-        "location": WEST,
-        **extra,
-    }
 
 
 # --- generated --------------------------------------------------------------------------------
