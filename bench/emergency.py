@@ -2,8 +2,9 @@
 path's building blocks.
 
 Latency: the real processes run as in the Procfile (ingest per lane, two emergency workers,
-routine workers). A routine mix is published at a FIXED rate (default 5 000 events/s,
-not a saturating closed loop) while emergencies (`health.emergency`, five recipients each) are
+routine workers). A routine mix is published at a FIXED rate (default 5 500 events/s,
+not a saturating closed loop; 10% above the 5 000/s the target names, because the achieved
+figure counts the backlog's drain time too) while emergencies (`health.emergency`, five recipients each) are
 published one every `--interval-ms`. An emergency's latency is from its producer XADD (the
 ingest entry id) to the XADD into the LAST of its recipients' inboxes (Redis clock, ms).
 Every emergency goes through acknowledgement tracking (a record + a scheduled escalation
@@ -11,7 +12,7 @@ check) exactly as in production.
 
 Building blocks (skip with --no-blocks): CAP parse/render rates, spool append and replay rates.
 
-    PYTHONPATH=. python bench/emergency.py [--emergencies 1000] [--rate 5000]
+    PYTHONPATH=. python bench/emergency.py [--emergencies 1000] [--rate 5500]
 
 Prints JSON lines; the LAST line holds the contract keys: p50_ms, p99_ms, max_ms,
 routine_events_per_s (the background load actually routed per second), and the load average.
@@ -260,7 +261,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--emergencies", type=int, default=1000)
     parser.add_argument("--interval-ms", type=float, default=20.0)
-    parser.add_argument("--rate", type=float, default=5000.0, help="routine events/s")
+    parser.add_argument("--rate", type=float, default=5500.0, help="routine events/s")
     parser.add_argument("--routine-workers", type=int, default=2)
     parser.add_argument(
         "--emergency-workers", type=int, default=2, help="emergency worker processes (Procfile: 2)"
