@@ -4,9 +4,10 @@ path's building blocks.
 Latency: the real processes run as in the Procfile (ingest per lane, two emergency workers,
 routine workers). A routine mix is published at a FIXED rate (default 5 500 events/s,
 not a saturating closed loop; 10% above the 5 000/s the target names, because the achieved
-figure counts the backlog's drain time too) while emergencies (`health.emergency`, five recipients each) are
-published one every `--interval-ms`. An emergency's latency is from its producer XADD (the
-ingest entry id) to the XADD into the LAST of its recipients' inboxes (Redis clock, ms).
+figure counts the backlog's drain time too) while emergencies (`health.emergency`, five
+recipients each) are published one every `--interval-ms`. An emergency's latency is from its
+producer XADD (the ingest entry id) to the XADD into the LAST of its recipients' inboxes (Redis
+clock, ms).
 Every emergency goes through acknowledgement tracking (a record + a scheduled escalation
 check) exactly as in production.
 
