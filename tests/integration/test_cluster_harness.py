@@ -17,16 +17,6 @@ from workers.standin_cluster import LocalRedisCluster
 
 
 @pytest.fixture
-def cluster() -> Iterator[LocalRedisCluster]:
-    require_redis_server("the cluster tests start their own 6-node Redis Cluster")
-    nodes = LocalRedisCluster().start()
-    try:
-        yield nodes
-    finally:
-        nodes.stop()
-
-
-@pytest.fixture
 def client(cluster: LocalRedisCluster) -> Iterator[RedisCluster]:
     redis = cluster_client_from_url(cluster.url, decode_responses=True)
     yield redis
