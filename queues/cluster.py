@@ -20,6 +20,8 @@ from urllib.parse import unquote, urlsplit
 from redis.cluster import ClusterNode, RedisCluster
 from redis.retry import Retry
 
+from queues.rq_cluster import RQCluster
+
 CLUSTER_SCHEME = "redis+cluster"
 DEFAULT_CLUSTER_PORT = 6379
 
@@ -58,14 +60,19 @@ def parse_cluster_url(url: str) -> ClusterURL:
     return ClusterURL(nodes, unquote(username) or None, unquote(password) or None)
 
 
-def cluster_from_url(url: str, retry: Retry, **settings: Any) -> RedisCluster:
+def cluster_from_url(url: str, retry: Retry, for_rq: bool = False, **settings: Any) -> RedisCluster:
     """A cluster client for `url` with `retry` and the connection settings of the others.
+
+    `for_rq`: an `RQCluster` (queues/rq_cluster.py) for RQ's queues and workers, whose keys are
+    all in one slot; never for cityrelay's own keys (its pipelines are transactions, which
+    breaks redis-py's own split of a multi-key command over several slots).
 
     `health_check_interval` is dropped: cluster connections check health on their own refresh.
     """
     spec = parse_cluster_url(url)
     settings.pop("health_check_interval", None)
-    return RedisCluster(
+    client_class = RQCluster if for_rq else RedisCluster
+    return client_class(
         startup_nodes=[ClusterNode(host, port) for host, port in spec.nodes],
         username=spec.username,
         password=spec.password,

@@ -200,14 +200,17 @@ def cluster_client_from_url(
     backoff_cap: float = WORKER_SETTINGS["backoff_cap"],
     socket_timeout: float = 5.0,
     socket_connect_timeout: float = 2.0,
+    for_rq: bool = False,
     **kwargs: Any,
 ) -> RedisCluster:
     """A Redis Cluster client for a ``redis+cluster://`` URL (queues/cluster.py), with the same
     timeouts and retry policy as `redis_from_url`: a command that meets a failover is retried
-    while a replica takes over the dead primary's slots."""
+    while a replica takes over the dead primary's slots. `for_rq`: a client for RQ's keys only
+    (queues/rq_cluster.py)."""
     return cluster_from_url(
         url,
         retry_policy(retries, backoff_base, backoff_cap),
+        for_rq,
         socket_timeout=socket_timeout,
         socket_connect_timeout=socket_connect_timeout,
         socket_keepalive=True,
