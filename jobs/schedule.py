@@ -123,7 +123,7 @@ def build_scheduler(
         args=(keys.prefix,),
         interval=archive_every_s,
         job_timeout=3600,
-        name=f"{keys.prefix}:archive",
+        name=f"{keys.name}:archive",
     )
     scheduler.register(
         disposition_job,
@@ -131,7 +131,7 @@ def build_scheduler(
         args=(keys.prefix,),
         cron=dispose_cron,
         job_timeout=6 * 3600,
-        name=f"{keys.prefix}:disposition",
+        name=f"{keys.name}:disposition",
     )
     return scheduler
 

@@ -16,14 +16,14 @@ def delete_city(redis: Redis, keys: Keys) -> int:
     them inside the command, holding a shared Redis (and every emergency on it) for tens of ms.
     Returns how many keys were deleted.
     """
-    prefix = keys.prefix
+    prefix, name = keys.prefix, keys.name  # name: in RQ's queue names and job ids
     deleted = 0
-    for pattern in (f"{prefix}:*", f"rq:*{prefix}*"):
+    for pattern in (f"{prefix}:*", f"rq:*{name}*"):
         found = list(redis.scan_iter(pattern, count=1000))
         for start in range(0, len(found), 500):
             deleted += int(redis.unlink(*found[start : start + 500]))
     for registry in ("rq:queues", "rq:workers"):
-        ours = [m for m in redis.smembers(registry) if prefix.encode() in m]
+        ours = [m for m in redis.smembers(registry) if name.encode() in m]
         if ours:
             redis.srem(registry, *ours)
     return deleted

@@ -10,6 +10,10 @@ backoff and jitter), so a worker whose Redis restarts or fails over reconnects b
 instead of crashing; a Sentinel-managed client asks the sentinels for the new master on
 reconnect. Producers want the opposite trade-off (fail fast, then spool locally): call with
 ``retries=0, socket_connect_timeout=0.5`` (`PRODUCER_SETTINGS`).
+
+``redis+cluster://host:port,...`` (queues/cluster.py) gives a Redis Cluster client through
+`cluster_client_from_url`; `redis_from_url` refuses it until the processes' keys are designed
+for hash slots (issue #16).
 """
 
 from __future__ import annotations
@@ -20,9 +24,12 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from redis import Redis
 from redis.backoff import EqualJitterBackoff
+from redis.cluster import RedisCluster
 from redis.retry import Retry
 from redis.sentinel import Sentinel, SentinelManagedConnection
 from redis.utils import SENTINEL
+
+from queues.cluster import cluster_from_url, is_cluster_url
 
 SENTINEL_SCHEME = "redis+sentinel"
 DEFAULT_SENTINEL_PORT = 26379
@@ -158,6 +165,13 @@ def redis_from_url(
         "retry": retry_policy(retries, backoff_base, backoff_cap),
         **kwargs,
     }
+    if is_cluster_url(url):
+        # The processes still name keys of many slots in one call (scripts, MULTI, RQ), which
+        # a cluster refuses with CROSSSLOT; refuse here, plainly, instead (issue #16).
+        raise ValueError(
+            f"{url!r}: cityrelay's processes do not run on Redis Cluster yet; "
+            "cluster_client_from_url gives a cluster client for tools and tests"
+        )
     if not url.startswith(f"{SENTINEL_SCHEME}://"):
         return Redis.from_url(url, **settings)
     spec = parse_sentinel_url(url)
@@ -175,4 +189,30 @@ def redis_from_url(
         username=spec.username,
         password=spec.password,
         **settings,
+    )
+
+
+def cluster_client_from_url(
+    url: str,
+    *,
+    retries: int = WORKER_SETTINGS["retries"],
+    backoff_base: float = WORKER_SETTINGS["backoff_base"],
+    backoff_cap: float = WORKER_SETTINGS["backoff_cap"],
+    socket_timeout: float = 5.0,
+    socket_connect_timeout: float = 2.0,
+    for_rq: bool = False,
+    **kwargs: Any,
+) -> RedisCluster:
+    """A Redis Cluster client for a ``redis+cluster://`` URL (queues/cluster.py), with the same
+    timeouts and retry policy as `redis_from_url`: a command that meets a failover is retried
+    while a replica takes over the dead primary's slots. `for_rq`: a client for RQ's keys only
+    (queues/rq_cluster.py)."""
+    return cluster_from_url(
+        url,
+        retry_policy(retries, backoff_base, backoff_cap),
+        for_rq,
+        socket_timeout=socket_timeout,
+        socket_connect_timeout=socket_connect_timeout,
+        socket_keepalive=True,
+        **kwargs,
     )

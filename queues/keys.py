@@ -3,6 +3,13 @@
 All keys share a prefix (default ``city``; ``CITYRELAY_PREFIX`` or the `Keys(prefix)` argument),
 so several cities or test runs can share one Redis without touching each other's data, and a
 Redis ACL can be written per department from these names alone.
+
+On Redis Cluster the prefix may be a hash tag, ``{city-north}``: every key below then hashes to
+one slot, so the delivery script, the ingest MULTI and every other multi-key call of that key
+set stays legal (a cluster refuses a call whose keys are in two slots with CROSSSLOT). Such a
+key set is a *slot group*. RQ names (queues, job ids) use `name`, the prefix without braces,
+because RQ allows no braces in job ids; the processes of a slot group also set
+``RQ_KEY_PREFIX={city-north}:rq`` so RQ's own keys land in the same slot.
 """
 
 from __future__ import annotations
@@ -14,7 +21,7 @@ from dataclasses import dataclass
 DEFAULT_PREFIX = "city"
 ROUTER_GROUP = "router"
 RELAY_GROUP = "relay"  # consumer group of the relays on every outbox stream
-PREFIX_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+PREFIX_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$|^\{[A-Za-z0-9_-]{1,64}\}$")
 
 
 def default_prefix() -> str:
@@ -26,9 +33,13 @@ class Keys:
     prefix: str = DEFAULT_PREFIX
 
     def __post_init__(self) -> None:
-        # The prefix also names RQ queues and job ids, which allow only these characters.
+        # The prefix also names RQ queues and job ids (without the braces of a hash tag),
+        # which allow only these characters.
         if not PREFIX_PATTERN.match(self.prefix):
-            raise ValueError(f"key prefix {self.prefix!r}: use 1-64 letters, digits, '_' or '-'")
+            raise ValueError(
+                f"key prefix {self.prefix!r}: use 1-64 letters, digits, '_' or '-', "
+                "optionally in braces (a Redis Cluster hash tag: {name})"
+            )
 
     @classmethod
     def from_env(cls) -> Keys:
@@ -83,9 +94,19 @@ class Keys:
         return f"{stream}:replayed:{event_id}"
 
     @property
+    def name(self) -> str:
+        """The prefix without the braces of a hash tag: for RQ queue names and job ids."""
+        return self.prefix.strip("{}")
+
+    @property
+    def slot_group(self) -> bool:
+        """True when the prefix is a hash tag: all of these keys live in one cluster slot."""
+        return self.prefix.startswith("{")
+
+    @property
     def rq_prefix(self) -> str:
         """RQ queue names are ``{p}.{queue}`` so each city has its own queues in `rq info`."""
-        return self.prefix
+        return self.name
 
     # Sharing: grants, audit chain, ACL users (queues/grants.py, queues/audit.py, queues/acl.py).
     @property

@@ -95,6 +95,9 @@ class Placement:
     keys: Keys
     partitions: PartitionsConfig | None = None
     local: str | None = None
+    # A shard's keys when they differ from `keys`: the slot groups of one Redis Cluster each
+    # have their own hash-tagged prefix, so `to` must name the key under the destination's.
+    shard_keys: Mapping[str, Keys] = field(default_factory=dict)
     _homes: dict[str, str] = field(init=False, default_factory=dict)  # listed departments
 
     def __post_init__(self) -> None:
@@ -123,6 +126,9 @@ class Placement:
         home = self.remote_home(dept)
         if home is None:
             return Output(key, fields)
+        there = self.shard_keys.get(home)
+        if there is not None:  # the same key under the destination group's prefix
+            key = there.prefix + key[len(self.keys.prefix) :]
         return Output(self.keys.outbox(home, lane), [(TO, key), *fields])
 
 
@@ -184,8 +190,12 @@ class Relay:
     # Called with the batch's entries once they are in the destination and before they are
     # acknowledged here (so again after a crash): emergency tracking there (workers/relay.py).
     on_written: Callable[[Sequence[Entry]], None] | None = None
+    # The destination's keys when its prefix differs (a slot group of the same cluster: the
+    # markers must share the destination keys' slot); default `keys`.
+    dest_keys: Keys | None = None
 
     def __post_init__(self) -> None:
+        self.there = self.dest_keys or self.keys
         self.lanes = {self.keys.outbox(self.dest_shard, lane): lane for lane in OUTBOX_LANES}
         self.outbox = self.keys.outbox(self.dest_shard)  # the routine lane, for messages
         self._script = self.dest.register_script(RELAY_LUA)
@@ -210,16 +220,17 @@ class Relay:
                 raise PartitionError(f"no shard named {name!r} ({', '.join(parts.shards)})")
         if source_shard == dest_shard:
             raise PartitionError("a relay moves entries between two different shards")
+        there: Keys = options.get("dest_keys") or keys
         allowed = {
             key
             for dept in parts.departments_on(dest_shard, config.department_ids)
-            for key in (keys.inbox(dept), *(keys.ingest(dept, lane) for lane in LANES))
+            for key in (there.inbox(dept), *(there.ingest(dept, lane) for lane in LANES))
         }
         # The destination inboxes keep their bounds (limits.inbox_max_len) when fed by a relay.
         options.setdefault(
             "maxlen",
             {
-                keys.inbox(dept): config.inbox_max_len(dept)
+                there.inbox(dept): config.inbox_max_len(dept)
                 for dept in parts.departments_on(dest_shard, config.department_ids)
             },
         )
@@ -298,7 +309,7 @@ class Relay:
                 continue
             good.append((outbox, entry_id, fields))
             keys.append(to)
-            keys.append(self.keys.relayed(self.source_shard, entry_id, self.lanes[outbox]))
+            keys.append(self.there.relayed(self.source_shard, entry_id, self.lanes[outbox]))
             items = [v for name, value in fields.items() if name != b"to" for v in (name, value)]
             cap = self.maxlen.get(to)
             args.extend(["" if cap is None else cap, len(items), *items])

@@ -241,7 +241,7 @@ class IngestWorker:
                     route_batch,
                     args=[[{"e": wire, "ing": entry.id} for entry, wire in batch]],
                     kwargs={"prefix": prefix},
-                    job_id=_job_id(prefix, queue_name, batch),
+                    job_id=_job_id(self.keys.name, queue_name, batch),
                     timeout=timeout,
                     result_ttl=0,
                     failure_ttl=FAILURE_TTL_S,

@@ -42,6 +42,7 @@ from contextlib import suppress
 from typing import Any
 
 from redis import Redis
+from redis.cluster import RedisCluster
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -80,6 +81,13 @@ class CityWorker(SimpleWorker):
     queue_class = CityQueue
     job_class = CityJob
     stop_signalled = False  # RQ only records a stop request that arrives during a job
+
+    def _set_connection(self, connection: Redis) -> Redis:
+        # RQ raises the socket timeout above its blocking pop through `connection_pool`; a
+        # cluster client has a pool per node and gets its timeout where it is built instead.
+        if isinstance(connection, RedisCluster):
+            return connection
+        return super()._set_connection(connection)
 
     def request_stop(self, signum: Any, frame: Any) -> None:
         self.stop_signalled = True

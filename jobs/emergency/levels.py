@@ -56,7 +56,7 @@ def _queue(redis: Redis, keys: Keys) -> Queue:
 def job_id(keys: Keys, event_id: str, depts: Sequence[str], level: int, retry: str = "") -> str:
     """Deterministic (scheduling twice replaces, never doubles) and RQ-safe for any event id."""
     digest = hashlib.sha1(f"{event_id}|{','.join(sorted(depts))}".encode()).hexdigest()[:20]
-    return f"{keys.prefix}-esc-{digest}-l{level}{retry}"
+    return f"{keys.name}-esc-{digest}-l{level}{retry}"
 
 
 def schedule(

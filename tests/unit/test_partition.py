@@ -546,3 +546,12 @@ def test_an_emergency_is_tracked_and_acknowledged_on_the_recipients_own_shard(
     b.redis.hset(tracking, "emergency-management|deadline", 1)  # due now
     outcome = run_level(b.harness.context, b.redis, mci.id, ["emergency-management"], 1)
     assert outcome == {"emergency-management": "acked"}  # no reminder, no escalation
+
+
+def test_a_slot_group_destination_is_named_under_its_own_prefix():
+    # Shards as slot groups of one cluster: each has its own hash-tagged prefix.
+    on_a, on_b = Keys("{c-a}"), Keys("{c-b}")
+    placement = Placement(on_a, partitioned().partitions, "a", shard_keys={"b": on_b})
+    out = placement.output("spd-west", on_a.inbox("spd-west"), [("e", "{}")], "emergency")
+    assert out.key == on_a.outbox("b", "emergency")
+    assert out.fields == [("to", on_b.inbox("spd-west")), ("e", "{}")]

@@ -1,0 +1,48 @@
+"""RQ 3.0 on Redis Cluster, for one slot group: what redis-py's cluster client lacks that RQ uses.
+
+With ``RQ_KEY_PREFIX={name}:rq`` (read by RQ at import) every RQ key of a group is in the
+group's slot, so RQ's MULTI/EXEC, WATCH and Lua calls are legal on a cluster. Three gaps
+remain between `redis.cluster.RedisCluster` and the `redis.Redis` RQ was written for (found
+by running RQ's SimpleWorker on tests/integration/test_cluster_rq.py's cluster):
+
+- RQ calls ``connection.pipeline()`` and then ``WATCH`` on it; a plain client's pipeline is
+  transactional by default, a cluster client's is not and refuses WATCH. `RQCluster.pipeline`
+  defaults to a transaction, as `redis.Redis` does. So an `RQCluster` is for RQ's keys only:
+  redis-py splits a multi-key command (EXISTS, DEL, MGET of keys in several slots) through
+  ``self.pipeline()``, which as a transaction would refuse keys of several slots.
+- RQ reads ``pipeline.watching`` and ``pipeline.explicit_transaction``, attributes of the plain
+  pipeline that the cluster pipeline keeps only on its execution strategy.
+- RQ's Worker reads ``connection.connection_pool`` to raise the socket timeout above its
+  blocking pop; a cluster client has a pool per node. The worker must skip that step (set the
+  client's `socket_timeout` above RQ's `connection_timeout` instead).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from redis.cluster import ClusterPipeline, RedisCluster
+
+
+class RQClusterPipeline(ClusterPipeline):
+    """The cluster pipeline with the two attributes RQ reads on a plain pipeline."""
+
+    @property
+    def watching(self) -> bool:
+        return bool(getattr(self._execution_strategy, "_watching", False))
+
+    @property
+    def explicit_transaction(self) -> bool:
+        return bool(getattr(self._execution_strategy, "_explicit_transaction", False))
+
+
+class RQCluster(RedisCluster):
+    """A cluster client whose pipelines are transactions unless asked otherwise (as with
+    `redis.Redis`), and expose what RQ reads on them."""
+
+    def pipeline(self, transaction: Any = True, shard_hint: Any = None) -> RQClusterPipeline:
+        pipe = super().pipeline(transaction=transaction, shard_hint=shard_hint)
+        # Same object, same state: only the two read-only properties above are added (the
+        # constructor call in RedisCluster.pipeline is not repeated here, so it cannot drift).
+        pipe.__class__ = RQClusterPipeline
+        return pipe  # type: ignore[return-value]

@@ -1,0 +1,167 @@
+"""A real Redis Cluster on loopback for tests and benches: primaries and replicas started from
+``redis-server --cluster-enabled yes`` on free ports, joined by ``redis-cli --cluster create``.
+
+Nothing here is used in production. `stop` ends every node this object started (and only
+those, by their process), so a test leaves no server behind even when it failed half-way.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+
+from redis import Redis
+from redis.exceptions import RedisError
+
+from workers.standins import free_port
+
+
+@dataclass
+class LocalRedisCluster:
+    """`primaries` primaries with `replicas` replicas each; short `node_timeout_ms` so a killed
+    primary is failed over in about a second instead of the production 15 s."""
+
+    primaries: int = 3
+    replicas: int = 1
+    node_timeout_ms: int = 1000
+    directory: Path | None = None
+    ports: list[int] = field(default_factory=list)
+    _bus_ports: dict[int, int] = field(default_factory=dict)
+    _processes: dict[int, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    @staticmethod
+    def available() -> bool:
+        return shutil.which("redis-server") is not None and shutil.which("redis-cli") is not None
+
+    @property
+    def url(self) -> str:
+        """``redis+cluster://`` naming every node: any one of them is enough to find the rest."""
+        return "redis+cluster://" + ",".join(f"127.0.0.1:{port}" for port in self.ports)
+
+    def start(self, timeout: float = 30.0) -> LocalRedisCluster:
+        if self.directory is None:
+            self.directory = Path(tempfile.mkdtemp(prefix="cityrelay-cluster-"))
+        count = self.primaries * (1 + self.replicas)
+        # Client and bus ports, all distinct (the bus port defaults to port + 10000, past
+        # 65535 for a high free port, so each node is given one).
+        ports: list[int] = []
+        while len(ports) < 2 * count:
+            port = free_port()
+            if port not in ports:
+                ports.append(port)
+        self.ports, self._bus_ports = (
+            ports[:count],
+            dict(zip(ports[:count], ports[count:], strict=True)),
+        )
+        try:
+            for port in self.ports:
+                self._start_node(port)
+            for port in self.ports:
+                _wait_for(partial(self._ping, port), f"cluster node on port {port}", timeout)
+            subprocess.run(
+                ["redis-cli", "--cluster", "create",
+                 *[f"127.0.0.1:{port}" for port in self.ports],
+                 "--cluster-replicas", str(self.replicas), "--cluster-yes"],
+                check=True, capture_output=True, timeout=timeout,
+            )  # fmt: skip
+            _wait_for(self.healthy, "cluster_state:ok on every node", timeout)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _start_node(self, port: int) -> None:
+        assert self.directory is not None
+        node_dir = self.directory / str(port)
+        node_dir.mkdir(parents=True, exist_ok=True)
+        args = [
+            "redis-server",
+            "--port", str(port),
+            "--bind", "127.0.0.1",
+            "--cluster-enabled", "yes",
+            "--cluster-port", str(self._bus_ports[port]),
+            "--cluster-config-file", str(node_dir / "nodes.conf"),
+            "--cluster-node-timeout", str(self.node_timeout_ms),
+            "--dir", str(node_dir),
+            "--save", "",
+            "--appendonly", "no",
+            "--repl-diskless-sync-delay", "0",
+        ]  # fmt: skip
+        self._processes[port] = subprocess.Popen(
+            args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+
+    def node(self, port: int) -> Redis:
+        """A plain client straight to one node (CLUSTER INFO, ROLE, ...)."""
+        return Redis(host="127.0.0.1", port=port, socket_timeout=2, socket_connect_timeout=1)
+
+    def _ping(self, port: int) -> bool:
+        try:
+            with self.node(port) as client:
+                return bool(client.ping())
+        except RedisError:
+            return False
+
+    def healthy(self) -> bool:
+        """Every running node says ``cluster_state:ok`` and sees every slot served."""
+        for port in self.running_ports():
+            try:
+                with self.node(port) as client:
+                    info = client.cluster("INFO")
+            except RedisError:
+                return False
+            if info.get("cluster_state") != "ok":
+                return False
+        return True
+
+    def running_ports(self) -> list[int]:
+        return [port for port, proc in self._processes.items() if proc.poll() is None]
+
+    def primary_ports(self) -> list[int]:
+        """Ports of the nodes that are primaries now (after a failover, the promoted replicas)."""
+        found = []
+        for port in self.running_ports():
+            try:
+                with self.node(port) as client:
+                    role = client.execute_command("ROLE")
+            except RedisError:
+                continue
+            if role and role[0] in (b"master", "master"):
+                found.append(port)
+        return found
+
+    def pid(self, port: int) -> int:
+        return self._processes[port].pid
+
+    def kill(self, port: int) -> None:
+        """SIGKILL one node, as a crashed machine would stop."""
+        proc = self._processes[port]
+        proc.kill()
+        proc.wait(timeout=10)
+
+    def stop(self) -> None:
+        for proc in self._processes.values():
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in self._processes.values():
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=10)
+        if self.directory is not None:
+            shutil.rmtree(self.directory, ignore_errors=True)
+
+
+def _wait_for(check: object, what: str, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():  # type: ignore[operator]
+            return
+        time.sleep(0.05)
+    raise RuntimeError(f"{what} not reached within {timeout:.0f} s")
