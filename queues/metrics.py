@@ -15,7 +15,10 @@ Keys of the `Keys.stats` hash (each written in the pipeline a batch already send
 - ``gateway_in:{dept}`` events the HTTP gateway accepted per department, and
   ``gateway_refused:{reason}`` requests (or, for a batch, events) it refused, by reason
   (``unauthorized``, ``forbidden``, ``too_large``, ``backpressure``... and the event reasons of
-  the dead-letter stream); the gateway adds them about once a second (workers/gateway/).
+  the dead-letter stream); the gateway adds them about once a second (workers/gateway/);
+- ``push_delivered:{dept}`` inbox messages `cityrelay push` delivered (a 2xx, then XACK) and
+  ``push_failed:{dept}`` webhook sends that failed (each retried); ``mqtt_in:{dept}`` events
+  `cityrelay mqtt-bridge` published per department.
 
 Latency is measured from the ingest XADD to the inbox XADD, both on Redis's clock, and kept as a
 histogram per priority (bucket upper bound in ms -> count), cheap enough to update on every batch
@@ -46,6 +49,9 @@ IN_PRI = "in_pri"
 GATEWAY_IN = "gateway_in"
 GATEWAY_REFUSED = "gateway_refused"
 DELIVERED_PRI = "delivered_pri"
+PUSH_DELIVERED = "push_delivered"
+PUSH_FAILED = "push_failed"
+MQTT_IN = "mqtt_in"
 
 
 def in_key(dept: str, priority: str) -> str:
@@ -80,6 +86,9 @@ class StatsView:
     inbox_trimmed: dict[str, int] = field(default_factory=dict)  # dept (queues/limits.py)
     gateway_in: dict[str, int] = field(default_factory=dict)  # dept (HTTP gateway)
     gateway_refused: dict[str, int] = field(default_factory=dict)  # reason (HTTP gateway)
+    push_delivered: dict[str, int] = field(default_factory=dict)  # dept (`cityrelay push`)
+    push_failed: dict[str, int] = field(default_factory=dict)  # dept: failed webhook sends
+    mqtt_in: dict[str, int] = field(default_factory=dict)  # dept (`cityrelay mqtt-bridge`)
 
     @classmethod
     def of(cls, stats: Mapping[str, int]) -> StatsView:
@@ -111,6 +120,12 @@ class StatsView:
                 view.gateway_in[label] = value
             elif kind == GATEWAY_REFUSED:
                 view.gateway_refused[label] = value
+            elif kind == PUSH_DELIVERED:
+                view.push_delivered[label] = value
+            elif kind == PUSH_FAILED:
+                view.push_failed[label] = value
+            elif kind == MQTT_IN:
+                view.mqtt_in[label] = value
             elif not label:
                 view.outcomes[name] = value
         return view

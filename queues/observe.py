@@ -149,6 +149,24 @@ def counters(view: StatsView) -> Iterator[CounterMetricFamily]:
         gateway_refused.add_metric([reason], value)
     yield from (dead, totals, tracked, escalations, acks, notes, trimmed)
     yield from (gateway_in, gateway_refused)
+    yield from _per_department(
+        ("cityrelay_push_delivered", "Inbox messages `cityrelay push` delivered (2xx, then XACK)",
+         view.push_delivered),
+        ("cityrelay_push_failed_sends", "Webhook sends that failed and were retried",
+         view.push_failed),
+        ("cityrelay_mqtt_events_in", "Events `cityrelay mqtt-bridge` published", view.mqtt_in),
+    )  # fmt: skip
+
+
+def _per_department(
+    *families: tuple[str, str, dict[str, int]],
+) -> Iterator[CounterMetricFamily]:
+    """One counter family per (name, help, values by department)."""
+    for name, text, values in families:
+        family = CounterMetricFamily(name, text, labels=["department"])
+        for dept, value in sorted(values.items()):
+            family.add_metric([dept], value)
+        yield family
 
 
 def gauges(snap: Snapshot) -> Iterator[GaugeMetricFamily]:

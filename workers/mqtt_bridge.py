@@ -44,6 +44,7 @@ from city.connectors import MqttConfig, MqttTopic, broker_address
 from city.mapping import MappingError, derived_id, json_lookup, map_record
 from queues.keys import Keys
 from queues.limits import Backpressure
+from queues.metrics import MQTT_IN
 from queues.streams import Producer, dead_letter
 
 log = logging.getLogger("cityrelay.mqtt")
@@ -228,7 +229,7 @@ class MqttBridge:
                         stage="mqtt", dept=converted.dept, body=item.payload,
                         extra={"topic": item.topic})  # fmt: skip
         for dept, wires in accepted.items():
-            pipe.hincrby(self.keys.stats, f"mqtt_in:{dept}", len(wires))
+            pipe.hincrby(self.keys.stats, f"{MQTT_IN}:{dept}", len(wires))
         pipe.execute()
 
     def gather(self, timeout: float = 0.5) -> list[Received]:

@@ -44,6 +44,7 @@ from jobs.channels.signed import SignedWebhook, load_secret
 from queues.inbox import Inbox
 from queues.keys import Keys
 from queues.message import Message
+from queues.metrics import PUSH_DELIVERED, PUSH_FAILED
 
 log = logging.getLogger("cityrelay.push")
 
@@ -144,10 +145,10 @@ class DepartmentPusher:
                 self.inbox.ack(messages, emergencies=self.delivery.ack_on_2xx)
                 self.stats.delivered += len(messages)
                 self.stats.batches += 1
-                self.redis.hincrby(self.keys.stats, f"push_delivered:{self.dept}", len(messages))
+                self.redis.hincrby(self.keys.stats, f"{PUSH_DELIVERED}:{self.dept}", len(messages))
                 return True
             self.stats.failed_sends += 1
-            self.redis.hincrby(self.keys.stats, f"push_failed:{self.dept}", 1)
+            self.redis.hincrby(self.keys.stats, f"{PUSH_FAILED}:{self.dept}", 1)
             retry = self.delivery.retry
             delay = backoff_delay(attempt, retry.base_delay_s, retry.max_delay_s)
             if self.sender.breaker.state != "closed":  # wait for the trial the breaker allows

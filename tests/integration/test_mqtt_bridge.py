@@ -12,7 +12,10 @@ import uuid
 
 import pytest
 
+from queues.snapshot import city_snapshot
 from tests.connector_support import MOSQUITTO, CliProcess, Mosquitto, wait_for, write_connector_city
+from tests.unit.test_observe import scrape, value
+from workers.cli.status import report
 
 pytestmark = [
     pytest.mark.integration,
@@ -98,8 +101,18 @@ def test_mosquitto_pub_messages_become_events_and_refusals_dead_letters(
         wait_for(lambda: redis.xlen(keys.deadletter) >= 3, 20, "three dead letters")
         wait_for(lambda: len(_stream(redis, keys, "environment")) >= 3, 20, "the readings")
         wait_for(lambda: len(_stream(redis, keys, "transit")) >= 1, 20, "the CloudEvent")
+
+        def counted() -> dict[str, int]:
+            return report(city_snapshot(redis, keys, []))["mqtt"]["in_by_dept"]
+
+        wait_for(lambda: counted().get("transit") == 1, 20, "the bridge's counters")
     finally:
         bridge.stop()
+    # `cityrelay status --json`: every event the bridge published, the probes included
+    published = {"environment": len(_stream(redis, keys, "environment")), "transit": 1}
+    assert counted() == published
+    samples = scrape(redis, keys, [])
+    assert value(samples, "cityrelay_mqtt_events_in_total", department="transit") == 1
     air = [e for e in _stream(redis, keys, "environment") if e["data"]["sensor_id"] == "aq-17"]
     assert len(air) == 2 and air[0]["id"] == air[1]["id"] and air[0]["id"].startswith("mqtt-")
     assert air[0]["data"] == {"sensor_id": "aq-17", "pm25": 10.5, "aqi": 44}

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from jobs.channels.signed import new_secret
+from queues.snapshot import city_snapshot
 from tests.connector_support import (
     CliProcess,
     WebhookReceiver,
@@ -19,6 +20,8 @@ from tests.connector_support import (
     wait_for,
     write_connector_city,
 )
+from tests.unit.test_observe import scrape, value
+from workers.cli.status import report
 from workers.standins import free_port
 
 FAST = {
@@ -93,6 +96,13 @@ def test_endpoint_down_then_up_retries_then_delivers_each_once_and_acks(
     assert receiver.bad_signatures == 0
     stats = {k.decode(): int(v) for k, v in redis.hgetall(keys.stats).items()}
     assert stats["push_delivered:sdot"] == 35 and stats["push_failed:sdot"] >= 3
+    shown = report(city_snapshot(redis, keys, ["sdot"]))["push"]  # `cityrelay status --json`
+    assert shown["delivered_by_dept"] == {"sdot": 35}
+    assert shown["failed_sends_by_dept"] == {"sdot": stats["push_failed:sdot"]}
+    samples = scrape(redis, keys, ["sdot"])  # the exporter, parsed as Prometheus parses it
+    assert value(samples, "cityrelay_push_delivered_total", department="sdot") == 35
+    failed = value(samples, "cityrelay_push_failed_sends_total", department="sdot")
+    assert failed == stats["push_failed:sdot"]
 
 
 @pytest.mark.integration

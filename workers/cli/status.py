@@ -77,6 +77,11 @@ def report(snap: Snapshot) -> dict[str, Any]:
             "in_by_dept": dict(sorted(view.gateway_in.items())),
             "refused_by_reason": dict(sorted(view.gateway_refused.items())),
         },
+        "push": {
+            "delivered_by_dept": dict(sorted(view.push_delivered.items())),
+            "failed_sends_by_dept": dict(sorted(view.push_failed.items())),
+        },
+        "mqtt": {"in_by_dept": dict(sorted(view.mqtt_in.items()))},
         "jobs": {"started": snap.started, "failed": snap.failed},
         "streams": snap.streams,
         "emergencies": {
@@ -148,6 +153,15 @@ def render(data: dict[str, Any]) -> str:
             f"gateway: in {sum(gateway['in_by_dept'].values())} "
             f"({_pairs(gateway['in_by_dept'])}); refused {_pairs(gateway['refused_by_reason'])}"
         )
+    push = data["push"]
+    if push["delivered_by_dept"] or push["failed_sends_by_dept"]:
+        lines.append(
+            f"webhook push: delivered {_pairs(push['delivered_by_dept'])}; "
+            f"failed sends (retried) {_pairs(push['failed_sends_by_dept'])}"
+        )
+    mqtt = data["mqtt"]["in_by_dept"]
+    if mqtt:
+        lines.append(f"mqtt bridge: in {sum(mqtt.values())} ({_pairs(mqtt)})")
     pressure = data.get("backpressure")
     if pressure:
         lines.append(
