@@ -63,9 +63,9 @@ def parse_cluster_url(url: str) -> ClusterURL:
 def cluster_from_url(url: str, retry: Retry, for_rq: bool = False, **settings: Any) -> RedisCluster:
     """A cluster client for `url` with `retry` and the connection settings of the others.
 
-    `for_rq`: an `RQCluster` (queues/rq_cluster.py) for RQ's queues and workers, whose keys are
-    all in one slot; never for cityrelay's own keys (its pipelines are transactions, which
-    breaks redis-py's own split of a multi-key command over several slots).
+    `for_rq`: an `RQCluster` (queues/rq_cluster.py), for the keys of ONE slot group (RQ's and
+    the group's own, as a process uses it); never for calls naming keys of several groups (its
+    pipelines are transactions, which breaks redis-py's own split of a multi-key command).
 
     `health_check_interval` is dropped: cluster connections check health on their own refresh.
     """

@@ -11,15 +11,17 @@ instead of crashing; a Sentinel-managed client asks the sentinels for the new ma
 reconnect. Producers want the opposite trade-off (fail fast, then spool locally): call with
 ``retries=0, socket_connect_timeout=0.5`` (`PRODUCER_SETTINGS`).
 
-``redis+cluster://host:port,...`` (queues/cluster.py) gives a Redis Cluster client through
-`cluster_client_from_url`; `redis_from_url` refuses it until the processes' keys are designed
-for hash slots (issue #16).
+``redis+cluster://host:port,...`` (queues/cluster.py) gives a Redis Cluster client. A process
+on a cluster serves ONE slot group (a hash-tag prefix such as ``{city}``, queues/keys.py): every
+key it names is in one slot, so `redis_from_url` gives it an `RQCluster`, whose pipelines are
+transactions as on a plain client (RQ and cityrelay's MULTIs rely on that). Tools that read
+keys of several groups use `cluster_client_from_url`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from redis import Redis
@@ -153,8 +155,11 @@ def redis_from_url(
     health_check_interval: int = 30,
     **kwargs: Any,
 ) -> Redis:
-    """A Redis client for `url` (plain or Sentinel) with timeouts and reconnect-with-backoff.
+    """A Redis client for `url` (plain, Sentinel or cluster) with timeouts and
+    reconnect-with-backoff.
 
+    For a cluster URL it is an `RQCluster` for one slot group (see the module doc): typed as
+    `Redis` because on keys of one slot it answers every command cityrelay sends a `Redis`.
     Extra keyword arguments go to the client (e.g. ``decode_responses=True``).
     """
     settings: dict[str, Any] = {
@@ -166,12 +171,8 @@ def redis_from_url(
         **kwargs,
     }
     if is_cluster_url(url):
-        # The processes still name keys of many slots in one call (scripts, MULTI, RQ), which
-        # a cluster refuses with CROSSSLOT; refuse here, plainly, instead (issue #16).
-        raise ValueError(
-            f"{url!r}: cityrelay's processes do not run on Redis Cluster yet; "
-            "cluster_client_from_url gives a cluster client for tools and tests"
-        )
+        retry = settings.pop("retry")
+        return cast(Redis, cluster_from_url(url, retry, True, **settings))
     if not url.startswith(f"{SENTINEL_SCHEME}://"):
         return Redis.from_url(url, **settings)
     spec = parse_sentinel_url(url)

@@ -7,8 +7,9 @@ by running RQ's SimpleWorker on tests/integration/test_cluster_rq.py's cluster):
 
 - RQ calls ``connection.pipeline()`` and then ``WATCH`` on it; a plain client's pipeline is
   transactional by default, a cluster client's is not and refuses WATCH. `RQCluster.pipeline`
-  defaults to a transaction, as `redis.Redis` does. So an `RQCluster` is for RQ's keys only:
-  redis-py splits a multi-key command (EXISTS, DEL, MGET of keys in several slots) through
+  defaults to a transaction, as `redis.Redis` does. So an `RQCluster` is for the keys of one
+  slot group only (RQ's and the group's own: a process's client, queues/connect.py): redis-py
+  splits a multi-key command (EXISTS, DEL, MGET of keys in several slots) through
   ``self.pipeline()``, which as a transaction would refuse keys of several slots.
 - RQ reads ``pipeline.watching`` and ``pipeline.explicit_transaction``, attributes of the plain
   pipeline that the cluster pipeline keeps only on its execution strategy.

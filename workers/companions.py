@@ -1,7 +1,8 @@
 """What an RQ worker process runs beside its work loop, and how each stops with it.
 
 - `CityScheduler`: RQ's scheduler child process (forked by the worker that holds the scheduler
-  lock of its queues), which also stops when its worker dies - even by SIGKILL;
+  lock of its queues), which also stops when its worker dies - even by SIGKILL, and runs on
+  Redis Cluster too;
 - `CommandListener`: the thread on the worker's RQ command channel, which stops within a
   second of being asked, whatever the state of its Redis connection.
 
@@ -19,6 +20,7 @@ import threading
 from typing import Any
 
 from redis.client import PubSub
+from redis.cluster import RedisCluster
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from rq.scheduler import RQScheduler
@@ -39,9 +41,30 @@ class CityScheduler(RQScheduler):
 
     RQ forks it and never tells it that its worker died: after a SIGKILL it kept running,
     orphaned, holding the scheduler lock. On Linux the kernel now sends it SIGTERM (its stop
-    request) the moment the worker dies; everywhere it also checks its parent once a second."""
+    request) the moment the worker dies; everywhere it also checks its parent once a second.
+
+    On a cluster it keeps the worker's client: RQ rebuilds a single-node client from
+    ``connection.connection_pool``, which a cluster client (a pool per node) does not have.
+    Sharing it across the fork is safe: each node's redis-py pool drops the parent's sockets
+    in a child process (its pid check)."""
 
     _worker_pid: int | None = None  # set when it forks; a burst worker runs it in-process
+    _cluster: RedisCluster | None = None
+
+    def __init__(self, queues: Any, connection: Any, **kwargs: Any) -> None:
+        cluster = connection if isinstance(connection, RedisCluster) else None
+        if cluster is not None:
+            # RQ's constructor reads a single node's pool settings; any node's client has them
+            # (never used: `connection` below answers with the cluster client).
+            connection = cluster.get_default_node().redis_connection
+        super().__init__(queues, connection, **kwargs)
+        self._cluster = cluster
+
+    @property
+    def connection(self) -> Any:
+        if self._cluster is not None:
+            return self._cluster
+        return super().connection
 
     def start(self) -> Any:
         self._worker_pid = os.getpid()

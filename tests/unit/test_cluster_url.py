@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 from redis.exceptions import RedisClusterException
 
 from queues.cluster import parse_cluster_url
-from queues.connect import cluster_client_from_url, redis_from_url
+from queues.connect import cluster_client_from_url
+from workers.runtime import Runtime
 
 
 def test_cluster_url_with_several_nodes_and_credentials() -> None:
@@ -30,10 +35,29 @@ def test_bad_cluster_urls_say_what_is_wrong(url: str, message: str) -> None:
         parse_cluster_url(url)
 
 
-def test_the_processes_refuse_a_cluster_url_plainly() -> None:
-    # A process that took a cluster URL would fail later on its first CROSSSLOT script call.
-    with pytest.raises(ValueError, match="do not run on Redis Cluster yet"):
-        redis_from_url("redis+cluster://127.0.0.1:7000")
+def test_a_process_on_a_cluster_needs_a_hash_tag_prefix() -> None:
+    # Without one its keys spread over slots: the first script or MULTI would fail CROSSSLOT.
+    runtime = Runtime("redis+cluster://127.0.0.1:1", "city", None)
+    with pytest.raises(SystemExit, match="use a hash tag such as '{city}'"):
+        runtime.redis()
+
+
+def test_a_process_on_a_cluster_needs_rq_keys_in_its_slot() -> None:
+    # This test process imported rq with its default prefix: RQ's keys would be elsewhere.
+    runtime = Runtime("redis+cluster://127.0.0.1:1", "{city}", None)
+    with pytest.raises(SystemExit, match="needs '{city}:rq'"):
+        runtime.redis()
+
+
+def test_the_cli_sets_rq_key_prefix_for_a_cluster_before_rq_is_imported() -> None:
+    code = (
+        "import sys; from workers.runtime import Runtime; "
+        "Runtime('redis+cluster://h:1', '{north}', None).use_rq_key_prefix(); "
+        "import rq.defaults; print(rq.defaults.RQ_KEY_PREFIX)"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "RQ_KEY_PREFIX"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert out.stdout.strip() == "{north}:rq", out.stderr
 
 
 def test_a_cluster_client_with_no_node_answering_fails_at_once() -> None:

@@ -70,6 +70,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # RQ reads RQ_KEY_PREFIX once, at import, and the command modules import rq: on a cluster
+    # URL the group's RQ prefix is set from the global flags first (workers/runtime.py).
+    early = argparse.ArgumentParser(add_help=False)
+    early.add_argument("--redis-url")
+    early.add_argument("--prefix")
+    known, _ = early.parse_known_args(argv)
+    Runtime.from_env(known.redis_url, known.prefix).use_rq_key_prefix()
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):

@@ -1,0 +1,75 @@
+"""The Procfile's processes on a real 3+3 Redis Cluster, one slot group (prefix ``{name}``):
+ingest, the emergency / routine / escalation workers (each with RQ's scheduler child), the cron
+scheduler and the relay, started as ``cityrelay`` subprocesses with ``REDIS_URL=redis+cluster://``
+and nothing else cluster-specific (the command sets ``RQ_KEY_PREFIX`` itself). Seattle events
+under steady load, with producer retries, reach exactly the inboxes the router names: 0 lost,
+0 duplicated, 0 wrong, counted per event id and inbox as bench/chaos.py counts."""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+import uuid
+from collections import Counter
+
+import pytest
+
+from queues.connect import cluster_client_from_url
+from queues.keys import Keys
+from queues.streams import Producer
+from tests.conftest import write_city
+from tests.integration.test_processes import Processes, _wait_until_handled, _wire, random_event
+from workers.standin_cluster import LocalRedisCluster
+
+ROUNDS, PER_ROUND, ROUND_GAP_S = 10, 60, 0.2  # ~2 s of steady load, 600 events
+
+
+@pytest.mark.integration
+def test_the_procfile_processes_on_a_cluster_lose_duplicate_and_misroute_nothing(
+    cluster: LocalRedisCluster, seattle_router, tmp_path
+) -> None:
+    keys = Keys("{t" + uuid.uuid4().hex[:10] + "}")
+    redis = cluster_client_from_url(cluster.url, socket_timeout=10)
+    processes = Processes(cluster.url, keys.prefix, write_city(tmp_path, claim_idle_ms=400))
+    rng = random.Random(16)
+    expected: dict[str, set[str]] = {}
+    published = 0
+    try:
+        processes.start("ingest", "ingest")
+        for role in ("emergency", "routine", "escalation"):
+            processes.start(role, "worker", "--role", role, "--name", f"{keys.name}-{role}")
+        processes.start("scheduler", "scheduler")
+        processes.start("relay", "relay")
+        for round_ in range(ROUNDS):
+            batches: dict[str, list[object]] = {}
+            for i in range(PER_ROUND):
+                dept, event = random_event(rng, round_ * PER_ROUND + i)
+                batches.setdefault(dept, []).append(event)
+                expected[event.id] = {d.dept for d in seattle_router.route(_wire(event, dept))}
+                published += 1
+                if i % 20 == 0:  # a producer retry: the same event again
+                    batches[dept].append(event)
+                    published += 1
+            for dept, events in batches.items():
+                Producer(redis, dept, keys).publish_many(events)  # type: ignore[arg-type]
+            time.sleep(ROUND_GAP_S)  # pacing the load, not waiting for a result
+        _wait_until_handled(redis, keys, published, timeout=90)
+        # Each worker's RQ scheduler child (retry intervals, `enqueue_at`) runs on the cluster:
+        # the one holding the locks has registered itself in the group's slot.
+        assert list(redis.scan_iter(match=f"{{{keys.name}}}:rq:scheduler:*"))
+        crashed = {n: p.returncode for n, p in processes.running.items() if p.poll() is not None}
+        assert not crashed, f"exited early: {crashed}"
+    finally:
+        processes.stop_all()
+    got: Counter[tuple[str, str]] = Counter()
+    for dept in seattle_router.config.department_ids:
+        for _, fields in redis.xrange(keys.inbox(dept)):
+            got[(json.loads(fields[b"e"])["id"], dept)] += 1
+    wanted = {(eid, dept) for eid, depts in expected.items() for dept in depts}
+    assert len(wanted) > len(expected)  # the Seattle load fans out to several inboxes
+    lost = wanted - set(got)
+    duplicated = {pair for pair, n in got.items() if n > 1}
+    wrong = set(got) - wanted
+    assert (len(lost), len(duplicated), len(wrong)) == (0, 0, 0), (lost, duplicated, wrong)
+    assert not redis.xrange(keys.deadletter)
