@@ -13,6 +13,12 @@ by running RQ's SimpleWorker on tests/integration/test_cluster_rq.py's cluster):
   ``self.pipeline()``, which as a transaction would refuse keys of several slots.
 - RQ reads ``pipeline.watching`` and ``pipeline.explicit_transaction``, attributes of the plain
   pipeline that the cluster pipeline keeps only on its execution strategy.
+- A script queued on a cluster pipeline is sent as EVALSHA with no recovery: redis-py leaves
+  NOSCRIPT to the caller, and a node's script cache starts empty (a new cluster, a restarted
+  node, a promoted replica). The scripts registered on an `RQCluster` note themselves on the
+  pipeline they are queued on, and the pipeline makes sure every primary has them first
+  (SCRIPT EXISTS, then SCRIPT LOAD of the missing), as `redis.client.Pipeline` does: found
+  when ingest's first dedupe claim on a fresh cluster failed with NOSCRIPT.
 - RQ's Worker reads ``connection.connection_pool`` to raise the socket timeout above its
   blocking pop; a cluster client has a pool per node. The worker must skip that step (set the
   client's `socket_timeout` above RQ's `connection_timeout` instead).
@@ -23,10 +29,35 @@ from __future__ import annotations
 from typing import Any
 
 from redis.cluster import ClusterPipeline, RedisCluster
+from redis.commands.core import Script
+
+
+class ClusterScript(Script):
+    """A script that, queued on an `RQClusterPipeline`, is loaded before the pipeline runs."""
+
+    def __call__(self, keys: Any = None, args: Any = None, client: Any = None) -> Any:
+        target = client if client is not None else self.registered_client
+        if isinstance(target, RQClusterPipeline):
+            target.scripts_queued.append(self)
+        return super().__call__(keys, args, client)
 
 
 class RQClusterPipeline(ClusterPipeline):
-    """The cluster pipeline with the two attributes RQ reads on a plain pipeline."""
+    """The cluster pipeline with the two attributes RQ reads on a plain pipeline, and the
+    scripts queued on it loaded before it runs."""
+
+    scripts_queued: list[Script]
+    parent: RedisCluster
+
+    def execute(self, raise_on_error: bool = True) -> list[Any]:
+        queued, self.scripts_queued = self.scripts_queued, []
+        if queued:
+            unique = list({script.sha: script for script in queued}.values())
+            present = self.parent.script_exists(*(script.sha for script in unique))
+            for script, found in zip(unique, present, strict=True):
+                if not found:  # SCRIPT LOAD goes to every primary
+                    script.sha = self.parent.script_load(script.script)
+        return super().execute(raise_on_error)
 
     @property
     def watching(self) -> bool:
@@ -46,4 +77,9 @@ class RQCluster(RedisCluster):
         # Same object, same state: only the two read-only properties above are added (the
         # constructor call in RedisCluster.pipeline is not repeated here, so it cannot drift).
         pipe.__class__ = RQClusterPipeline
+        pipe.scripts_queued = []  # type: ignore[attr-defined]
+        pipe.parent = self  # type: ignore[attr-defined]
         return pipe  # type: ignore[return-value]
+
+    def register_script(self, script: Any) -> ClusterScript:
+        return ClusterScript(self, script)
