@@ -37,22 +37,31 @@ def is_cluster_url(url: str) -> bool:
     return url.startswith(f"{CLUSTER_SCHEME}://")
 
 
-def parse_cluster_url(url: str) -> ClusterURL:
-    """Split a ``redis+cluster://`` URL; raises ValueError naming what is wrong."""
-    parts = urlsplit(url)
-    if parts.scheme != CLUSTER_SCHEME:
-        raise ValueError(f"not a {CLUSTER_SCHEME}:// URL: {url!r}")
-    userinfo, _, hosts = parts.netloc.rpartition("@")
+def split_netloc(
+    url: str, netloc: str, kind: str, default_port: int
+) -> tuple[str, str, list[tuple[str, int]]]:
+    """(username, password, [(host, port), ...]) of a ``user:pass@h1:p1,h2:p2`` netloc, as
+    the cluster and Sentinel URLs write their seed nodes; raises ValueError naming the fault."""
+    userinfo, _, hosts = netloc.rpartition("@")
     username, _, password = userinfo.partition(":") if userinfo else ("", "", "")
     nodes = []
     for item in hosts.split(","):
         host, _, port = item.strip().rpartition(":") if ":" in item else (item.strip(), "", "")
         if not host:
-            raise ValueError(f"cluster URL {url!r}: empty host in {hosts!r}")
+            raise ValueError(f"{kind} URL {url!r}: empty host in {hosts!r}")
         try:
-            nodes.append((host, int(port) if port else DEFAULT_CLUSTER_PORT))
+            nodes.append((host, int(port) if port else default_port))
         except ValueError:
-            raise ValueError(f"cluster URL {url!r}: port {port!r} is not a number") from None
+            raise ValueError(f"{kind} URL {url!r}: port {port!r} is not a number") from None
+    return username, password, nodes
+
+
+def parse_cluster_url(url: str) -> ClusterURL:
+    """Split a ``redis+cluster://`` URL; raises ValueError naming what is wrong."""
+    parts = urlsplit(url)
+    if parts.scheme != CLUSTER_SCHEME:
+        raise ValueError(f"not a {CLUSTER_SCHEME}:// URL: {url!r}")
+    username, password, nodes = split_netloc(url, parts.netloc, "cluster", DEFAULT_CLUSTER_PORT)
     if parts.path.strip("/"):
         raise ValueError(f"cluster URL {url!r}: a cluster has no database number or path")
     if parts.query:

@@ -31,7 +31,7 @@ from redis.retry import Retry
 from redis.sentinel import Sentinel, SentinelManagedConnection
 from redis.utils import SENTINEL
 
-from queues.cluster import cluster_from_url, is_cluster_url
+from queues.cluster import cluster_from_url, is_cluster_url, split_netloc
 
 SENTINEL_SCHEME = "redis+sentinel"
 DEFAULT_SENTINEL_PORT = 26379
@@ -103,17 +103,9 @@ def parse_sentinel_url(url: str) -> SentinelURL:
     parts = urlsplit(url)
     if parts.scheme != SENTINEL_SCHEME:
         raise ValueError(f"not a {SENTINEL_SCHEME}:// URL: {url!r}")
-    userinfo, _, hosts = parts.netloc.rpartition("@")
-    username, _, password = userinfo.partition(":") if userinfo else ("", "", "")
-    sentinels = []
-    for item in hosts.split(","):
-        host, _, port = item.strip().rpartition(":") if ":" in item else (item.strip(), "", "")
-        if not host:
-            raise ValueError(f"sentinel URL {url!r}: empty host in {hosts!r}")
-        try:
-            sentinels.append((host, int(port) if port else DEFAULT_SENTINEL_PORT))
-        except ValueError:
-            raise ValueError(f"sentinel URL {url!r}: port {port!r} is not a number") from None
+    username, password, sentinels = split_netloc(
+        url, parts.netloc, "sentinel", DEFAULT_SENTINEL_PORT
+    )
     path = [p for p in parts.path.split("/") if p]
     if not path or len(path) > 2:
         raise ValueError(f"sentinel URL {url!r}: the path must be /service_name[/db]")
