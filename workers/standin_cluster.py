@@ -10,7 +10,6 @@ from __future__ import annotations
 import shutil
 import subprocess
 import tempfile
-import time
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -18,7 +17,7 @@ from pathlib import Path
 from redis import Redis
 from redis.exceptions import RedisError
 
-from workers.standins import free_port
+from workers.standins import _wait_for, free_port
 
 
 @dataclass
@@ -156,12 +155,3 @@ class LocalRedisCluster:
                 proc.wait(timeout=10)
         if self.directory is not None:
             shutil.rmtree(self.directory, ignore_errors=True)
-
-
-def _wait_for(check: object, what: str, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():  # type: ignore[operator]
-            return
-        time.sleep(0.05)
-    raise RuntimeError(f"{what} not reached within {timeout:.0f} s")
