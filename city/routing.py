@@ -219,23 +219,35 @@ class Router:
         now: float | None = None,
         world: Jurisdictions | None = None,
     ) -> list[Routed]:
-        """For each event (wire form), who receives it and every decision taken."""
+        """For each event (wire form), who receives it and every decision taken.
+
+        Events of one batch that reach the same candidates with the same decisions (the same
+        place, type and decision objects: the authorizer hands out one object per distinct
+        answer) share one `Routed`, which callers treat as read-only: the per-event work is
+        the geo lookup and the decisions, and the rest is built once per distinct outcome.
+        """
         auth = authorizer or self._default_authorizer
+        decide = auth.decide
         now = time.time() if now is None else now
-        memo: dict[tuple[int, str], list[tuple[CompiledSubscription, list[str]]]] = {}
+        memo: dict[tuple[object, ...], list[tuple[CompiledSubscription, list[str]]]] = {}
+        # Keyed by the ids of the decisions; the value keeps them alive, so no id is reused.
+        shared: dict[tuple[object, ...], tuple[Routed, tuple[Decision, ...]]] = {}
         routed = []
         for event, (where, areas) in zip(events, self.locate(events, world), strict=True):
-            key = (id(where), event["type"])
+            etype = event["type"]
+            key = (id(where), etype, areas)
             candidates = memo.get(key)
             if candidates is None:
-                candidates = memo[key] = self._in_scope(event["type"], where)
-            if areas:
-                candidates = candidates + [
-                    (self._area_subs[a], [f"area:{a}"])
-                    for a in areas
-                    if self._area_subs[a].matches_type(event["type"])
-                ]
-            routed.append(self._decide(event, where, candidates, auth, now))
+                candidates = memo[key] = self._candidates(etype, where, areas)
+            decisions = tuple([decide(event, sub, now) for sub, _ in candidates])
+            outcome_key = (key, *map(id, decisions))
+            found = shared.get(outcome_key)
+            if found is None:
+                found = shared[outcome_key] = (
+                    self._decide(where, candidates, decisions),
+                    decisions,
+                )
+            routed.append(found[0])
         return routed
 
     def route(
@@ -262,18 +274,27 @@ class Router:
                 out.append((sub, hit))
         return out
 
+    def _candidates(
+        self, event_type: str, where: Located | None, areas: tuple[str, ...]
+    ) -> list[tuple[CompiledSubscription, list[str]]]:
+        """The subscriptions in scope of the place, then those of the areas it falls in."""
+        candidates = self._in_scope(event_type, where)
+        return candidates + [
+            (self._area_subs[a], [f"area:{a}"])
+            for a in areas
+            if self._area_subs[a].matches_type(event_type)
+        ]
+
     def _decide(
         self,
-        event: dict[str, Any],
         where: Located | None,
         candidates: list[tuple[CompiledSubscription, list[str]]],
-        auth: Authorizer,
-        now: float,
+        decisions: Sequence[Decision],
     ) -> Routed:
+        """The outcome of one candidate list and its decisions (one per candidate)."""
         routed = Routed([], [], where)
         by_key: dict[tuple[str, str], Delivery] = {}
-        for sub, hit in candidates:
-            decision = auth.decide(event, sub, now)
+        for (sub, hit), decision in zip(candidates, decisions, strict=True):
             routed.decisions.append((sub.dept, sub.id, decision))
             if not decision.allow:
                 continue

@@ -28,12 +28,13 @@ from rq.timeouts import JobTimeoutException
 from city.audit import delivery_body
 from city.routing import Routed
 from city.sharing import view
-from jobs.context import RouteContext, get_context, where_key
+from jobs.context import RouteContext, get_context
 from jobs.emergency import track_emergencies
 from jobs.privacy_stage import Prepared
+from jobs.shapes import Shape
 from jobs.views import split_on_data, view_json
 from queues.inbox import AuditFrame, EventDelivery, Output
-from queues.metrics import delivered_key, record_counts, record_latencies
+from queues.metrics import record_counts, record_latencies
 from queues.streams import dead_letter
 from queues.trace import enabled as tracing
 from queues.trace import now_ms
@@ -106,27 +107,19 @@ def deliver_items(
     batch: list[EventDelivery] = []
     routed: list[tuple[dict[str, Any], Routed, dict[str, Any]]] = []
     failed: list[tuple[dict[str, Any], Exception]] = []
-    delivery_of: dict[int, EventDelivery] = {}
     versions_used: set[str] = set()
+    shapes: dict[tuple[int, str], Shape] = {}  # per (outcome, priority): see `Shape`
     for item, outcome in zip(items, outcomes, strict=True):
         if isinstance(outcome, Exception):
             failed.append((item, outcome))
             continue
         event = item["e"]
-        delivery = _outputs(context, prepared, event, outcome, item.get("ing", ""))
-        rows = [
-            [
-                *decision.audit_row(event["id"], dept, sub_id),
-                delivery.notes.get((dept, decision.purpose)) if decision.allow else None,
-            ]
-            for dept, sub_id, decision in outcome.decisions
-        ]
-        delivery.audit_rows = orjson.dumps(rows).decode()[1:-1]
-        delivery.counts = _counts(event, outcome, delivery)
-        if outcome.where is not None:
-            versions_used.add(",".join(f"{k}:{v}" for k, v in sorted(outcome.versions.items())))
-        batch.append(delivery)
-        delivery_of[id(event)] = delivery
+        priority = event.get("priority", "routine")
+        shape = shapes.get((id(outcome), priority))
+        if shape is None:
+            shape = shapes[(id(outcome), priority)] = Shape.of(context, outcome, priority)
+            versions_used.add(shape.versions)
+        batch.append(_outputs(context, prepared, event, outcome, shape, item.get("ing", "")))
         routed.append((event, outcome, item))
     if batch:
         # Every decision of the events delivered now is recorded in the same atomic step.
@@ -134,7 +127,7 @@ def deliver_items(
             context,
             batch_id or str(items[0].get("ing", "")),
             grant_version,
-            ";".join(sorted(versions_used)) or "none",
+            ";".join(sorted(versions_used - {""})) or "none",
         )
         if stamps is not None:
             stamps["ds"] = now_ms()
@@ -148,30 +141,19 @@ def deliver_items(
     # Emergency acknowledgement (jobs/emergency/): deadlines for the departments that
     # actually received each emergency (not those its privacy rule withheld it from).
     received = [
-        (event, _received_by(context, outcome, delivery_of[id(event)]), item)
-        for event, outcome, item in routed
+        (event, delivery.received, item)
+        for (event, _, item), delivery in zip(routed, batch, strict=True)
     ]
     tracked = track_emergencies(pipe, context, received, flags, now_s)
     by_priority: Counter[str] = Counter({"emergency:tracked": tracked})
     latencies: dict[str, list[float]] = {}
     types: set[str] = set()
-    for (event, outcome, item), fresh in zip(routed, flags, strict=True):
+    for (event, _, item), delivery, fresh in zip(routed, batch, flags, strict=True):
         if not fresh:
             counters["duplicates"] += 1
             continue
-        counters["delivered"] += 1
-        counters["derived"] += delivery_of[id(event)].derived
+        counters.update(delivery.tally)
         types.add(event["type"])
-        if not outcome.deliveries:
-            counters["unrouted"] += 1
-        withheld = delivery_of[id(event)].withheld
-        for d in outcome.deliveries:
-            if (d.dept, d.purpose) in withheld:
-                counters["withheld"] += 1
-                continue
-            counters[f"delivered:{d.dept}"] += 1
-            counters["deliveries"] += 1
-        counters["denied"] += sum(1 for _, _, decision in outcome.decisions if not decision.allow)
         ing = str(item.get("ing", ""))
         if ing:
             millis = int(ing.split("-", 1)[0])
@@ -217,32 +199,6 @@ def _audit_frame(
     return AuditFrame(context.keys.audit_inbox, head + '"rows":[', "]" + tail)
 
 
-def _counts(event: dict[str, Any], outcome: Routed, delivery: EventDelivery) -> list[str]:
-    """The stats fields this event adds to if it is delivered now (once each, repeats add)."""
-    priority = event.get("priority", "routine")
-    counts = ["delivered", *["derived"] * delivery.derived]
-    if not outcome.deliveries:
-        counts.append("unrouted")
-    for d in outcome.deliveries:
-        if (d.dept, d.purpose) in delivery.withheld:
-            counts.append("withheld")
-        else:
-            counts += [f"delivered:{d.dept}", delivered_key(d.dept, priority)]
-    counts += ["denied"] * sum(1 for _, _, decision in outcome.decisions if not decision.allow)
-    return counts
-
-
-def _received_by(context: RouteContext, outcome: Routed, delivery: EventDelivery) -> list[str]:
-    """Recipients tracked here: those the privacy rule did not withhold it from and, in a
-    partitioned city, at home on this shard (the relay tracks the others on theirs)."""
-    return [
-        d.dept
-        for d in outcome.deliveries
-        if (d.dept, d.purpose) not in delivery.withheld
-        and context.placement.remote_home(d.dept) is None
-    ]
-
-
 def _derived_outputs(context: RouteContext, event: dict[str, Any]) -> list[Output]:
     """The events the city's rules derive from `event`, as appends to the issuing departments'
     ingest streams (plus a dead letter for a rule that could not apply). They travel in the
@@ -266,62 +222,80 @@ def _derived_outputs(context: RouteContext, event: dict[str, Any]) -> list[Outpu
 
 
 def _outputs(
-    context: RouteContext, prepared: Prepared, event: dict[str, Any], routed: Routed, ing: str
+    context: RouteContext,
+    prepared: Prepared,
+    event: dict[str, Any],
+    outcome: Routed,
+    shape: Shape,
+    ing: str,
 ) -> EventDelivery:
+    """Everything one event writes: each recipient's view, derived events, the hot tier."""
     keys = context.keys
-    priority = event.get("priority", "routine")
+    priority = shape.priority
     delivery = EventDelivery(seen_key=keys.seen(event["department"], event["id"]))
-    deliveries = routed.deliveries
-    where = where_key(routed)
-    views: dict[tuple[object, ...], str] = {}  # recipients with the same entitlement share a view
+    outputs = delivery.outputs
     parts = split_on_data(event)  # the event's JSON around its data, encoded once
-    for d in deliveries:
-        decision = d.decision
-        if prepared.policy is None:  # no privacy section: the policy's field selection is the view
-            entitlement = (
-                decision.fields,
-                decision.redact,
-                d.purpose,
-                decision.break_glass,
-                decision.grant,
-            )
-            body = views.get(entitlement)
+    event_id = orjson.dumps(event["id"]).decode()
+    if prepared.policy is None:  # no privacy section: the policy's field selection is the view
+        views: dict[tuple[object, ...], str] = {}
+        for send in shape.sends:
+            body = views.get(send.entitlement)
             if body is None:
-                body = views[entitlement] = (
-                    orjson.dumps(view(event, decision)).decode()
+                body = views[send.entitlement] = (
+                    orjson.dumps(view(event, send.decision)).decode()
                     if parts is None
-                    else view_json(event, parts, decision)
+                    else view_json(event, parts, send.decision)
                 )
-        else:
-            shown, note = prepared.view_note(event, d.dept, decision)
-            delivery.notes[(d.dept, d.purpose)] = note.audit()
+            outputs.append(
+                Output.flat(
+                    send.key, [*send.head, "e", body, "via", send.via, "ing", ing, "pri", priority]
+                )
+            )
+        delivery.audit_rows = ",".join(["[" + event_id + tail for tail in shape.row_tails])
+        counts, tally, received, recipients = (
+            shape.counts,
+            shape.tally,
+            shape.received,
+            shape.recipients,
+        )
+    else:
+        notes: dict[tuple[str, str], Any] = {}
+        withheld: set[tuple[str, str]] = set()
+        for send in shape.sends:
+            shown, note = prepared.view_note(event, send.dept, send.decision)
+            notes[(send.dept, send.purpose)] = note.audit()
             if shown is None:  # withheld (no consent, per the privacy rule)
-                delivery.withheld.add((d.dept, d.purpose))
+                withheld.add((send.dept, send.purpose))
                 continue
             body = orjson.dumps(shown).decode()
-        # A recipient at home on another shard: its shard's outbox, same script (placement).
-        delivery.outputs.append(
-            context.placement.output(
-                d.dept,
-                keys.inbox(d.dept),
-                [
-                    ("e", body),
-                    ("via", context.via_json(d, where)),
-                    ("ing", ing),
-                    ("pri", priority),
-                ],
-                "emergency" if priority == "emergency" else "routine",
+            outputs.append(
+                Output.flat(
+                    send.key, [*send.head, "e", body, "via", send.via, "ing", ing, "pri", priority]
+                )
             )
+        rows = [
+            [
+                *decision.audit_row(event["id"], dept, sub_id),
+                notes.get((dept, decision.purpose)) if decision.allow else None,
+            ]
+            for dept, sub_id, decision in outcome.decisions
+        ]
+        delivery.audit_rows = orjson.dumps(rows).decode()[1:-1]
+        counts, tally, received, recipients = (
+            shape.withholding(outcome, withheld)
+            if withheld
+            else (shape.counts, shape.tally, shape.received, shape.recipients)
         )
-    derived = _derived_outputs(context, event)
-    delivery.outputs.extend(derived)
-    delivery.derived = sum(1 for out in derived if out.key != keys.deadletter)
-    recipients = ",".join(
-        d.dept for d in deliveries if (d.dept, d.purpose) not in delivery.withheld
+    derived = (
+        _derived_outputs(context, event) if context.router.rules.for_type(event["type"]) else []
     )
+    if derived:
+        outputs.extend(derived)
+        made = sum(1 for out in derived if out.key != keys.deadletter)
+        counts = counts + ["derived"] * made
+        tally = tally + ["derived"] * made
+    delivery.counts, delivery.tally, delivery.received = counts, tally, received
     full = orjson.dumps(event).decode() if parts is None else "".join(parts) + "}"
     # The hot tier, in the format queues/hot.py reads and the archive moves to S3.
-    delivery.outputs.append(
-        Output(keys.hot(event["type"]), [("e", full), ("to", recipients), ("ing", ing)])
-    )
+    outputs.append(Output.flat(keys.hot(event["type"]), ["e", full, "to", recipients, "ing", ing]))
     return delivery

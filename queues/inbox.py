@@ -84,10 +84,20 @@ CHUNK = 50  # events per delivery script (see Deliverer.deliver)
 
 @dataclass
 class Output:
-    """One stream append: the key and its field/value pairs."""
+    """One stream append: the key and its field/value pairs.
+
+    `items` is the same appended as a flat list of text (field, value, field, value, ...),
+    for callers that build it that way anyway (the route job's hot path); then `fields` may
+    be left empty.
+    """
 
     key: str
     fields: list[tuple[str, str | bytes]]
+    items: list[str] | None = None
+
+    @classmethod
+    def flat(cls, key: str, items: list[str]) -> Output:
+        return cls(key, [], items)
 
 
 @dataclass
@@ -96,11 +106,10 @@ class EventDelivery:
 
     seen_key: str
     outputs: list[Output] = field(default_factory=list)
-    derived: int = 0  # how many outputs are derived events (for the counters)
-    withheld: set[tuple[str, str]] = field(default_factory=set)  # (dept, purpose) not sent
-    notes: dict[tuple[str, str], Any] = field(default_factory=dict)  # privacy notes for audit
     audit_rows: str = ""  # JSON rows (without the brackets) recorded if delivered now
     counts: list[str] = field(default_factory=list)  # stats fields +1 if delivered now
+    tally: list[str] = field(default_factory=list)  # the route job's counters +1 if delivered now
+    received: list[str] = field(default_factory=list)  # tracked for emergency acknowledgement
 
 
 @dataclass(frozen=True)
@@ -195,11 +204,13 @@ class Deliverer:
                 if index is None:
                     keys.append(out.key)
                     index = key_index[out.key] = len(keys)
-                flat = [
-                    text if text.__class__ is str else text.decode()  # type: ignore[union-attr]
-                    for pair in out.fields
-                    for text in pair
-                ]
+                flat = out.items
+                if flat is None:
+                    flat = [
+                        text if text.__class__ is str else text.decode()  # type: ignore[union-attr]
+                        for pair in out.fields
+                        for text in pair
+                    ]
                 outputs.append((index, flat))
             args.append(orjson.dumps([outputs, delivery.audit_rows, delivery.counts]))
         bounded = [
