@@ -57,8 +57,8 @@ def test_a_transaction_retried_on_a_promoted_replica_loads_its_scripts_there_fir
 
     assert transaction() == [1, 1]  # loaded on every primary, the old one included
     old = cluster.owner(key)
-    replica = cluster.node(old).info("replication")["slave0"]["port"]
-    cluster.node(int(replica)).execute_command("CLUSTER", "FAILOVER")  # a manual failover
-    wait_until(lambda: cluster.owner(key) == int(replica), "the replica took over")
+    replica = cluster.replica_of(old)
+    cluster.node(replica).execute_command("CLUSTER", "FAILOVER")  # a manual failover
+    wait_until(lambda: cluster.owner(key) == replica, "the replica took over")
     assert transaction() == [2, 2]
     assert (client.get(other), client.get(key)) == (b"2", b"2")  # once each, nothing doubled
