@@ -132,6 +132,16 @@ class LoggedProcesses(Processes):
                     process.kill()
                     process.wait()
 
+    def errors(self) -> list[str]:
+        """Every ERROR record and traceback in the logs: a process's child that died (such as a
+        worker's RQ scheduler) leaves no other trace, its parent runs on."""
+        return [
+            line
+            for path in sorted(self.logs.glob("*.log"))
+            for line in path.read_text(errors="replace").splitlines()
+            if '"level":"ERROR"' in line or line.startswith("Traceback")
+        ]
+
     def output(self) -> str:
         return "\n".join(
             f"--- {path.name}\n{path.read_text(errors='replace')[-3000:]}"
