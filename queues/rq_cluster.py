@@ -18,7 +18,13 @@ by running RQ's SimpleWorker on tests/integration/test_cluster_rq.py's cluster):
   node, a promoted replica). The scripts registered on an `RQCluster` note themselves on the
   pipeline they are queued on, and the pipeline makes sure every primary has them first
   (SCRIPT EXISTS, then SCRIPT LOAD of the missing), as `redis.client.Pipeline` does: found
-  when ingest's first dedupe claim on a fresh cluster failed with NOSCRIPT.
+  when ingest's first dedupe claim on a fresh cluster failed with NOSCRIPT. A transaction does
+  it again on the node of each attempt, just before its MULTI: redis-py retries a transaction
+  that met a failover (connection error, MOVED) on the promoted replica, whose cache is empty,
+  and an EVALSHA refused inside EXEC does not undo the transaction's other commands, so the
+  NOSCRIPT cannot be retried away. Found when the RQ scheduler child of a worker died with
+  NOSCRIPT in its heartbeat right after a primary's SIGKILL
+  (tests/integration/test_cluster_failover.py).
 - RQ's Worker reads ``connection.connection_pool`` to raise the socket timeout above its
   blocking pop; a cluster client has a pool per node. The worker must skip that step (set the
   client's `socket_timeout` above RQ's `connection_timeout` instead).
@@ -28,7 +34,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from redis.cluster import ClusterPipeline, RedisCluster
+from redis import Redis
+from redis.cluster import ClusterPipeline, RedisCluster, TransactionStrategy
 from redis.commands.core import Script
 
 
@@ -42,22 +49,45 @@ class ClusterScript(Script):
         return super().__call__(keys, args, client)
 
 
+def _load_missing(client: Redis | RedisCluster, scripts: list[Script]) -> None:
+    """SCRIPT LOAD each of `scripts` that `client` (a node, or every primary of a cluster)
+    lacks."""
+    unique = list({script.sha: script for script in scripts}.values())
+    present = client.script_exists(*(script.sha for script in unique))
+    for script, found in zip(unique, present, strict=True):
+        if not found:
+            script.sha = client.script_load(script.script)
+
+
+class ScriptLoadingTransaction(TransactionStrategy):
+    """redis-py's cluster transaction, with the pipeline's queued scripts loaded on the node of
+    each attempt before its MULTI (see the module doc). A failure to load is a connection error
+    of that attempt, retried like one."""
+
+    def _get_client_and_connection_for_transaction(self) -> Any:
+        redis_node, connection = super()._get_client_and_connection_for_transaction()
+        queued = getattr(self._pipe, "scripts_queued", None)
+        if queued:
+            _load_missing(redis_node, queued)
+        return redis_node, connection
+
+
 class RQClusterPipeline(ClusterPipeline):
     """The cluster pipeline with the two attributes RQ reads on a plain pipeline, and the
-    scripts queued on it loaded before it runs."""
+    scripts queued on it loaded before it runs (and, for a transaction, before each attempt)."""
 
     scripts_queued: list[Script]
     parent: RedisCluster
 
     def execute(self, raise_on_error: bool = True) -> list[Any]:
-        queued, self.scripts_queued = self.scripts_queued, []
-        if queued:
-            unique = list({script.sha: script for script in queued}.values())
-            present = self.parent.script_exists(*(script.sha for script in unique))
-            for script, found in zip(unique, present, strict=True):
-                if not found:  # SCRIPT LOAD goes to every primary
-                    script.sha = self.parent.script_load(script.script)
-        return super().execute(raise_on_error)
+        try:
+            if self.scripts_queued and not isinstance(
+                self._execution_strategy, ScriptLoadingTransaction
+            ):
+                _load_missing(self.parent, self.scripts_queued)  # SCRIPT LOAD: every primary
+            return super().execute(raise_on_error)
+        finally:
+            self.scripts_queued = []
 
     @property
     def watching(self) -> bool:
@@ -74,9 +104,12 @@ class RQCluster(RedisCluster):
 
     def pipeline(self, transaction: Any = True, shard_hint: Any = None) -> RQClusterPipeline:
         pipe = super().pipeline(transaction=transaction, shard_hint=shard_hint)
-        # Same object, same state: only the two read-only properties above are added (the
-        # constructor call in RedisCluster.pipeline is not repeated here, so it cannot drift).
+        # Same objects, same state: only the read-only properties and the script loading
+        # above are added (the constructor calls in RedisCluster.pipeline are not repeated
+        # here, so they cannot drift).
         pipe.__class__ = RQClusterPipeline
+        if type(pipe._execution_strategy) is TransactionStrategy:
+            pipe._execution_strategy.__class__ = ScriptLoadingTransaction
         pipe.scripts_queued = []  # type: ignore[attr-defined]
         pipe.parent = self  # type: ignore[attr-defined]
         return pipe  # type: ignore[return-value]

@@ -34,6 +34,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from queues.keys import Keys
+from queues.replicas import write_then_wait
 
 log = logging.getLogger(__name__)
 
@@ -217,11 +218,14 @@ class Spool:
         total = 0
         while entries := self.pending(limit=batch):
             keys, args = _replay_arguments(entries, self.marker_ttl_s)
-            if min_replicas:  # the script and WAIT in one round trip
-                pipe = redis.pipeline(transaction=False)
-                script(keys=keys, args=args, client=pipe)
-                pipe.wait(min_replicas, replica_timeout_ms)
-                (done, error), replicas = pipe.execute()
+            if min_replicas:  # the script and WAIT in one round trip, on one connection
+
+                def replay_batch(pipe: Any, keys: list[str] = keys, args: list[Any] = args) -> None:
+                    script(keys=keys, args=args, client=pipe)
+
+                (done, error), replicas = write_then_wait(
+                    redis, keys[0], replay_batch, min_replicas, replica_timeout_ms
+                )
                 if int(replicas) < min_replicas:
                     raise SpoolReplayError(
                         f"{done} spooled entries reached {replicas} of {min_replicas} replica(s)"

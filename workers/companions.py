@@ -14,13 +14,14 @@ from __future__ import annotations
 import ctypes
 import logging
 import os
+import random
 import signal
 import sys
 import threading
 from typing import Any
 
 from redis.client import PubSub
-from redis.cluster import RedisCluster
+from redis.cluster import ClusterPubSub, RedisCluster
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from rq.scheduler import RQScheduler
@@ -123,9 +124,40 @@ class CommandListener(threading.Thread):
                     log.warning(
                         "command channel: %s; listening again in %s s", exc, COMMANDS_PAUSE_S
                     )
-                    self.stopping.wait(COMMANDS_PAUSE_S)
+                    if not self.stopping.wait(COMMANDS_PAUSE_S):
+                        self._move_off_failed_node()
         finally:
             self.pubsub.close()
+
+    def _move_off_failed_node(self) -> None:
+        """On Redis Cluster, subscribe again on another node.
+
+        A cluster pubsub stays on the node it first connected to (the primary of the channel's
+        slot) and reconnects only there: after that primary's SIGKILL and failover, the channel
+        went deaf until the dead node was started again. A cluster forwards every PUBLISH to
+        every node, so any other node serves; a failure here is retried after the next pause.
+        (A plain client reconnects to its Redis; a Sentinel-managed one asks for the master.)
+        """
+        old = self.pubsub
+        if not isinstance(old, ClusterPubSub):
+            return
+        failed = old.node.name if old.node is not None else None
+        others = [node for node in old.cluster.get_nodes() if node.name != failed]
+        if not others:
+            return
+        channels = {
+            (name.decode() if isinstance(name, bytes) else name): handler
+            for name, handler in old.channels.items()
+        }
+        fresh = old.cluster.pubsub(node=random.choice(others))
+        try:
+            fresh.subscribe(**channels)
+        except (RedisConnectionError, RedisTimeoutError) as exc:
+            fresh.close()
+            log.warning("command channel: %s; trying another node after the next pause", exc)
+            return
+        old.close()
+        self.pubsub = fresh
 
     def stop(self, timeout: float) -> bool:
         """Ask it to stop; True once it has (within `timeout`)."""

@@ -134,6 +134,46 @@ class LocalRedisCluster:
                 found.append(port)
         return found
 
+    def owner(self, key: str) -> int:
+        """Port of the primary serving `key`'s slot now (CLUSTER SLOTS as a running node sees
+        it)."""
+        for port in self.running_ports():
+            try:
+                with self.node(port) as client:
+                    slot = int(client.execute_command("CLUSTER", "KEYSLOT", key))
+                    ranges = client.execute_command("CLUSTER", "SLOTS")
+            except RedisError:
+                continue
+            for start, end, primary, *_ in ranges:
+                if start <= slot <= end:
+                    return int(primary[1])
+        raise LookupError(f"no running node knows who serves {key!r}")
+
+    def replicated(self, primary: int, replicas: int = 1) -> bool:
+        """`primary` has `replicas` replicas online (initial sync done): a primary killed
+        before that has no replica to fail over to."""
+        try:
+            with self.node(primary) as client:
+                info = client.info("replication")
+        except RedisError:
+            return False
+        online = [v for k, v in info.items() if k.startswith("slave") and isinstance(v, dict)]
+        return sum(1 for v in online if v.get("state") == "online") >= replicas
+
+    def replica_of(self, primary: int) -> int:
+        """Port of `primary`'s first replica (as the primary reports it)."""
+        with self.node(primary) as client:
+            return int(client.info("replication")["slave0"]["port"])
+
+    def restart(self, port: int, timeout: float = 30.0) -> None:
+        """Start a killed node again on its port with its nodes.conf, as a supervisor would: a
+        primary that was failed over comes back as a replica of the node that took its slots
+        (with no persistence here, it then copies their data afresh)."""
+        if self._processes[port].poll() is None:
+            raise RuntimeError(f"node {port} is still running")
+        self._start_node(port)
+        _wait_for(partial(self._ping, port), f"cluster node on port {port}", timeout)
+
     def pid(self, port: int) -> int:
         return self._processes[port].pid
 

@@ -6,7 +6,7 @@ backpressure, spooling locally while Redis is unreachable and, when asked, WAITi
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import orjson
@@ -18,6 +18,7 @@ from city.events import Event, Priority, new_event_id, source_for
 from city.schemas import BUILTIN_TYPES
 from queues.keys import Keys
 from queues.limits import Backpressure, PressureGauge, is_oom
+from queues.replicas import write_then_wait
 from queues.spool import REDIS_DOWN, Spool, SpoolFlusher, xadd_or_spool
 from queues.streams.entries import CAP_FIELD, EVENT_FIELD, LANES, _is_emergency
 
@@ -87,6 +88,13 @@ class Producer:
             raise ValueError("min_replicas must be >= 0 and replica_timeout_ms > 0")
         self.min_replicas = min_replicas
         self.replica_timeout_ms = replica_timeout_ms
+
+    def _replicated(self, stream: str, writes: Callable[[Any], object]) -> list[Any]:
+        """`writes` then WAIT on one connection to the primary of `stream`'s slot (on a
+        cluster too: queues/replicas.py); WAIT's reply last."""
+        return write_then_wait(
+            self.redis, stream, writes, self.min_replicas, self.replica_timeout_ms
+        )
 
     def _lane(self, event_type: str, priority: Any) -> str:
         resolved = priority or self._priorities.get(event_type) or _default_priority(event_type)
@@ -177,16 +185,22 @@ class Producer:
         ids = [event_id for _, event_id, _ in encoded]
         try:
             for start in range(0, len(encoded), PUBLISH_CHUNK):
-                pipe = self.redis.pipeline(transaction=False)
-                for stream, _, body in encoded[start : start + PUBLISH_CHUNK]:
-                    pipe.xadd(stream, {EVENT_FIELD: body})
+                chunk = encoded[start : start + PUBLISH_CHUNK]
+
+                def xadds(pipe: Any, chunk: Sequence[tuple[str, str, bytes]] = chunk) -> None:
+                    for stream, _, body in chunk:
+                        pipe.xadd(stream, {EVENT_FIELD: body})
+
                 if self.min_replicas:
-                    pipe.wait(self.min_replicas, self.replica_timeout_ms)
-                replies = pipe.execute()
-                if self.min_replicas and int(replies[-1]) < self.min_replicas:
-                    raise NotReplicatedError(
-                        ids, int(replies[-1]), self.min_replicas, self.replica_timeout_ms
-                    )
+                    replies = self._replicated(chunk[0][0], xadds)
+                    if int(replies[-1]) < self.min_replicas:
+                        raise NotReplicatedError(
+                            ids, int(replies[-1]), self.min_replicas, self.replica_timeout_ms
+                        )
+                else:
+                    pipe = self.redis.pipeline(transaction=False)
+                    xadds(pipe)
+                    pipe.execute()
         except ResponseError as exc:
             if is_oom(exc):
                 raise Backpressure(str(exc), refused=ids) from exc
@@ -211,10 +225,9 @@ class Producer:
         """Publish bytes as they are (for bridges that relay already-encoded events)."""
         stream = self.keys.ingest(self.department, lane)
         if self.min_replicas:
-            pipe = self.redis.pipeline(transaction=False)
-            pipe.xadd(stream, {EVENT_FIELD: body})
-            pipe.wait(self.min_replicas, self.replica_timeout_ms)
-            entry_id, replicas = pipe.execute()
+            entry_id, replicas = self._replicated(
+                stream, lambda pipe: pipe.xadd(stream, {EVENT_FIELD: body})
+            )
             if int(replicas) < self.min_replicas:
                 raise NotReplicatedError(
                     [entry_id.decode()], int(replicas), self.min_replicas, self.replica_timeout_ms
@@ -245,12 +258,11 @@ class Producer:
                 self.redis, self.spool, stream, {"cap": xml}, flusher=self.flusher
             )
             return where.ref if where.where == "redis" else f"spool:{where.ref}"
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.xadd(stream, {CAP_FIELD: xml})
-        if self.min_replicas:
-            pipe.wait(self.min_replicas, self.replica_timeout_ms)
         try:
-            replies = pipe.execute()
+            if self.min_replicas:
+                replies = self._replicated(stream, lambda pipe: pipe.xadd(stream, {CAP_FIELD: xml}))
+            else:
+                replies = [self.redis.xadd(stream, {CAP_FIELD: xml})]
         except ResponseError as exc:
             if is_oom(exc):
                 raise Backpressure(str(exc)) from exc

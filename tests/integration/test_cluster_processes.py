@@ -25,6 +25,16 @@ from workers.standin_cluster import LocalRedisCluster
 ROUNDS, PER_ROUND, ROUND_GAP_S = 10, 60, 0.2  # ~2 s of steady load, 600 events
 
 
+def start_procfile(processes: Processes, keys: Keys) -> None:
+    """Ingest, the emergency / routine / escalation workers, the cron scheduler and the relay
+    for the group of `keys` (the Procfile's processes that a cluster runs)."""
+    processes.start("ingest", "ingest")
+    for role in ("emergency", "routine", "escalation"):
+        processes.start(role, "worker", "--role", role, "--name", f"{keys.name}-{role}")
+    processes.start("scheduler", "scheduler")
+    processes.start("relay", "relay")
+
+
 @pytest.mark.integration
 def test_the_procfile_processes_on_a_cluster_lose_duplicate_and_misroute_nothing(
     cluster: LocalRedisCluster, seattle_router, tmp_path
@@ -36,11 +46,7 @@ def test_the_procfile_processes_on_a_cluster_lose_duplicate_and_misroute_nothing
     expected: dict[str, set[str]] = {}
     published = 0
     try:
-        processes.start("ingest", "ingest")
-        for role in ("emergency", "routine", "escalation"):
-            processes.start(role, "worker", "--role", role, "--name", f"{keys.name}-{role}")
-        processes.start("scheduler", "scheduler")
-        processes.start("relay", "relay")
+        start_procfile(processes, keys)
         for round_ in range(ROUNDS):
             batches: dict[str, list[object]] = {}
             for i in range(PER_ROUND):

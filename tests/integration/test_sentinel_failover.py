@@ -19,10 +19,8 @@ import json
 import os
 import random
 import signal
-import subprocess
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,11 +35,20 @@ from city.routing import Router
 from jobs.context import RouteContext
 from queues.connect import PRODUCER_SETTINGS, redis_from_url
 from queues.keys import Keys
-from queues.priority import BULK, EMERGENCY, HIGH, ROUTINE, make_queue
 from queues.spool import Spool
-from queues.streams import LANES, NotReplicatedError, Producer
-from tests.conftest import ROOT, require_redis_server, write_city
-from tests.integration.test_processes import WEST, Processes, random_event
+from queues.streams import NotReplicatedError, Producer
+from tests.conftest import require_redis_server, write_city
+from tests.integration.acknowledged_load import (
+    LoadProducer,
+    LoggedProcesses,
+    assert_delivered_once_each,
+    inbox_contents,
+    load_through,
+    settled,
+    wait_until,
+    wait_until_delivered,
+)
+from tests.integration.test_processes import random_event
 from workers.ingest import IngestWorker
 from workers.standins import LocalRedisServer, LocalSentinel, sentinel_url
 from workers.worker import build_worker
@@ -49,15 +56,6 @@ from workers.worker import build_worker
 pytestmark = pytest.mark.integration
 
 SERVICE = "mymaster"
-
-
-def wait_until(check: Callable[[], object], what: str, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"{what}: not within {timeout:.0f} s")
 
 
 @dataclass
@@ -118,165 +116,6 @@ def failed_over(cluster: Cluster) -> LocalRedisServer:
 
 
 # -- 1: the real processes through a failover ---------------------------------------------------
-@dataclass
-class LoadProducer:
-    """Publishes batches until stopped, retrying each batch (same event ids) until it is
-    acknowledged; records what was acknowledged and what each event should reach."""
-
-    url: str
-    keys: Keys
-    router: Router
-    acknowledged: dict[str, set[str]] = field(default_factory=dict)
-    invalid: set[str] = field(default_factory=set)
-    refused: list[str] = field(default_factory=list)  # typed errors seen while failing over
-    batches: int = 0
-    stop: threading.Event = field(default_factory=threading.Event)
-    error: BaseException | None = None
-
-    def expected(self, dept: str, event: Event) -> set[str]:
-        return {d.dept for d in self.router.route(event.to_wire() | {"department": dept})}
-
-    def run(self) -> None:
-        try:
-            self._run()
-        except BaseException as exc:  # re-raised by the test thread
-            self.error = exc
-
-    def _run(self) -> None:
-        client = redis_from_url(self.url, **PRODUCER_SETTINGS)
-        producers: dict[str, Producer] = {}
-        rng = random.Random(8)
-        n = 0
-        while not self.stop.is_set():
-            batch: dict[str, list[Event | dict]] = {}
-            expected: dict[str, set[str]] = {}
-            for _ in range(40):
-                dept, event = random_event(rng, n)
-                n += 1
-                batch.setdefault(dept, []).append(event)
-                expected[event.id] = self.expected(dept, event)
-            bad_id = f"bad-{n}"
-            batch.setdefault("sdot", []).append(
-                {"id": bad_id, "type": "traffic.incident", "data": {}, "location": WEST}
-            )
-            for dept, events in batch.items():
-                producer = producers.setdefault(
-                    dept,
-                    Producer(client, dept, self.keys, min_replicas=1, replica_timeout_ms=300),
-                )
-                while True:  # a producer's retry: the same events (same ids) until acknowledged
-                    try:
-                        producer.publish_many(events)
-                        break
-                    except (NotReplicatedError, RedisError) as exc:
-                        self.refused.append(type(exc).__name__)
-                        time.sleep(0.1)
-                for event in events:
-                    if isinstance(event, Event):
-                        self.acknowledged[event.id] = expected[event.id]
-                    else:
-                        self.invalid.add(str(event["id"]))
-            self.batches += 1
-            time.sleep(0.05)
-
-
-class LoggedProcesses(Processes):
-    """The real processes, each writing its output to a log file shown when the test fails."""
-
-    def __init__(self, redis_url: str, prefix: str, config: Path, logs: Path):
-        super().__init__(redis_url, prefix, config)
-        self.env["PYTHONFAULTHANDLER"] = "1"
-        self.hung: list[str] = []
-        self.logs = logs
-
-    def start(self, name: str, *args: str) -> None:
-        with (self.logs / f"{name}.log").open("wb") as log:
-            self.running[name] = subprocess.Popen(
-                self.base + list(args), env=self.env, cwd=ROOT, stdout=log, stderr=log
-            )
-
-    def stop_all(self) -> None:
-        """SIGTERM each (a warm shutdown); one still running 20 s later gets SIGABRT (its
-        threads' stacks go to its log: PYTHONFAULTHANDLER) and is recorded in `hung`."""
-        for process in self.running.values():
-            process.terminate()
-        for name, process in self.running.items():
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.hung.append(name)
-                process.send_signal(signal.SIGABRT)
-                try:
-                    process.wait(timeout=5)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait()
-
-    def output(self) -> str:
-        return "\n".join(
-            f"--- {path.name}\n{path.read_text(errors='replace')[-3000:]}"
-            for path in sorted(self.logs.glob("*.log"))
-        )
-
-
-def inbox_contents(redis: Redis, keys: Keys, departments: list[str]) -> dict[str, list[str]]:
-    received: dict[str, list[str]] = {}
-    for dept in departments:
-        for _, fields in redis.xrange(keys.inbox(dept)):
-            received.setdefault(json.loads(fields[b"e"])["id"], []).append(dept)
-    return received
-
-
-def dead_letters(redis: Redis, keys: Keys) -> list[tuple[str, str]]:
-    """(reason, event id) of every dead letter."""
-    return [
-        (fields[b"reason"].decode(), json.loads(fields[b"body"])["id"])
-        for _, fields in redis.xrange(keys.deadletter)
-    ]
-
-
-def settled(redis: Redis, keys: Keys, departments: list[str]) -> bool:
-    """No RQ job waiting and no ingest entry unread or read but unacknowledged."""
-    if any(make_queue(redis, keys, q).count for q in (EMERGENCY, HIGH, ROUTINE, BULK)):
-        return False
-    for dept in departments:
-        for lane in LANES:
-            stream = keys.ingest(dept, lane)
-            if not redis.exists(stream):
-                continue
-            (group,) = redis.xinfo_groups(stream)
-            if group["pending"] or group["lag"]:  # read and unacknowledged, or not yet read
-                return False
-    return True
-
-
-def diagnose(redis: Redis, keys: Keys, departments: list[str]) -> str:
-    from rq.registry import StartedJobRegistry
-
-    queues = {q: make_queue(redis, keys, q) for q in (EMERGENCY, HIGH, ROUTINE, BULK)}
-    parts = [f"queued { {q: queue.count for q, queue in queues.items()} }"]
-    parts.append(
-        "started "
-        + str({q: StartedJobRegistry(queue=queue).get_job_ids() for q, queue in queues.items()})
-    )
-    parts.append(
-        "failed " + str({q: queue.failed_job_registry.get_job_ids() for q, queue in queues.items()})
-    )
-    parts.append(
-        "scheduled "
-        + str({q: queue.scheduled_job_registry.get_job_ids() for q, queue in queues.items()})
-    )
-    pending = {}
-    for dept in departments:
-        for lane in LANES:
-            stream = keys.ingest(dept, lane)
-            if redis.exists(stream):
-                info = redis.xinfo_groups(stream)
-                pending[stream] = [(g["pending"], g.get("lag")) for g in info]
-    parts.append(f"ingest pending/lag { {k: v for k, v in pending.items() if v[0][0] or v[0][1]} }")
-    return "; ".join(parts)
-
-
 def test_failover_under_load_loses_no_acknowledged_event_and_doubles_none(
     cluster: Cluster, keys: Keys, seattle_router, tmp_path: Path
 ) -> None:
@@ -284,66 +123,30 @@ def test_failover_under_load_loses_no_acknowledged_event_and_doubles_none(
     config = write_city(tmp_path, claim_idle_ms=1000)
     processes = LoggedProcesses(cluster.url, keys.prefix, config, tmp_path)
     load = LoadProducer(cluster.url, keys, seattle_router)
-    thread = threading.Thread(target=load.run, name="load", daemon=True)
     try:
         processes.start("ingest", "ingest")
         processes.start("emergency", "worker", "--role", "emergency", "--name", f"{keys.prefix}-em")
         processes.start("routine", "worker", "--role", "routine", "--name", f"{keys.prefix}-rt")
         redis = redis_from_url(cluster.url)
-        dept, probe = random_event(random.Random(1), 2)  # every process is up once it arrives
-        load.acknowledged[probe.id] = load.expected(dept, probe)
-        Producer(redis, dept, keys).publish(probe)
-        wait_until(lambda: probe.id in inbox_contents(redis, keys, departments), "start", 90)
-        thread.start()
-        wait_until(lambda: load.batches >= 10, "load before the failover")
-        cluster.primary.stop(kill=True)  # SIGKILL mid-load
-        cluster.servers.remove(cluster.primary)
-        new_master = failed_over(cluster)
-        at_failover = load.batches
-        wait_until(lambda: load.batches >= at_failover + 10, "load after the failover", 30)
-        load.stop.set()
-        thread.join(timeout=30)
-        assert not thread.is_alive(), "the producer's last batch was never acknowledged"
-        assert load.error is None, f"producer failed: {load.error!r}"
-        assert redis.connection_pool.get_master_address()[1] == new_master.port  # type: ignore[attr-defined]
+        new_master: list[LocalRedisServer] = []
 
-        def everything_arrived() -> bool:
-            received = inbox_contents(redis, keys, departments)
-            return (
-                all(depts <= set(received.get(e, [])) for e, depts in load.acknowledged.items())
-                and load.invalid <= {eid for _, eid in dead_letters(redis, keys)}
-                and settled(redis, keys, departments)
-            )
+        def failover() -> None:
+            cluster.primary.stop(kill=True)  # SIGKILL mid-load
+            cluster.servers.remove(cluster.primary)
+            new_master.append(failed_over(cluster))
 
-        try:  # usually seconds; a route job whose dequeue survived the failover but whose
-            # delivery did not waits for RQ's abandoned-job recovery (heartbeat ~90 s + 60 s)
-            wait_until(everything_arrived, "every acknowledged event handled", timeout=180)
-        except AssertionError:
-            received = inbox_contents(redis, keys, departments)
-            missing = {
-                eid: depts - set(received.get(eid, []))
-                for eid, depts in load.acknowledged.items()
-                if depts - set(received.get(eid, []))
-            }
-            not_dead = load.invalid - {eid for _, eid in dead_letters(redis, keys)}
-            raise AssertionError(
-                f"{len(missing)} acknowledged events missing, e.g. {list(missing.items())[:3]};"
-                f" {len(not_dead)} invalid ones not dead-lettered;"
-                f" {diagnose(redis, keys, departments)}\n{processes.output()}"
-            ) from None
+        load_through(load, redis, departments, failover)
+        assert redis.connection_pool.get_master_address()[1] == new_master[0].port  # type: ignore[attr-defined]
+        # usually seconds; a route job whose dequeue survived the failover but whose delivery
+        # did not waits for RQ's abandoned-job recovery (heartbeat ~90 s + 60 s)
+        wait_until_delivered(redis, departments, load, processes, timeout=180)
         for name in ("ingest", "emergency", "routine"):  # each survived the failover by itself
             assert processes.running[name].poll() is None, f"{name} exited:\n{processes.output()}"
     finally:
         load.stop.set()
         processes.stop_all()
     assert not processes.hung, f"ignored SIGTERM: {processes.hung}\n{processes.output()}"
-    received = inbox_contents(redis, keys, departments)
-    twice = {eid: d for eid, d in received.items() if len(d) != len(set(d))}
-    wrong = {eid: d for eid, d in received.items() if set(d) != load.acknowledged.get(eid)}
-    assert not twice and not wrong
-    dead = dead_letters(redis, keys)
-    assert {reason for reason, _ in dead} == {"invalid_payload"}
-    assert {eid for _, eid in dead} == load.invalid
+    assert_delivered_once_each(redis, departments, load)
     assert load.refused, "the failover never interrupted the producer: nothing was tested"
 
 
