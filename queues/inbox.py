@@ -30,8 +30,9 @@ from queues.message import Message, parse_message
 # Each distinct text travels once per chunk: recipients with the same entitlement share a view,
 # deliveries share their explanation (`via`) and field names, so a chunk of the benchmark's mix
 # carries 55% of the bytes it would spelled out, and cjson decodes small integers instead of
-# escaped event JSON (measured: Redis CPU per event -7..-21%, the client +3..5 us for redis-py's encoding of
-# the extra arguments; Redis's single thread is the ceiling, workers scale out). Concatenating
+# escaped event JSON (measured: Redis CPU per event -7..-21%, the client +3..5 us for
+# redis-py's encoding of the extra arguments; Redis's single thread is the ceiling, workers
+# scale out). Concatenating
 # the texts into one argument cut the client's cost but string.sub in the script cost more.
 # The audit rows of the events delivered now (not the duplicates) become one audit inbox entry.
 # A bounded stream (an inbox) longer than its maximum loses its oldest entries (XTRIM ~, whole
