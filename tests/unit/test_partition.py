@@ -86,9 +86,12 @@ def test_a_city_without_partitions_is_unchanged(keys):
         ({"control": "z"}, "partitions.control: no shard named 'z' in shards:"),
         (
             {"shards": {"a": {"url": "redis://x", "url_env": "X"}}},
-            "partitions.shards.a: give exactly one of `url:` or `url_env:`",
+            "partitions.shards.a: give exactly one of `url:`, `url_env:` or `prefix:`",
         ),
-        ({"shards": {"a": {}}}, "partitions.shards.a: give exactly one of `url:` or `url_env:`"),
+        (
+            {"shards": {"a": {}}},
+            "partitions.shards.a: give exactly one of `url:`, `url_env:` or `prefix:`",
+        ),
         (
             {"shards": {"a": {"url": "redis://x", "departments": ["nobody"]}}},
             "partitions.shards.a.departments[0]: no department 'nobody'",
