@@ -22,7 +22,7 @@ from queues.inbox import Inbox
 from queues.keys import Keys
 from queues.partition import SHARD_ENV, PartitionError, Relay, home_departments, local_shard
 from queues.streams import Producer
-from tests.conftest import SEATTLE
+from tests.conftest import SEATTLE, write_city
 from tests.pipeline_harness import Harness
 from workers.relay import EmergencyHandover
 
@@ -197,12 +197,7 @@ def test_control_data_is_read_under_the_control_groups_prefix(groups):
 def test_relay_routes_print_each_groups_prefix(tmp_path: Path, capsys):
     from workers import cli
 
-    doc = yaml.safe_load(SEATTLE.read_text())
-    doc["partitions"] = GROUPS
-    for layer in doc["layers"].values():
-        layer["path"] = str(SEATTLE.parent / layer["path"])
-    path = tmp_path / "city.yaml"
-    path.write_text(yaml.safe_dump(doc))
+    path = write_city(tmp_path, partitions=GROUPS)
     assert cli.main(["--config", str(path), "relay", "--routes"]) == 0
     routes = json.loads(capsys.readouterr().out)
     assert routes["shards"]["b"] == {

@@ -112,10 +112,17 @@ def cmd_relay(args: argparse.Namespace, runtime: Runtime) -> int:
         )
         thread.start()
         threads.append(thread)
-    while any(thread.is_alive() for thread in threads):
+    while all(thread.is_alive() for thread in threads) and not stop.is_set():
         stop.wait(0.5)
+    # One relay thread dead of an error its loop does not ride out: stop the others and exit
+    # non-zero, so the supervisor restarts the process (a half-dead relay would look alive).
+    failed = not stop.is_set()
+    stop.set()
     for thread in threads:
         thread.join()
+    if failed:
+        print("relay: a relay thread stopped on an error; exiting", file=sys.stderr)
+        return 1
     return 0
 
 
