@@ -252,3 +252,14 @@ def test_status_shows_each_groups_ingest_lag_and_the_node_serving_it():
     )  # fmt: skip
     assert any(line.startswith("127.0.0.1:7002") and "FAILING" in line for line in lines)
     assert any(line.startswith("b ") and " 2 " in line and "->a 0/0" in line for line in lines)
+
+
+def test_a_slot_groups_relay_runs_in_its_destination_group(tmp_path: Path, capsys):
+    from workers import cli
+
+    path = write_city(tmp_path, partitions=GROUPS)
+    base = ["--config", str(path)]
+    assert cli.main(["--prefix", B.prefix, *base, "relay", "--to", "a"]) == 2
+    assert "runs in its destination group" in capsys.readouterr().err
+    assert cli.main(["--prefix", "{seattle}", *base, "relay"]) == 2
+    assert "no slot group of the city" in capsys.readouterr().err
