@@ -126,13 +126,22 @@ class LimitsConfig(_Strict):
 
 SHARD_NAME = re.compile(r"^[a-z][a-z0-9-]{0,31}$")
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# A slot group's key prefix: queues.keys.PREFIX_PATTERN's hash-tag form (city imports no queues).
+SLOT_GROUP_PREFIX = re.compile(r"^\{[A-Za-z0-9_-]{1,64}\}$")
 
 
 class ShardConfig(_Strict):
-    """One Redis instance of a partitioned city: how to reach it, and who lives there."""
+    """One shard of a partitioned city: where its keys are, and who lives there.
+
+    A shard is a Redis (``url:`` / ``url_env:``) or a slot group of the one Redis Cluster the
+    processes' ``REDIS_URL`` names (``prefix:``, a hash tag such as ``{seattle-a}``: every key
+    of the shard is in that tag's slot). Either way the same outboxes and relays join them."""
 
     url: str | None = Field(default=None, description="Redis URL (redis:// or redis+sentinel://)")
     url_env: str | None = Field(default=None, description="environment variable holding the URL")
+    prefix: str | None = Field(
+        default=None, description="slot group on the cluster: its key prefix, a hash tag {name}"
+    )
     departments: list[str] = Field(default_factory=list, description="departments at home here")
 
     @field_validator("url_env")
@@ -163,6 +172,11 @@ class PartitionsConfig(_Strict):
     @property
     def control_shard(self) -> str:
         return self.control or self.default
+
+    @property
+    def slot_groups(self) -> bool:
+        """True when the shards are slot groups of one Redis Cluster (``prefix:``), not URLs."""
+        return any(shard.prefix is not None for shard in self.shards.values())
 
     def home(self, dept: str) -> str:
         """The shard a department's streams and inbox live on."""
@@ -304,12 +318,29 @@ def _check_partitions(parts: PartitionsConfig, departments: set[str]) -> list[tu
         if name is not None and name not in parts.shards:
             problems.append((f"partitions.{field_name}", f"no shard named {name!r} in shards:"))
     homes: dict[str, str] = {}
+    prefixes: dict[str, str] = {}
     for name, shard in parts.shards.items():
         where = f"partitions.shards.{name}"
         if not SHARD_NAME.match(name):
             problems.append((where, "shard names are lower-case letters, digits and '-', max 32"))
-        if (shard.url is None) == (shard.url_env is None):
-            problems.append((where, "give exactly one of `url:` or `url_env:`"))
+        given = [shard.url, shard.url_env, shard.prefix]
+        if sum(value is not None for value in given) != 1:
+            problems.append((where, "give exactly one of `url:`, `url_env:` or `prefix:`"))
+        elif parts.slot_groups and shard.prefix is None:
+            problems.append(
+                (where, "shards are all slot groups (`prefix:`) of one cluster, or all URLs")
+            )
+        elif shard.prefix is not None and not SLOT_GROUP_PREFIX.match(shard.prefix):
+            problems.append(
+                (where, f"prefix {shard.prefix!r}: a hash tag, 1-64 letters, digits, '_' or '-' "
+                 "in braces ({seattle-a})")
+            )  # fmt: skip
+        elif shard.prefix is not None and shard.prefix in prefixes:
+            problems.append(
+                (where, f"prefix {shard.prefix!r} is shard {prefixes[shard.prefix]!r}'s")
+            )
+        if shard.prefix is not None:
+            prefixes.setdefault(shard.prefix, name)
         for j, dept in enumerate(shard.departments):
             if dept not in departments:
                 problems.append((f"{where}.departments[{j}]", f"no department {dept!r}"))

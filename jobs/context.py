@@ -27,7 +27,7 @@ from queues.inbox import Deliverer
 from queues.jurisdictions import JurisdictionStore, JurisdictionWatcher
 from queues.keys import Keys
 from queues.limits import InboxAlarms, inbox_bounds
-from queues.partition import PartitionError, Placement, local_shard, shard_url
+from queues.partition import PartitionError, Placement, group_keys, local_shard, shard_url
 
 
 @dataclass
@@ -41,6 +41,7 @@ class RouteContext:
     # each recipient's inbox goes from here, and the client of the control shard.
     shard: str | None = None
     placement: Placement = field(init=False)
+    control_keys: Keys = field(init=False)  # control data's keys: `keys` but in slot groups
     control: Redis | None = None
     _deliverers: dict[int, Deliverer] = field(default_factory=dict)
     _audits: dict[int, AuditLog] = field(default_factory=dict)
@@ -53,17 +54,26 @@ class RouteContext:
     def __post_init__(self) -> None:
         parts = self.config.partitions
         if parts is not None and self.shard is None:
-            self.shard = local_shard(self.config)
+            self.shard = local_shard(self.config, prefix=self.keys.prefix)
         if parts is not None and self.shard not in parts.shards:
             raise PartitionError(f"no shard named {self.shard!r} ({', '.join(parts.shards)})")
-        self.placement = Placement(self.keys, parts, self.shard)
+        groups = group_keys(parts)
+        if groups and groups[str(self.shard)] != self.keys:
+            raise PartitionError(
+                f"shard {self.shard!r} is slot group {groups[str(self.shard)].prefix}, "
+                f"not {self.keys.prefix!r}"
+            )
+        self.placement = Placement(self.keys, parts, self.shard, shard_keys=groups)
+        # Slot groups keep control data under the control group's prefix, on the same cluster.
+        self.control_keys = groups.get(parts.control_shard, self.keys) if parts else self.keys
 
     def control_redis(self, redis: Redis) -> Redis:
         """Where grants, jurisdiction versions, PIAs and consent are read (and the PIA gate's
-        quarantine written): this shard's Redis, unless the city is partitioned and another
-        shard is the control shard."""
+        quarantine written), under `control_keys`: this shard's Redis, unless the city is
+        partitioned and another shard is the control shard (a slot group of the same cluster:
+        the same client)."""
         parts = self.config.partitions
-        if parts is None or parts.control_shard == self.shard:
+        if parts is None or parts.control_shard == self.shard or parts.slot_groups:
             return redis
         if self.control is None:
             self.control = Redis.from_url(shard_url(parts, parts.control_shard))
@@ -91,18 +101,18 @@ class RouteContext:
         return found
 
     def state(self, redis: Redis) -> tuple[Authorizer, int | str, Jurisdictions]:
-        """The grants and jurisdiction versions in force: one MGET per batch; grants and
-        layers are reloaded only when their version counters moved."""
-        raw_grants, raw_generation = redis.mget(
-            self.keys.grants_version, self.keys.juris_generation
-        )
-        grants = GrantStore(redis, self.keys).load(self._grants, int(raw_grants or 0))
+        """The grants and jurisdiction versions in force (on `control_redis`, under
+        `control_keys`): one MGET per batch; grants and layers are reloaded only when their
+        version counters moved."""
+        keys = self.control_keys
+        raw_grants, raw_generation = redis.mget(keys.grants_version, keys.juris_generation)
+        grants = GrantStore(redis, keys).load(self._grants, int(raw_grants or 0))
         if grants is not self._grants or self._authorizer is None:
             self._grants = grants
             self._authorizer = self.router.authorizer(grants)
         watcher = self._watchers.get(id(redis))
         if watcher is None:
-            store = JurisdictionStore(redis, self.keys)
+            store = JurisdictionStore(redis, keys)
             watcher = JurisdictionWatcher(store, self.router.jurisdictions)
             self._watchers[id(redis)] = watcher
         world = watcher.current(int(raw_generation or 0))
@@ -140,8 +150,9 @@ class RouteContext:
 
     @property
     def privacy(self) -> PrivacyStage:
-        """The privacy stage for this config (views, consent, PIA gate; a no-op without one)."""
-        return PrivacyStage.for_config(self.config, self.keys, self.base_dir)
+        """The privacy stage for this config (views, consent, PIA gate; a no-op without one).
+        Everything it reads and writes is control data (on `control_redis`)."""
+        return PrivacyStage.for_config(self.config, self.control_keys, self.base_dir)
 
     def redis(self) -> Redis:
         return redis_from_url(self.redis_url)

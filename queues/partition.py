@@ -15,6 +15,15 @@ XACKs and deletes the batch on A in one MULTI. A relay killed after B's write an
 XACK leaves the entries pending; they are read again (by it after a restart, or claimed by
 another relay after ``routing.claim_idle_ms``) and the markers absorb them: nothing lost,
 nothing twice.
+
+On Redis Cluster a shard may instead be a *slot group* (``prefix: "{seattle-a}"`` in the shard's
+config): all its keys under that hash tag, so each of its multi-key calls stays in one slot, and
+every shard on the one cluster the processes' ``REDIS_URL`` names. A process serves the group
+its key prefix names (`local_shard`); the outbox on A is ``{a}:outbox:b`` naming the key under
+B's prefix (``{b}:inbox:ems``), and the relay writes it with its marker in B's slot. The relay
+of a slot-group city runs among B's processes and pulls from every other group (`cityrelay
+relay`), because what it schedules on B (escalation checks) goes into B's RQ keys, and RQ has
+one key prefix per process.
 """
 
 from __future__ import annotations
@@ -30,7 +39,7 @@ from redis.exceptions import ResponseError
 
 from city.config import CityConfig, ConfigError, PartitionsConfig
 from queues.inbox import Output
-from queues.keys import RELAY_GROUP, Keys
+from queues.keys import RELAY_GROUP, Keys, default_prefix
 from queues.streams import LANES, consumer_name, dead_letter
 
 SHARD_ENV = "CITYRELAY_SHARD"
@@ -47,8 +56,13 @@ class PartitionError(ConfigError):
         self.message = message
 
 
-def local_shard(config: CityConfig, environ: Mapping[str, str] | None = None) -> str | None:
-    """The shard this process serves (``CITYRELAY_SHARD``); None for an unpartitioned city.
+def local_shard(
+    config: CityConfig, environ: Mapping[str, str] | None = None, prefix: str | None = None
+) -> str | None:
+    """The shard this process serves; None for an unpartitioned city. For URL shards it is
+    ``CITYRELAY_SHARD``; for slot groups the group whose ``prefix:`` is the process's key
+    prefix (`prefix`, default ``CITYRELAY_PREFIX``), which ``CITYRELAY_SHARD``, when set, must
+    name too.
 
     A partitioned city refuses to guess: a worker that took itself for the wrong shard would
     append deliveries to inboxes nobody reads."""
@@ -56,6 +70,8 @@ def local_shard(config: CityConfig, environ: Mapping[str, str] | None = None) ->
     if parts is None:
         return None
     name = (environ if environ is not None else os.environ).get(SHARD_ENV, "")
+    if parts.slot_groups:
+        return _group_of(parts, default_prefix() if prefix is None else prefix, name)
     if not name:
         raise PartitionError(
             f"the city is partitioned: set {SHARD_ENV} to the shard this process serves "
@@ -66,9 +82,32 @@ def local_shard(config: CityConfig, environ: Mapping[str, str] | None = None) ->
     return name
 
 
+def _group_of(parts: PartitionsConfig, prefix: str, named: str) -> str:
+    groups = {spec.prefix: name for name, spec in parts.shards.items()}
+    found = groups.get(prefix)
+    if found is None:
+        listed = ", ".join(f"{p} ({n})" for p, n in groups.items())
+        raise PartitionError(
+            f"prefix {prefix!r} is no slot group of the city: set CITYRELAY_PREFIX to the "
+            f"group this process serves (one of {listed})"
+        )
+    if named and named != found:
+        raise PartitionError(f"{SHARD_ENV}={named!r} but prefix {prefix!r} is shard {found!r}")
+    return found
+
+
+def group_keys(parts: PartitionsConfig | None) -> dict[str, Keys]:
+    """Each slot group's keys, by shard name; empty for URL shards (one prefix for all)."""
+    if parts is None or not parts.slot_groups:
+        return {}
+    return {name: Keys(str(spec.prefix)) for name, spec in parts.shards.items()}
+
+
 def shard_url(parts: PartitionsConfig, shard: str, environ: Mapping[str, str] | None = None) -> str:
     """A shard's Redis URL: its ``url:``, or the environment variable its ``url_env:`` names."""
     spec = parts.shards[shard]
+    if spec.prefix is not None:
+        raise PartitionError(f"shard {shard!r} is a slot group ({spec.prefix}): it has no URL")
     if spec.url is not None:
         return spec.url
     env = environ if environ is not None else os.environ
@@ -78,10 +117,12 @@ def shard_url(parts: PartitionsConfig, shard: str, environ: Mapping[str, str] | 
     return value
 
 
-def home_departments(config: CityConfig, environ: Mapping[str, str] | None = None) -> list[str]:
+def home_departments(
+    config: CityConfig, environ: Mapping[str, str] | None = None, prefix: str | None = None
+) -> list[str]:
     """The departments whose ingest streams this process reads: all of them in an
     unpartitioned city, those at home on `local_shard` in a partitioned one."""
-    shard = local_shard(config, environ)
+    shard = local_shard(config, environ, prefix)
     if shard is None or config.partitions is None:
         return config.department_ids
     return config.partitions.departments_on(shard, config.department_ids)
@@ -109,7 +150,9 @@ class Placement:
     def for_city(
         cls, config: CityConfig, keys: Keys, environ: Mapping[str, str] | None = None
     ) -> Placement:
-        return cls(keys, config.partitions, local_shard(config, environ))
+        parts = config.partitions
+        local = local_shard(config, environ, keys.prefix)
+        return cls(keys, parts, local, shard_keys=group_keys(parts))
 
     def remote_home(self, dept: str) -> str | None:
         """The department's shard when that is not this one."""
@@ -220,6 +263,14 @@ class Relay:
                 raise PartitionError(f"no shard named {name!r} ({', '.join(parts.shards)})")
         if source_shard == dest_shard:
             raise PartitionError("a relay moves entries between two different shards")
+        groups = group_keys(parts)
+        if groups:  # slot groups: the outbox under the source's prefix, `to` under the dest's
+            if keys != groups[source_shard]:
+                raise PartitionError(
+                    f"keys {keys.prefix!r} are not those of slot group {source_shard!r} "
+                    f"({groups[source_shard].prefix})"
+                )
+            options.setdefault("dest_keys", groups[dest_shard])
         there: Keys = options.get("dest_keys") or keys
         allowed = {
             key
@@ -350,12 +401,18 @@ class Relay:
     def backlog(self) -> dict[str, int]:
         """Outbox length and entries read but not yet acknowledged (both lanes)."""
         self.ensure_group()
-        pipe = self.source.pipeline(transaction=False)
-        for outbox in self.lanes:
-            pipe.xlen(outbox)
-            pipe.xpending(outbox, RELAY_GROUP)
-        replies = pipe.execute()
-        return {
-            "length": sum(int(n) for n in replies[0::2]),
-            "pending": sum(int(p["pending"]) for p in replies[1::2]),
-        }
+        return outbox_backlog(self.source, self.keys, self.dest_shard)
+
+
+def outbox_backlog(redis: Redis, keys: Keys, dest_shard: str) -> dict[str, int]:
+    """``length`` of the outboxes for `dest_shard` under `keys` and entries a relay read and has
+    not acknowledged (``pending``), both lanes; 0 for an outbox no delivery or relay made yet."""
+    pipe = redis.pipeline(transaction=False)
+    for lane in OUTBOX_LANES:
+        pipe.xlen(keys.outbox(dest_shard, lane))
+        pipe.xpending(keys.outbox(dest_shard, lane), RELAY_GROUP)
+    replies = pipe.execute(raise_on_error=False)  # NOGROUP / no such key: nothing there yet
+    return {
+        "length": sum(int(n) for n in replies[0::2] if not isinstance(n, Exception)),
+        "pending": sum(int(p["pending"]) for p in replies[1::2] if not isinstance(p, Exception)),
+    }

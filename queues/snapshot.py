@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from redis import Redis
+from redis.cluster import RedisCluster
 from rq.worker_registration import WORKERS_BY_QUEUE_KEY
 
 from queues.keys import ROUTER_GROUP, Keys
@@ -71,7 +72,8 @@ def city_snapshot(
     redis: Redis, keys: Keys, departments: Sequence[str], ack_window_s: int = ACK_WINDOW_S
 ) -> Snapshot:
     """Everything the exporter and `cityrelay status` show, in three pipelined round trips
-    (two without open emergencies), whatever the number of departments."""
+    (two without open emergencies; one more on a cluster), whatever the number of
+    departments."""
     queue_objs = {name: make_queue(redis, keys, name) for role in ROLES.values() for name in role}
     streams = {
         "deadletter": keys.deadletter,
@@ -98,7 +100,9 @@ def city_snapshot(
     for stream in ingest_streams:
         pipe.xinfo_consumers(stream, ROUTER_GROUP)
         pipe.xinfo_groups(stream)
-    pipe.time()
+    clustered = isinstance(redis, RedisCluster)
+    if not clustered:  # a cluster pipeline refuses TIME (it names no key): asked alone below
+        pipe.time()
     pipe.smembers(keys.hot_types)
     # The window needs no precision: this host's clock; deadlines are compared on Redis's.
     since_ms = int((time.time() - ack_window_s) * 1000)
@@ -144,7 +148,7 @@ def city_snapshot(
                 known.idle_s = min(known.idle_s, idle_s)
                 known.pending += int(c.get("pending", 0))
 
-    secs, _ = _ok(next(replies), (time.time(), 0))
+    secs, _ = redis.time() if clustered else _ok(next(replies), (time.time(), 0))
     types = sorted(_text(t) for t in _ok(next(replies), set()))
     emergency_ids = [_text(e) for e in _ok(next(replies), [])]
     pressure = _ok(next(replies), None)

@@ -101,12 +101,17 @@ def require_redis_server(why: str) -> None:
     pytest.skip(message)
 
 
-def write_city(tmp_path: Path, **routing: object) -> Path:
-    """The demo city with other routing settings, as a YAML file the processes can load."""
+def write_city(
+    tmp_path: Path, *, partitions: dict[str, object] | None = None, **routing: object
+) -> Path:
+    """The demo city with other routing settings (and a `partitions:` section), as a YAML file
+    the processes can load."""
     doc = yaml.safe_load(SEATTLE.read_text())
     for layer in doc["layers"].values():
         layer["path"] = str((SEATTLE.parent / layer["path"]).resolve())
     doc["routing"].update(routing)
+    if partitions is not None:
+        doc["partitions"] = partitions
     path = tmp_path / "city.yaml"
     path.write_text(yaml.safe_dump(doc))
     return path

@@ -84,7 +84,9 @@ class IngestWorker:
         self.routing = config.routing
         self.catalog = catalog or EventCatalog(config)
         # A partitioned city: only the departments at home on this shard (queues/partition.py).
-        self.streams = IngestStreams(redis, keys, home_departments(config), lanes)
+        self.streams = IngestStreams(
+            redis, keys, home_departments(config, prefix=keys.prefix), lanes
+        )
         self.consumer = consumer or consumer_name()
         self.read_count = read_count or self.routing.batch_max_events
         self.queues: dict[str, Queue] = {

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from redis import Redis
+from redis.cluster import RedisCluster
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -71,11 +72,14 @@ class EmergencyHandover:
         if not found:
             return
         check = self.dest.pipeline(transaction=False)
-        check.time()
+        clustered = isinstance(self.dest, RedisCluster)
+        if not clustered:  # a cluster pipeline refuses TIME (it names no key): asked alone
+            check.time()
         pairs = [(event_id, dept) for event_id, (_, _, depts) in found.items() for dept in depts]
         for event_id, dept in pairs:
             check.hexists(self.keys.emergency(event_id), f"{dept}|delivered")
-        (secs, micros), *tracked = check.execute()
+        tracked = check.execute()
+        secs, micros = self.dest.time() if clustered else tracked.pop(0)
         now_ms = int(secs) * 1000 + int(micros) // 1000
         todo = {pair for pair, done in zip(pairs, tracked, strict=True) if not done}
         pipe = self.dest.pipeline(transaction=False)

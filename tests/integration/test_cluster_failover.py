@@ -84,7 +84,7 @@ def test_a_killed_primary_fails_over_and_the_processes_carry_on_losing_and_doubl
         wait_until(lambda: cluster.replicated(promoted[0]), "the old primary replicates", 30)
 
     try:
-        start_procfile(processes, keys)
+        start_procfile(processes, keys.name)
         load_through(load, redis, departments, failover)
         wait_until_delivered(redis, departments, load, processes, timeout=180)
         for name, process in processes.running.items():  # each carried on by itself

@@ -12,9 +12,12 @@ import random
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable, Iterable
 
 import pytest
+from redis.cluster import RedisCluster
 
+from city.routing import Router
 from queues.connect import cluster_client_from_url
 from queues.keys import Keys
 from queues.streams import Producer
@@ -23,16 +26,63 @@ from tests.integration.test_processes import Processes, _wait_until_handled, _wi
 from workers.standin_cluster import LocalRedisCluster
 
 ROUNDS, PER_ROUND, ROUND_GAP_S = 10, 60, 0.2  # ~2 s of steady load, 600 events
+ROLES = ("emergency", "routine", "escalation")
 
 
-def start_procfile(processes: Processes, keys: Keys) -> None:
-    """Ingest, the emergency / routine / escalation workers, the cron scheduler and the relay
-    for the group of `keys` (the Procfile's processes that a cluster runs)."""
+def start_procfile(processes: Processes, name: str) -> None:
+    """The Procfile's processes of one slot group (ingest, the three worker roles, the cron
+    scheduler, the relay); `name` makes the worker names unique on the cluster."""
     processes.start("ingest", "ingest")
-    for role in ("emergency", "routine", "escalation"):
-        processes.start(role, "worker", "--role", role, "--name", f"{keys.name}-{role}")
+    for role in ROLES:
+        processes.start(role, "worker", "--role", role, "--name", f"{name}-{role}")
     processes.start("scheduler", "scheduler")
     processes.start("relay", "relay")
+
+
+def publish_steady_load(
+    redis: RedisCluster, router: Router, keys_of: Callable[[str], Keys], seed: int = 16
+) -> tuple[dict[str, set[str]], int]:
+    """ROUNDS paced rounds of random Seattle events, every 20th published twice (a producer
+    retry), each by its department under `keys_of(dept)`. Returns the recipients the router
+    names per event id, and the number of publishes."""
+    rng = random.Random(seed)
+    expected: dict[str, set[str]] = {}
+    published = 0
+    for round_ in range(ROUNDS):
+        batches: dict[str, list[object]] = {}
+        for i in range(PER_ROUND):
+            dept, event = random_event(rng, round_ * PER_ROUND + i)
+            batches.setdefault(dept, []).append(event)
+            expected[event.id] = {d.dept for d in router.route(_wire(event, dept))}
+            published += 1
+            if i % 20 == 0:  # a producer retry: the same event again
+                batches[dept].append(event)
+                published += 1
+        for dept, events in batches.items():
+            Producer(redis, dept, keys_of(dept)).publish_many(events)  # type: ignore[arg-type]
+        time.sleep(ROUND_GAP_S)  # pacing the load, not waiting for a result
+    return expected, published
+
+
+def lost_duplicated_wrong(
+    got: Counter[tuple[str, str]], expected: dict[str, set[str]]
+) -> tuple[set[tuple[str, str]], ...]:
+    """Counted per (event id, inbox) as bench/chaos.py counts: pairs the router named and no
+    inbox holds, pairs held more than once, pairs held that the router did not name."""
+    wanted = {(eid, dept) for eid, depts in expected.items() for dept in depts}
+    assert len(wanted) > len(expected)  # the Seattle load fans out to several inboxes
+    lost = wanted - set(got)
+    duplicated = {pair for pair, n in got.items() if n > 1}
+    return lost, duplicated, set(got) - wanted
+
+
+def inbox_pairs(redis: RedisCluster, keys: Keys, depts: Iterable[str]) -> Counter[tuple[str, str]]:
+    """(event id, department) of every entry in these departments' inboxes under `keys`."""
+    got: Counter[tuple[str, str]] = Counter()
+    for dept in depts:
+        for _, fields in redis.xrange(keys.inbox(dept)):
+            got[(json.loads(fields[b"e"])["id"], dept)] += 1
+    return got
 
 
 @pytest.mark.integration
@@ -42,24 +92,9 @@ def test_the_procfile_processes_on_a_cluster_lose_duplicate_and_misroute_nothing
     keys = Keys("{t" + uuid.uuid4().hex[:10] + "}")
     redis = cluster_client_from_url(cluster.url, socket_timeout=10)
     processes = Processes(cluster.url, keys.prefix, write_city(tmp_path, claim_idle_ms=400))
-    rng = random.Random(16)
-    expected: dict[str, set[str]] = {}
-    published = 0
     try:
-        start_procfile(processes, keys)
-        for round_ in range(ROUNDS):
-            batches: dict[str, list[object]] = {}
-            for i in range(PER_ROUND):
-                dept, event = random_event(rng, round_ * PER_ROUND + i)
-                batches.setdefault(dept, []).append(event)
-                expected[event.id] = {d.dept for d in seattle_router.route(_wire(event, dept))}
-                published += 1
-                if i % 20 == 0:  # a producer retry: the same event again
-                    batches[dept].append(event)
-                    published += 1
-            for dept, events in batches.items():
-                Producer(redis, dept, keys).publish_many(events)  # type: ignore[arg-type]
-            time.sleep(ROUND_GAP_S)  # pacing the load, not waiting for a result
+        start_procfile(processes, keys.name)
+        expected, published = publish_steady_load(redis, seattle_router, lambda _: keys)
         _wait_until_handled(redis, keys, published, timeout=90)
         # Each worker's RQ scheduler child (retry intervals, `enqueue_at`) runs on the cluster:
         # the one holding the locks has registered itself in the group's slot.
@@ -68,14 +103,7 @@ def test_the_procfile_processes_on_a_cluster_lose_duplicate_and_misroute_nothing
         assert not crashed, f"exited early: {crashed}"
     finally:
         processes.stop_all()
-    got: Counter[tuple[str, str]] = Counter()
-    for dept in seattle_router.config.department_ids:
-        for _, fields in redis.xrange(keys.inbox(dept)):
-            got[(json.loads(fields[b"e"])["id"], dept)] += 1
-    wanted = {(eid, dept) for eid, depts in expected.items() for dept in depts}
-    assert len(wanted) > len(expected)  # the Seattle load fans out to several inboxes
-    lost = wanted - set(got)
-    duplicated = {pair for pair, n in got.items() if n > 1}
-    wrong = set(got) - wanted
+    got = inbox_pairs(redis, keys, seattle_router.config.department_ids)
+    lost, duplicated, wrong = lost_duplicated_wrong(got, expected)
     assert (len(lost), len(duplicated), len(wrong)) == (0, 0, 0), (lost, duplicated, wrong)
     assert not redis.xrange(keys.deadletter)

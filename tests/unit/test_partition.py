@@ -86,9 +86,12 @@ def test_a_city_without_partitions_is_unchanged(keys):
         ({"control": "z"}, "partitions.control: no shard named 'z' in shards:"),
         (
             {"shards": {"a": {"url": "redis://x", "url_env": "X"}}},
-            "partitions.shards.a: give exactly one of `url:` or `url_env:`",
+            "partitions.shards.a: give exactly one of `url:`, `url_env:` or `prefix:`",
         ),
-        ({"shards": {"a": {}}}, "partitions.shards.a: give exactly one of `url:` or `url_env:`"),
+        (
+            {"shards": {"a": {}}},
+            "partitions.shards.a: give exactly one of `url:`, `url_env:` or `prefix:`",
+        ),
         (
             {"shards": {"a": {"url": "redis://x", "departments": ["nobody"]}}},
             "partitions.shards.a.departments[0]: no department 'nobody'",
@@ -555,3 +558,34 @@ def test_a_slot_group_destination_is_named_under_its_own_prefix():
     out = placement.output("spd-west", on_a.inbox("spd-west"), [("e", "{}")], "emergency")
     assert out.key == on_a.outbox("b", "emergency")
     assert out.fields == [("to", on_b.inbox("spd-west")), ("e", "{}")]
+
+
+# The thread's exception is the one injected below; pytest would report it as unhandled.
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_a_relay_thread_dead_of_an_error_stops_the_command_with_exit_1(
+    tmp_path: Path, capsys, monkeypatch
+):
+    """A relay loop rides out connection losses and refusals; anything else ends its thread.
+    The command must not go on looking alive with one destination unserved."""
+    from workers import cli
+    from workers.cli import relay as relay_cli
+
+    calls: list[str] = []
+
+    def run_relay(made: Relay, stop: Any, block_ms: int) -> None:
+        calls.append(made.dest_shard)
+        raise RuntimeError("a bug in the loop")
+
+    monkeypatch.setattr(relay_cli, "run_relay", run_relay)
+    monkeypatch.setenv(SHARD_ENV, "b")
+    doc = city_doc()
+    for layer in doc["layers"].values():
+        layer["path"] = str(SEATTLE.parent / layer["path"])
+    path = tmp_path / "city.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    monkeypatch.setenv("SHARD_A_URL", "redis://a.invalid:6379/0")  # never connected to
+    assert (
+        cli.main(["--redis-url", "redis://b.invalid:6379/0", "--config", str(path), "relay"]) == 1
+    )
+    assert calls == ["a"]
+    assert "a relay thread stopped on an error" in capsys.readouterr().err

@@ -3,6 +3,8 @@
 The same snapshot the Prometheus exporter serves (`queues.snapshot.city_snapshot`): per
 department in/out and inbox backlog, per priority counts and latency, queue depths, dead letters
 by reason, escalations and acknowledgements, workers alive per role, ingest consumers, hot tier.
+On Redis Cluster also ``cluster``: each node, and each slot group's ingest backlog and outboxes
+(queues/cluster_status.py); the rest is the figures of the group the prefix names.
 The ``--json`` keys of earlier versions (``counters``, ``queues``, ``latency``, ``deadletters``)
 keep their meaning; everything else was added beside them.
 """
@@ -13,6 +15,8 @@ import argparse
 import json
 from typing import Any
 
+from queues.cluster import is_cluster_url
+from queues.cluster_status import cluster_report, render_cluster
 from queues.metrics import PRIORITIES, StatsView, percentile, read_stats
 from queues.snapshot import ACK_WINDOW_S, Snapshot, city_snapshot
 from workers.runtime import Runtime
@@ -112,8 +116,13 @@ def report(snap: Snapshot) -> dict[str, Any]:
 
 
 def cmd_status(args: argparse.Namespace, runtime: Runtime) -> int:
-    snap = city_snapshot(runtime.redis(), runtime.keys, _departments(runtime))
+    redis = runtime.redis()
+    departments = _departments(runtime)
+    snap = city_snapshot(redis, runtime.keys, departments)
     data = report(snap)
+    if is_cluster_url(runtime.redis_url):  # per node, and per slot group of the city
+        config = runtime.city()[0] if runtime.config_path is not None else None
+        data["cluster"] = cluster_report(redis, config, runtime.keys, departments)
     if args.json:
         print(json.dumps(data))
         return 0
@@ -207,4 +216,6 @@ def render(data: dict[str, Any]) -> str:
         + (f" ({_pairs(rec['overdue'])})" if rec["overdue"] else ""),
         f"hot tier: {data['hot_tier']['events']} events, {data['hot_tier']['bytes']} bytes",
     ]
+    if "cluster" in data:
+        lines += render_cluster(data["cluster"])
     return "\n".join(lines)
