@@ -10,11 +10,13 @@ orjson (`JSONWire`), which any reader with RQ's `JSONSerializer` decodes alike.
 from __future__ import annotations
 
 import json
+import zlib
 from typing import Any
 
 import orjson
 from redis import Redis
 from rq import Queue
+from rq.job import Job
 from rq.serializers import JSONSerializer
 
 from city.events import Priority
@@ -70,8 +72,29 @@ class JSONWire:
             return json.loads(s)
 
 
+# zlib level of a job's data. RQ compresses at 6: 6.2 us per event of a 500-event route job,
+# a fifth of ingest's CPU; level 1 takes 2.5 us and stores 48 instead of 38 bytes per event
+# (uncompressed: 0.3 us but 370 bytes, which a backlog during a worker outage must hold).
+JOB_DATA_LEVEL = 1
+
+
+class WireJob(Job):
+    """RQ's job with its data compressed at `JOB_DATA_LEVEL` instead of RQ's 6; RQ reads it
+    back with `zlib.decompress` as before, whatever the level."""
+
+    def to_dict(self, include_meta: bool = True, include_result: bool = True) -> dict[str, Any]:
+        data = self.data
+        self._data = b""  # RQ's own compression of the data, on nothing
+        try:
+            obj = super().to_dict(include_meta=include_meta, include_result=include_result)
+        finally:
+            self._data = data
+        obj["data"] = zlib.compress(data, JOB_DATA_LEVEL)
+        return obj
+
+
 def make_queue(redis: Redis, keys: Keys, queue: str) -> Queue:
-    return Queue(queue_name(keys, queue), connection=redis, serializer=JSONWire)
+    return Queue(queue_name(keys, queue), connection=redis, serializer=JSONWire, job_class=WireJob)
 
 
 def register_queues(redis: Redis, queues: list[Queue]) -> None:

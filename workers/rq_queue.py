@@ -24,6 +24,8 @@ from rq.intermediate_queue import IntermediateQueue
 from rq.job import Job
 from rq.utils import as_text, current_timestamp, now
 
+from queues.priority import WireJob
+
 # A job popped but never started (its worker died in between) is re-queued after this.
 STUCK_S = 5
 MAINTENANCE_LOCK_S = 30
@@ -69,7 +71,7 @@ class TolerantExecutionRegistry(ExecutionRegistry):
         return found
 
 
-class CityJob(Job):
+class CityJob(WireJob):
     popped_at: float | None = None  # when the worker's pop returned it (queues/trace.py)
 
     @property

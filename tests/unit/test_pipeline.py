@@ -3,6 +3,8 @@
 import json
 
 import pytest
+from rq.job import Job
+from rq.serializers import JSONSerializer
 
 from city.events import Event, source_for
 from queues.inbox import Inbox
@@ -224,3 +226,16 @@ def test_a_trickle_is_gathered_into_one_micro_batch(harness, keys, redis):
     counters = harness.ingest.gather(None)
     writer.join()
     assert counters["accepted"] == 11 and counters["jobs:high"] == 1
+
+
+def test_a_queued_route_job_is_read_by_a_stock_rq_reader(harness, keys, redis):
+    """Ingest stores its jobs' data at a cheaper zlib level than RQ's; any RQ reader (`rq
+    info`, a plain `Job.fetch` with RQ's JSONSerializer) still reads the events as published."""
+    events = [incident() for _ in range(3)]
+    Producer(redis, "sdot", keys).publish_many(events)
+    assert harness.ingest_all()["jobs:high"] == 1
+    (job_id,) = make_queue(redis, keys, "high").job_ids
+    job = Job.fetch(job_id, connection=redis, serializer=JSONSerializer)
+    items = job.args[0]
+    assert sorted(item["e"]["id"] for item in items) == sorted(e.id for e in events)
+    assert job.func_name == "jobs.route.route_batch"
