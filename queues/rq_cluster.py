@@ -19,6 +19,9 @@ by running RQ's SimpleWorker on tests/integration/test_cluster_rq.py's cluster):
   pipeline they are queued on, and the pipeline makes sure every primary has them first
   (SCRIPT EXISTS, then SCRIPT LOAD of the missing), as `redis.client.Pipeline` does: found
   when ingest's first dedupe claim on a fresh cluster failed with NOSCRIPT.
+- A slot migration (a resharding) refuses commands with ASK / TRYAGAIN / UNBLOCKED, which
+  redis-py raises after a short while: `RidesOutMigrations` and `run_transaction`
+  (queues/cluster_migration.py) send them again until the slot has moved.
 - RQ's Worker reads ``connection.connection_pool`` to raise the socket timeout above its
   blocking pop; a cluster client has a pool per node. The worker must skip that step (set the
   client's `socket_timeout` above RQ's `connection_timeout` instead).
@@ -28,8 +31,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from redis.cluster import ClusterPipeline, RedisCluster
+from redis.cluster import ClusterPipeline, RedisCluster, TransactionStrategy
 from redis.commands.core import Script
+
+from queues.cluster_migration import RidesOutMigrations, run_transaction, until_migrated
 
 
 class ClusterScript(Script):
@@ -42,9 +47,10 @@ class ClusterScript(Script):
         return super().__call__(keys, args, client)
 
 
-class RQClusterPipeline(ClusterPipeline):
-    """The cluster pipeline with the two attributes RQ reads on a plain pipeline, and the
-    scripts queued on it loaded before it runs."""
+class RQClusterPipeline(RidesOutMigrations, ClusterPipeline):
+    """The cluster pipeline with the two attributes RQ reads on a plain pipeline, the
+    scripts queued on it loaded before it runs, and its commands sent again while their slot
+    migrates."""
 
     scripts_queued: list[Script]
     parent: RedisCluster
@@ -57,7 +63,14 @@ class RQClusterPipeline(ClusterPipeline):
             for script, found in zip(unique, present, strict=True):
                 if not found:  # SCRIPT LOAD goes to every primary
                     script.sha = self.parent.script_load(script.script)
+        if isinstance(self._execution_strategy, TransactionStrategy):
+            return run_transaction(
+                self, lambda: super(RQClusterPipeline, self).execute(raise_on_error)
+            )
         return super().execute(raise_on_error)
+
+    def watch(self, *names: Any) -> Any:
+        return until_migrated(lambda: super(RQClusterPipeline, self).watch(*names))
 
     @property
     def watching(self) -> bool:
@@ -68,9 +81,9 @@ class RQClusterPipeline(ClusterPipeline):
         return bool(getattr(self._execution_strategy, "_explicit_transaction", False))
 
 
-class RQCluster(RedisCluster):
+class RQCluster(RidesOutMigrations, RedisCluster):
     """A cluster client whose pipelines are transactions unless asked otherwise (as with
-    `redis.Redis`), and expose what RQ reads on them."""
+    `redis.Redis`), and expose what RQ reads on them; it rides out slot migrations."""
 
     def pipeline(self, transaction: Any = True, shard_hint: Any = None) -> RQClusterPipeline:
         pipe = super().pipeline(transaction=transaction, shard_hint=shard_hint)

@@ -3,7 +3,11 @@ ingest, the emergency / routine / escalation workers (each with RQ's scheduler c
 scheduler and the relay, started as ``cityrelay`` subprocesses with ``REDIS_URL=redis+cluster://``
 and nothing else cluster-specific (the command sets ``RQ_KEY_PREFIX`` itself). Seattle events
 under steady load, with producer retries, reach exactly the inboxes the router names: 0 lost,
-0 duplicated, 0 wrong, counted per event id and inbox as bench/chaos.py counts."""
+0 duplicated, 0 wrong, counted per event id and inbox as bench/chaos.py counts.
+
+The helpers (`start_pipeline`, `Load`, `tally`) serve tests/integration/test_cluster_reshard.py
+too.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +16,8 @@ import random
 import time
 import uuid
 from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
 
 import pytest
 
@@ -25,45 +31,50 @@ from workers.standin_cluster import LocalRedisCluster
 ROUNDS, PER_ROUND, ROUND_GAP_S = 10, 60, 0.2  # ~2 s of steady load, 600 events
 
 
-@pytest.mark.integration
-def test_the_procfile_processes_on_a_cluster_lose_duplicate_and_misroute_nothing(
-    cluster: LocalRedisCluster, seattle_router, tmp_path
-) -> None:
-    keys = Keys("{t" + uuid.uuid4().hex[:10] + "}")
-    redis = cluster_client_from_url(cluster.url, socket_timeout=10)
-    processes = Processes(cluster.url, keys.prefix, write_city(tmp_path, claim_idle_ms=400))
-    rng = random.Random(16)
-    expected: dict[str, set[str]] = {}
-    published = 0
-    try:
-        processes.start("ingest", "ingest")
-        for role in ("emergency", "routine", "escalation"):
-            processes.start(role, "worker", "--role", role, "--name", f"{keys.name}-{role}")
-        processes.start("scheduler", "scheduler")
-        processes.start("relay", "relay")
-        for round_ in range(ROUNDS):
-            batches: dict[str, list[object]] = {}
-            for i in range(PER_ROUND):
-                dept, event = random_event(rng, round_ * PER_ROUND + i)
-                batches.setdefault(dept, []).append(event)
-                expected[event.id] = {d.dept for d in seattle_router.route(_wire(event, dept))}
-                published += 1
-                if i % 20 == 0:  # a producer retry: the same event again
-                    batches[dept].append(event)
-                    published += 1
-            for dept, events in batches.items():
-                Producer(redis, dept, keys).publish_many(events)  # type: ignore[arg-type]
-            time.sleep(ROUND_GAP_S)  # pacing the load, not waiting for a result
-        _wait_until_handled(redis, keys, published, timeout=90)
-        # Each worker's RQ scheduler child (retry intervals, `enqueue_at`) runs on the cluster:
-        # the one holding the locks has registered itself in the group's slot.
-        assert list(redis.scan_iter(match=f"{{{keys.name}}}:rq:scheduler:*"))
-        crashed = {n: p.returncode for n, p in processes.running.items() if p.poll() is not None}
-        assert not crashed, f"exited early: {crashed}"
-    finally:
-        processes.stop_all()
+def start_pipeline(processes: Processes, keys: Keys) -> None:
+    """The Procfile's processes for one slot group: ingest, the three worker roles, the cron
+    scheduler and the relay."""
+    processes.start("ingest", "ingest")
+    for role in ("emergency", "routine", "escalation"):
+        processes.start(role, "worker", "--role", role, "--name", f"{keys.name}-{role}")
+    processes.start("scheduler", "scheduler")
+    processes.start("relay", "relay")
+
+
+@dataclass
+class Load:
+    """Seattle events published in rounds, a producer retry (the same event again) every 20th;
+    `expected` is each event id's inboxes as the router names them."""
+
+    redis: Any
+    keys: Keys
+    router: Any
+    rng: random.Random
+    expected: dict[str, set[str]] = field(default_factory=dict)
+    published: int = 0
+    rounds: int = 0
+
+    def publish_round(self, per_round: int = PER_ROUND) -> None:
+        batches: dict[str, list[object]] = {}
+        for i in range(per_round):
+            dept, event = random_event(self.rng, self.rounds * per_round + i)
+            batches.setdefault(dept, []).append(event)
+            self.expected[event.id] = {d.dept for d in self.router.route(_wire(event, dept))}
+            self.published += 1
+            if i % 20 == 0:  # a producer retry: the same event again
+                batches[dept].append(event)
+                self.published += 1
+        for dept, events in batches.items():
+            Producer(self.redis, dept, self.keys).publish_many(events)  # type: ignore[arg-type]
+        self.rounds += 1
+
+
+def tally(
+    redis: Any, keys: Keys, router: Any, expected: dict[str, set[str]]
+) -> tuple[set[tuple[str, str]], set[tuple[str, str]], set[tuple[str, str]]]:
+    """(lost, duplicated, wrong) (event id, inbox) pairs, counted as bench/chaos.py counts."""
     got: Counter[tuple[str, str]] = Counter()
-    for dept in seattle_router.config.department_ids:
+    for dept in router.config.department_ids:
         for _, fields in redis.xrange(keys.inbox(dept)):
             got[(json.loads(fields[b"e"])["id"], dept)] += 1
     wanted = {(eid, dept) for eid, depts in expected.items() for dept in depts}
@@ -71,5 +82,30 @@ def test_the_procfile_processes_on_a_cluster_lose_duplicate_and_misroute_nothing
     lost = wanted - set(got)
     duplicated = {pair for pair, n in got.items() if n > 1}
     wrong = set(got) - wanted
+    return lost, duplicated, wrong
+
+
+@pytest.mark.integration
+def test_the_procfile_processes_on_a_cluster_lose_duplicate_and_misroute_nothing(
+    cluster: LocalRedisCluster, seattle_router, tmp_path
+) -> None:
+    keys = Keys("{t" + uuid.uuid4().hex[:10] + "}")
+    redis = cluster_client_from_url(cluster.url, socket_timeout=10)
+    processes = Processes(cluster.url, keys.prefix, write_city(tmp_path, claim_idle_ms=400))
+    load = Load(redis, keys, seattle_router, random.Random(16))
+    try:
+        start_pipeline(processes, keys)
+        for _ in range(ROUNDS):
+            load.publish_round()
+            time.sleep(ROUND_GAP_S)  # pacing the load, not waiting for a result
+        _wait_until_handled(redis, keys, load.published, timeout=90)
+        # Each worker's RQ scheduler child (retry intervals, `enqueue_at`) runs on the cluster:
+        # the one holding the locks has registered itself in the group's slot.
+        assert list(redis.scan_iter(match=f"{{{keys.name}}}:rq:scheduler:*"))
+        crashed = {n: p.returncode for n, p in processes.running.items() if p.poll() is not None}
+        assert not crashed, f"exited early: {crashed}"
+    finally:
+        processes.stop_all()
+    lost, duplicated, wrong = tally(redis, keys, seattle_router, load.expected)
     assert (len(lost), len(duplicated), len(wrong)) == (0, 0, 0), (lost, duplicated, wrong)
     assert not redis.xrange(keys.deadletter)
