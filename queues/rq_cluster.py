@@ -31,6 +31,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from redis import Redis
+from redis.client import Pipeline
 from redis.cluster import ClusterPipeline, RedisCluster, TransactionStrategy
 from redis.commands.core import Script
 
@@ -96,3 +98,12 @@ class RQCluster(RidesOutMigrations, RedisCluster):
 
     def register_script(self, script: Any) -> ClusterScript:
         return ClusterScript(self, script)
+
+
+def client_of(pipe: Pipeline | RQClusterPipeline) -> Redis:
+    """A client for commands to run now on the Redis a pipeline writes to: a plain pipeline's
+    pool, or the `RQCluster` an `RQClusterPipeline` came from (a cluster pipeline has no single
+    connection pool)."""
+    if isinstance(pipe, RQClusterPipeline):
+        return pipe.parent  # type: ignore[return-value]
+    return Redis(connection_pool=pipe.connection_pool)

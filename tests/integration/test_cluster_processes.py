@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 
+from city.events import Event, source_for
 from queues.connect import cluster_client_from_url
 from queues.keys import Keys
 from queues.streams import Producer
@@ -43,8 +44,9 @@ def start_pipeline(processes: Processes, keys: Keys) -> None:
 
 @dataclass
 class Load:
-    """Seattle events published in rounds, a producer retry (the same event again) every 20th;
-    `expected` is each event id's inboxes as the router names them."""
+    """Seattle events published in rounds, a producer retry (the same event again) every 20th,
+    and one emergency per round (its own lane; `emergencies`: their ids); `expected` is each
+    event id's inboxes as the router names them."""
 
     redis: Any
     keys: Keys
@@ -53,6 +55,7 @@ class Load:
     expected: dict[str, set[str]] = field(default_factory=dict)
     published: int = 0
     rounds: int = 0
+    emergencies: list[str] = field(default_factory=list)
 
     def publish_round(self, per_round: int = PER_ROUND) -> None:
         batches: dict[str, list[object]] = {}
@@ -64,9 +67,21 @@ class Load:
             if i % 20 == 0:  # a producer retry: the same event again
                 batches[dept].append(event)
                 self.published += 1
+        where = {"lat": self.rng.uniform(47.55, 47.70), "lon": self.rng.uniform(-122.38, -122.28)}
+        data = {"incident_number": f"E-{self.rounds}", "kind": "cardiac"}
+        emergency = Event.new("health.emergency", source_for("ems"), data, location=where)
+        batches.setdefault("ems", []).append(emergency)
+        self.expected[emergency.id] = {d.dept for d in self.router.route(_wire(emergency, "ems"))}
+        self.emergencies.append(emergency.id)
+        self.published += 1
         for dept, events in batches.items():
             Producer(self.redis, dept, self.keys).publish_many(events)  # type: ignore[arg-type]
         self.rounds += 1
+
+
+def untracked(redis: Any, keys: Keys, emergencies: list[str]) -> list[str]:
+    """Emergencies with no tracking record (their acknowledgement deadlines, jobs/emergency/)."""
+    return [eid for eid in emergencies if not redis.exists(keys.emergency(eid))]
 
 
 def tally(
@@ -109,3 +124,4 @@ def test_the_procfile_processes_on_a_cluster_lose_duplicate_and_misroute_nothing
     lost, duplicated, wrong = tally(redis, keys, seattle_router, load.expected)
     assert (len(lost), len(duplicated), len(wrong)) == (0, 0, 0), (lost, duplicated, wrong)
     assert not redis.xrange(keys.deadletter)
+    assert not untracked(redis, keys, load.emergencies)

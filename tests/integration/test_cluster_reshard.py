@@ -26,7 +26,7 @@ from queues.connect import cluster_client_from_url
 from queues.keys import Keys
 from queues.metrics import handled, read_stats, wait_until_handled
 from tests.conftest import write_city
-from tests.integration.test_cluster_processes import Load, start_pipeline, tally
+from tests.integration.test_cluster_processes import Load, start_pipeline, tally, untracked
 from tests.integration.test_processes import Processes
 from workers.standin_cluster import LocalRedisCluster, tag_in_slot
 
@@ -109,3 +109,4 @@ def test_resharding_a_busy_slot_group_under_load_loses_duplicates_and_misroutes_
     lost, duplicated, wrong = tally(redis, keys, seattle_router, load.expected)
     assert (len(lost), len(duplicated), len(wrong)) == (0, 0, 0), (lost, duplicated, wrong)
     assert not redis.xrange(keys.deadletter)
+    assert not untracked(redis, keys, load.emergencies)
