@@ -8,8 +8,8 @@ event id and inbox.
 While the slot migrates, its keys are split between the two primaries (MIGRATE moves them in
 batches, each key - a whole stream - atomically), and a command naming several keys of it gets
 ``TRYAGAIN`` (some here, some there; or one not created yet) or ``ASK`` (none here); once the
-slot is handed over, ``MOVED``. The test asserts the load met those refusals (INFO errorstats
-of the two primaries), so it cannot pass on a migration that happened while nothing ran.
+slot is handed over, ``MOVED``. The test asserts the processes met TRYAGAIN (INFO errorstats of
+the two primaries), so it cannot pass on a migration that happened while nothing ran.
 """
 
 from __future__ import annotations
@@ -105,7 +105,9 @@ def test_resharding_a_busy_slot_group_under_load_loses_duplicates_and_misroutes_
         f"events handled before; refusals met during the migration: {met}"
     )
     assert keys_in_slot > EARLIER_MARKERS  # and the inboxes, ingest streams, RQ's keys
-    assert met["ASK"] + met["TRYAGAIN"] > 0, met  # the load ran into the migration
+    # The processes ran into the migration: TRYAGAIN answers only commands naming several keys,
+    # which the test's producer (one XADD per stream) never sends.
+    assert met["TRYAGAIN"] > 0, met
     lost, duplicated, wrong = tally(redis, keys, seattle_router, load.expected)
     assert (len(lost), len(duplicated), len(wrong)) == (0, 0, 0), (lost, duplicated, wrong)
     assert not redis.xrange(keys.deadletter)
