@@ -41,7 +41,7 @@ import yaml  # noqa: E402
 from redis import Redis  # noqa: E402
 from rq.registry import FailedJobRegistry, StartedJobRegistry  # noqa: E402
 
-from bench.pipeline import _exit_on_sigterm  # noqa: E402
+from bench.pipeline import _exit_on_sigterm, bench_client  # noqa: E402
 from city.config import load_city  # noqa: E402
 from city.events import Event, source_for  # noqa: E402
 from city.routing import Router  # noqa: E402
@@ -356,12 +356,15 @@ def run_chaos(
     drain_timeout_s: float = 300,
     seed: int = 8,
     progress: Callable[[str], None] | None = None,
+    prefix: str | None = None,
 ) -> dict[str, Any]:
+    """`prefix`: the run's key prefix (default a fresh one; a hash tag ``{name}`` on a cluster,
+    where this process must have ``RQ_KEY_PREFIX={name}:rq`` before rq is imported)."""
     say = progress or (lambda message: None)
     run_id = uuid.uuid4().hex[:8]
-    prefix = f"chaos{run_id}"
+    prefix = prefix or f"chaos{run_id}"
     keys = Keys(prefix)
-    redis = Redis.from_url(redis_url)
+    redis = bench_client(redis_url)
     config = config_file(claim_idle_ms, events)
     city, base = load_city(config)
     router = Router.from_config(city, base)

@@ -48,6 +48,8 @@ from redis import Redis  # noqa: E402
 from bench.cpu import CpuMeter, per_event  # noqa: E402
 from city.events import Event, source_for  # noqa: E402
 from queues.cleanup import delete_city  # noqa: E402
+from queues.cluster import is_cluster_url  # noqa: E402
+from queues.connect import redis_from_url  # noqa: E402
 from queues.keys import Keys  # noqa: E402
 from queues.metrics import read_stats  # noqa: E402
 from queues.streams import EVENT_FIELD  # noqa: E402
@@ -156,6 +158,12 @@ def stop(processes: list[subprocess.Popen]) -> None:
             p.kill()
 
 
+def bench_client(redis_url: str) -> Redis:
+    """The bench's own client: a plain one, or for ``redis+cluster://`` the client of one slot
+    group the processes use (the run's prefix must then be a hash tag, ``{name}``)."""
+    return redis_from_url(redis_url) if is_cluster_url(redis_url) else Redis.from_url(redis_url)
+
+
 def warm_up_pipeline(redis: Redis, keys: Keys, timeout_s: float = 120) -> bytes:
     """One emergency and one routine event through the pipeline: returns once both arrived,
     i.e. every process is up; returns the warm-up emergency's ingest id (not measured)."""
@@ -208,12 +216,16 @@ def run(
     emergency_workers: int = 1,
     emergency_nice: int = 0,
     ingest_consumers: int = 1,
+    prefix: str | None = None,
+    info: Redis | None = None,
 ) -> dict:
     """One phase with fresh processes. `rate` None: closed loop (as fast as the pipeline
-    absorbs, backlog bounded); else routine events/s published at that steady rate."""
-    prefix = f"bench{uuid.uuid4().hex[:8]}"
+    absorbs, backlog bounded); else routine events/s published at that steady rate.
+    `prefix`: the run's key prefix (default a fresh one); `info`: the Redis whose INFO the CPU
+    meter reads (default the run's; on a cluster, the primary serving the slot group)."""
+    prefix = prefix or f"bench{uuid.uuid4().hex[:8]}"
     keys = Keys(prefix)
-    redis = Redis.from_url(redis_url)
+    redis = bench_client(redis_url)
     config = config_file(batch)
     processes = start(
         prefix, config, redis_url, routine_workers, emergency_workers, emergency_nice,
@@ -224,7 +236,7 @@ def run(
     try:
         warm_up_pipeline(redis, keys)  # every process has loaded the city
         pool = [routine_event(rng, n) for n in range(20_000)]
-        meter = CpuMeter(redis, kinds(processes, emergency_workers, ingest_consumers))
+        meter = CpuMeter(info or redis, kinds(processes, emergency_workers, ingest_consumers))
         load_before = os.getloadavg()[0]
         before = meter.sample()
         published = emergencies = 0

@@ -25,6 +25,9 @@ by running RQ's SimpleWorker on tests/integration/test_cluster_rq.py's cluster):
   NOSCRIPT cannot be retried away. Found when the RQ scheduler child of a worker died with
   NOSCRIPT in its heartbeat right after a primary's SIGKILL
   (tests/integration/test_cluster_failover.py).
+- A slot migration (a resharding) refuses commands with ASK / TRYAGAIN / UNBLOCKED, which
+  redis-py raises after a short while: `RidesOutMigrations` and `run_transaction`
+  (queues/cluster_migration.py) send them again until the slot has moved.
 - RQ's Worker reads ``connection.connection_pool`` to raise the socket timeout above its
   blocking pop; a cluster client has a pool per node. The worker must skip that step (set the
   client's `socket_timeout` above RQ's `connection_timeout` instead).
@@ -35,8 +38,11 @@ from __future__ import annotations
 from typing import Any
 
 from redis import Redis
+from redis.client import Pipeline
 from redis.cluster import ClusterPipeline, RedisCluster, TransactionStrategy
 from redis.commands.core import Script
+
+from queues.cluster_migration import RidesOutMigrations, run_transaction, until_migrated
 
 
 class ClusterScript(Script):
@@ -72,9 +78,10 @@ class ScriptLoadingTransaction(TransactionStrategy):
         return redis_node, connection
 
 
-class RQClusterPipeline(ClusterPipeline):
-    """The cluster pipeline with the two attributes RQ reads on a plain pipeline, and the
-    scripts queued on it loaded before it runs (and, for a transaction, before each attempt)."""
+class RQClusterPipeline(RidesOutMigrations, ClusterPipeline):
+    """The cluster pipeline with the two attributes RQ reads on a plain pipeline, the scripts
+    queued on it loaded before it runs (and, for a transaction, before each attempt), and its
+    commands sent again while their slot migrates."""
 
     scripts_queued: list[Script]
     parent: RedisCluster
@@ -85,9 +92,16 @@ class RQClusterPipeline(ClusterPipeline):
                 self._execution_strategy, ScriptLoadingTransaction
             ):
                 _load_missing(self.parent, self.scripts_queued)  # SCRIPT LOAD: every primary
+            if isinstance(self._execution_strategy, TransactionStrategy):
+                return run_transaction(
+                    self, lambda: super(RQClusterPipeline, self).execute(raise_on_error)
+                )
             return super().execute(raise_on_error)
         finally:
             self.scripts_queued = []
+
+    def watch(self, *names: Any) -> Any:
+        return until_migrated(lambda: super(RQClusterPipeline, self).watch(*names))
 
     @property
     def watching(self) -> bool:
@@ -98,9 +112,9 @@ class RQClusterPipeline(ClusterPipeline):
         return bool(getattr(self._execution_strategy, "_explicit_transaction", False))
 
 
-class RQCluster(RedisCluster):
+class RQCluster(RidesOutMigrations, RedisCluster):
     """A cluster client whose pipelines are transactions unless asked otherwise (as with
-    `redis.Redis`), and expose what RQ reads on them."""
+    `redis.Redis`), and expose what RQ reads on them; it rides out slot migrations."""
 
     def pipeline(self, transaction: Any = True, shard_hint: Any = None) -> RQClusterPipeline:
         pipe = super().pipeline(transaction=transaction, shard_hint=shard_hint)
@@ -116,3 +130,12 @@ class RQCluster(RedisCluster):
 
     def register_script(self, script: Any) -> ClusterScript:
         return ClusterScript(self, script)
+
+
+def client_of(pipe: Pipeline | RQClusterPipeline) -> Redis:
+    """A client for commands to run now on the Redis a pipeline writes to: a plain pipeline's
+    pool, or the `RQCluster` an `RQClusterPipeline` came from (a cluster pipeline has no single
+    connection pool)."""
+    if isinstance(pipe, RQClusterPipeline):
+        return pipe.parent  # type: ignore[return-value]
+    return Redis(connection_pool=pipe.connection_pool)

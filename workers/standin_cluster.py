@@ -15,6 +15,7 @@ from functools import partial
 from pathlib import Path
 
 from redis import Redis
+from redis.crc import key_slot
 from redis.exceptions import RedisError
 
 from workers.standins import _wait_for, free_port
@@ -174,6 +175,40 @@ class LocalRedisCluster:
         self._start_node(port)
         _wait_for(partial(self._ping, port), f"cluster node on port {port}", timeout)
 
+    def node_id(self, port: int) -> str:
+        with self.node(port) as client:
+            return str(client.execute_command("CLUSTER", "MYID").decode())
+
+    def slot_owner(self, slot: int) -> int:
+        """Port of the primary serving `slot`, as that primary itself says (CLUSTER SLOTS of
+        every running node agree once a resharding has ended: `healthy` checks no more)."""
+        for port in self.primary_ports():
+            with self.node(port) as client:
+                for start, end, primary, *_ in client.execute_command("CLUSTER", "SLOTS"):
+                    if start <= slot <= end and int(primary[1]) == port:
+                        return port
+        raise LookupError(f"no primary serves slot {slot}")
+
+    def lowest_slot(self, port: int) -> int:
+        """The lowest slot a primary serves: the one ``redis-cli --cluster reshard
+        --cluster-slots 1 --cluster-from <it>`` moves (it takes a source's slots in order)."""
+        with self.node(port) as client:
+            ranges = client.execute_command("CLUSTER", "SLOTS")
+        return min(int(start) for start, _, primary, *_ in ranges if int(primary[1]) == port)
+
+    def reshard(self, source: int, destination: int, slots: int = 1, pipeline: int = 10) -> str:
+        """``redis-cli --cluster reshard`` of `source`'s lowest `slots` slots to `destination`,
+        as an operator runs it: SETSLOT IMPORTING / MIGRATING, MIGRATE ... KEYS in batches of
+        `pipeline` keys, SETSLOT NODE. Returns its output; raises if it failed."""
+        done = subprocess.run(
+            ["redis-cli", "--cluster", "reshard", f"127.0.0.1:{source}",
+             "--cluster-from", self.node_id(source), "--cluster-to", self.node_id(destination),
+             "--cluster-slots", str(slots), "--cluster-pipeline", str(pipeline),
+             "--cluster-yes"],
+            check=True, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        return done.stdout
+
     def pid(self, port: int) -> int:
         return self._processes[port].pid
 
@@ -195,3 +230,12 @@ class LocalRedisCluster:
                 proc.wait(timeout=10)
         if self.directory is not None:
             shutil.rmtree(self.directory, ignore_errors=True)
+
+
+def tag_in_slot(slot: int, stem: str = "t") -> str:
+    """A hash tag name (`stem` + a number) whose ``{name}`` keys hash to `slot`: about 16 384
+    CRC16s to find one."""
+    for n in range(1_000_000):
+        if key_slot(f"{stem}{n}".encode()) == slot:
+            return f"{stem}{n}"
+    raise LookupError(f"no {stem}<n> in slot {slot}")  # pragma: no cover - CRC16 covers slots

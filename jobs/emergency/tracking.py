@@ -13,7 +13,6 @@ import json
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from redis import Redis
 from redis.client import Pipeline
 
 from city.escalation import (
@@ -24,6 +23,7 @@ from jobs.context import RouteContext
 from jobs.emergency.levels import _queue, schedule
 from jobs.emergency.plan import plan_for
 from queues.acks import EMERGENCY, track
+from queues.rq_cluster import client_of
 
 Recipients = Iterable[Delivery | str] | Any  # deliveries, department ids, or `.deliveries`
 
@@ -58,7 +58,7 @@ def track_emergencies(
     ]
     rerun = [c for c in candidates if not c[3]]
     if rerun:  # one round trip, only on a re-run
-        check = Redis(connection_pool=pipe.connection_pool).pipeline(transaction=False)
+        check = client_of(pipe).pipeline(transaction=False)
         for event, *_ in rerun:
             check.exists(context.keys.emergency(str(event["id"])))
         untracked = {id(c[0]) for c, found in zip(rerun, check.execute(), strict=True) if not found}
@@ -96,6 +96,6 @@ def _track_one(
     for dept, deadline in deadlines.items():
         if plan.escalation(dept).max_level >= 1:
             groups.setdefault(deadline, []).append(dept)
-    queue = _queue(Redis(connection_pool=pipe.connection_pool), context.keys)
+    queue = _queue(client_of(pipe), context.keys)
     for deadline, group in groups.items():
         schedule(queue, context.keys, event_id, group, 1, deadline, pipeline=pipe)

@@ -3,7 +3,11 @@ ingest, the emergency / routine / escalation workers (each with RQ's scheduler c
 scheduler and the relay, started as ``cityrelay`` subprocesses with ``REDIS_URL=redis+cluster://``
 and nothing else cluster-specific (the command sets ``RQ_KEY_PREFIX`` itself). Seattle events
 under steady load, with producer retries, reach exactly the inboxes the router names: 0 lost,
-0 duplicated, 0 wrong, counted per event id and inbox as bench/chaos.py counts."""
+0 duplicated, 0 wrong, counted per event id and inbox as bench/chaos.py counts.
+
+The helpers (`start_pipeline`, `Load`, `tally`) serve tests/integration/test_cluster_reshard.py
+too.
+"""
 
 from __future__ import annotations
 
@@ -13,10 +17,13 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
 
 import pytest
 from redis.cluster import RedisCluster
 
+from city.events import Event, source_for
 from city.routing import Router
 from queues.connect import cluster_client_from_url
 from queues.keys import Keys
@@ -85,6 +92,55 @@ def inbox_pairs(redis: RedisCluster, keys: Keys, depts: Iterable[str]) -> Counte
     return got
 
 
+@dataclass
+class Load:
+    """Seattle events published in rounds, a producer retry (the same event again) every 20th,
+    and one emergency per round (its own lane; `emergencies`: their ids); `expected` is each
+    event id's inboxes as the router names them."""
+
+    redis: Any
+    keys: Keys
+    router: Any
+    rng: random.Random
+    expected: dict[str, set[str]] = field(default_factory=dict)
+    published: int = 0
+    rounds: int = 0
+    emergencies: list[str] = field(default_factory=list)
+
+    def publish_round(self, per_round: int = PER_ROUND) -> None:
+        batches: dict[str, list[object]] = {}
+        for i in range(per_round):
+            dept, event = random_event(self.rng, self.rounds * per_round + i)
+            batches.setdefault(dept, []).append(event)
+            self.expected[event.id] = {d.dept for d in self.router.route(_wire(event, dept))}
+            self.published += 1
+            if i % 20 == 0:  # a producer retry: the same event again
+                batches[dept].append(event)
+                self.published += 1
+        where = {"lat": self.rng.uniform(47.55, 47.70), "lon": self.rng.uniform(-122.38, -122.28)}
+        data = {"incident_number": f"E-{self.rounds}", "kind": "cardiac"}
+        emergency = Event.new("health.emergency", source_for("ems"), data, location=where)
+        batches.setdefault("ems", []).append(emergency)
+        self.expected[emergency.id] = {d.dept for d in self.router.route(_wire(emergency, "ems"))}
+        self.emergencies.append(emergency.id)
+        self.published += 1
+        for dept, events in batches.items():
+            Producer(self.redis, dept, self.keys).publish_many(events)  # type: ignore[arg-type]
+        self.rounds += 1
+
+
+def untracked(redis: Any, keys: Keys, emergencies: list[str]) -> list[str]:
+    """Emergencies with no tracking record (their acknowledgement deadlines, jobs/emergency/)."""
+    return [eid for eid in emergencies if not redis.exists(keys.emergency(eid))]
+
+
+def tally(
+    redis: Any, keys: Keys, router: Any, expected: dict[str, set[str]]
+) -> tuple[set[tuple[str, str]], ...]:
+    """(lost, duplicated, wrong) (event id, inbox) pairs over every department of the city."""
+    return lost_duplicated_wrong(inbox_pairs(redis, keys, router.config.department_ids), expected)
+
+
 @pytest.mark.integration
 def test_the_procfile_processes_on_a_cluster_lose_duplicate_and_misroute_nothing(
     cluster: LocalRedisCluster, seattle_router, tmp_path
@@ -92,10 +148,13 @@ def test_the_procfile_processes_on_a_cluster_lose_duplicate_and_misroute_nothing
     keys = Keys("{t" + uuid.uuid4().hex[:10] + "}")
     redis = cluster_client_from_url(cluster.url, socket_timeout=10)
     processes = Processes(cluster.url, keys.prefix, write_city(tmp_path, claim_idle_ms=400))
+    load = Load(redis, keys, seattle_router, random.Random(16))
     try:
         start_procfile(processes, keys.name)
-        expected, published = publish_steady_load(redis, seattle_router, lambda _: keys)
-        _wait_until_handled(redis, keys, published, timeout=90)
+        for _ in range(ROUNDS):
+            load.publish_round()
+            time.sleep(ROUND_GAP_S)  # pacing the load, not waiting for a result
+        _wait_until_handled(redis, keys, load.published, timeout=90)
         # Each worker's RQ scheduler child (retry intervals, `enqueue_at`) runs on the cluster:
         # the one holding the locks has registered itself in the group's slot.
         assert list(redis.scan_iter(match=f"{{{keys.name}}}:rq:scheduler:*"))
@@ -103,7 +162,7 @@ def test_the_procfile_processes_on_a_cluster_lose_duplicate_and_misroute_nothing
         assert not crashed, f"exited early: {crashed}"
     finally:
         processes.stop_all()
-    got = inbox_pairs(redis, keys, seattle_router.config.department_ids)
-    lost, duplicated, wrong = lost_duplicated_wrong(got, expected)
+    lost, duplicated, wrong = tally(redis, keys, seattle_router, load.expected)
     assert (len(lost), len(duplicated), len(wrong)) == (0, 0, 0), (lost, duplicated, wrong)
     assert not redis.xrange(keys.deadletter)
+    assert not untracked(redis, keys, load.emergencies)
