@@ -23,6 +23,7 @@ import sys
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -47,6 +48,15 @@ def redis_cpu_s(redis: Redis) -> float:
     """The server's CPU seconds so far (meaningful on a Redis of your own)."""
     info = redis.info("cpu")
     return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
+
+def recorded_batches(redis: Redis, keys: Keys) -> list[list[dict[str, Any]]]:
+    """The items of every route job ingest has queued (high, routine, bulk), in queue order."""
+    batches = []
+    for name in ("high", "routine", "bulk"):
+        queue = Queue(queue_name(keys, name), connection=redis, serializer=JSONSerializer)
+        batches += [job.args[0] for job in queue.jobs]
+    return batches
 
 
 def top(profile: cProfile.Profile, count: int, sort: str) -> str:
@@ -100,10 +110,7 @@ def main() -> None:
         ingest_cpu = time.process_time() - t0
         redis_s.append(redis_cpu_s(redis))
 
-        batches = []
-        for name in ("high", "routine", "bulk"):
-            queue = Queue(queue_name(keys, name), connection=redis, serializer=JSONSerializer)
-            batches += [job.args[0] for job in queue.jobs]
+        batches = recorded_batches(redis, keys)
         meter = CpuMeter(redis, {})
         before = meter.sample()
         route_profile = cProfile.Profile(time.process_time)
