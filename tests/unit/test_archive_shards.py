@@ -15,10 +15,10 @@ import pytest
 import yaml
 
 from city.retention import EXAMPLE_RETENTION
-from jobs import lake
+from jobs import disposition, lake
 from jobs.archive import Archiver, archive_job, archive_shard
 from jobs.archive import job as archive_job_module
-from jobs.disposition import Disposer, Ledger
+from jobs.disposition import Disposer, Ledger, disposition_job
 from jobs.retrieval import History, Query
 from queues.keys import Keys
 from queues.partition import PartitionError
@@ -162,3 +162,36 @@ def test_archive_run_command_names_objects_with_the_shard(aws, tmp_path, monkeyp
     assert keys_under(s3, settings.bucket, "events/") == [
         f"{PREFIX}part-20260310T000000Z-a.parquet"
     ]
+
+
+def test_disposition_of_every_shard_takes_one_city_wide_lock(aws, tmp_path, monkeypatch):
+    s3_setup()
+    city_yaml(tmp_path, monkeypatch, URL_SHARDS)
+    control = fakeredis.FakeRedis(server=fakeredis.FakeServer())  # shard a, the control shard
+    own = fakeredis.FakeRedis(server=fakeredis.FakeServer())  # shard b
+    monkeypatch.setenv("REDIS_URL_A", "redis://control.invalid:6379/0")
+    urls = []
+    monkeypatch.setattr(disposition, "redis_from_url", lambda url: urls.append(url) or control)
+    monkeypatch.setattr(archive_job_module, "job_redis", lambda: own)
+    monkeypatch.setenv("CITYRELAY_SHARD", "b")
+    lock = control.lock(Keys("u").disposition_lock, timeout=60)
+    assert lock.acquire(blocking=False)  # shard a's run holds it
+    assert disposition_job("u") == {"skipped": "another disposition run holds the lock"}
+    assert urls == ["redis://control.invalid:6379/0"]
+    lock.release()
+    assert disposition_job("u")["records"] == 0
+    assert own.keys() == []  # no lock of its own on shard b
+    monkeypatch.setenv("CITYRELAY_SHARD", "a")  # the control shard locks on its own Redis
+    parts = archive_job_module.load_partitions()
+    assert disposition.city_lock_home(control, "u", parts) == (control, Keys("u"))
+    assert urls == ["redis://control.invalid:6379/0"] * 2  # one per run of shard b, none here
+
+
+def test_disposition_lock_of_slot_groups_is_the_control_groups(tmp_path, monkeypatch):
+    redis = fakeredis.FakeRedis()
+    parts = archive_job_module.load_partitions(city_yaml(tmp_path, monkeypatch, SLOT_GROUPS))
+    for prefix in ("{seattle-a}", "{seattle-b}"):
+        home, keys = disposition.city_lock_home(redis, prefix, parts)
+        assert home is redis and keys == Keys("{seattle-a}")
+    home, keys = disposition.city_lock_home(redis, "t", None)
+    assert home is redis and keys == Keys("t")
