@@ -135,14 +135,22 @@ def test_archive_job_of_a_slot_group_names_objects_with_its_group(aws, tmp_path,
     monkeypatch.delenv("CITYRELAY_SHARD", raising=False)
     redis = fakeredis.FakeRedis()  # one cluster: both groups' keys on one Redis
     monkeypatch.setattr(archive_job_module, "job_redis", lambda: redis)
-    for prefix in ("{seattle-a}", "{seattle-b}"):
+    for prefix, counts in (("{seattle-a}", 4), ("{seattle-b}", 6)):
         add_hot(redis, Keys(prefix), TYPE, T0, 4)
-        assert archive_job(prefix)["trimmed"] == 4
+        add_hot(redis, Keys(prefix), "environment.air_quality", T0, counts)  # an aggregate series
+        assert archive_job(prefix)["trimmed"] == 4 + counts
     assert sorted(keys_under(s3, settings.bucket, PREFIX)) == [
         f"{PREFIX}part-20260310T000000Z-a.parquet",
         f"{PREFIX}part-20260310T000000Z-b.parquet",
     ]
     assert len(list(History(s3, settings.bucket).events(Query(TYPE)))) == 8
+    # Hourly counts too: one object per group, each its own group's count.
+    aggregates = "aggregates/rc=air-quality-counts/type=environment.air_quality/dt=2026-03-10/"
+    found = {}
+    for key in keys_under(s3, settings.bucket, aggregates):
+        table = lake.read_parquet(s3.get_object(Bucket=settings.bucket, Key=key)["Body"].read())
+        found[key[len(aggregates) :]] = sum(table.column("count").to_pylist())
+    assert found == {"part-20260310T000000Z-a.parquet": 4, "part-20260310T000000Z-b.parquet": 6}
 
 
 def test_archive_shard_without_partitions_is_none(tmp_path, monkeypatch):
