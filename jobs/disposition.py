@@ -23,9 +23,12 @@ import pyarrow as pa
 from botocore.exceptions import ClientError
 from redis import Redis
 
+from city.config import PartitionsConfig
 from city.retention import RESTORE_CLASSES, Hold, RetentionSchedule, Series, blocking_holds
 from jobs import lake
+from queues.connect import redis_from_url
 from queues.keys import Keys
+from queues.partition import group_keys, shard_of, shard_url
 
 GENESIS = "0" * 64
 LEDGER_PREFIX = "disposition/"
@@ -338,18 +341,39 @@ def record_hash(entry: dict[str, Any]) -> str:
 
 
 def disposition_job(prefix: str) -> dict[str, Any]:
-    """RQ entry point: one disposition run under the disposition lock."""
-    from jobs.archive.job import job_redis, load_schedule
+    """RQ entry point: one disposition run under the city's disposition lock."""
+    from jobs.archive.job import job_redis, load_partitions, load_schedule
 
-    redis: Redis = job_redis()
-    lock = redis.lock(Keys(prefix).disposition_lock, timeout=3600)
-    if not lock.acquire(blocking=False):
-        return {"skipped": "another disposition run holds the lock"}
+    own = job_redis()
+    redis, keys = city_lock_home(own, prefix, load_partitions())
     try:
-        settings = lake.S3Settings.from_env()
-        return Disposer(settings.client(), settings, load_schedule()).run().summary()
+        lock = redis.lock(keys.disposition_lock, timeout=3600)
+        if not lock.acquire(blocking=False):
+            return {"skipped": "another disposition run holds the lock"}
+        try:
+            settings = lake.S3Settings.from_env()
+            return Disposer(settings.client(), settings, load_schedule()).run().summary()
+        finally:
+            lock.release()
     finally:
-        lock.release()
+        if redis is not own:  # the control shard's client, made for the lock
+            redis.close()
+
+
+def city_lock_home(redis: Redis, prefix: str, parts: PartitionsConfig | None) -> tuple[Redis, Keys]:
+    """Where the disposition lock is taken: one place for the whole city. Every shard's
+    scheduler enqueues disposition (at the same hour), and the shards of a partitioned city
+    share one bucket and its ledger: runs that overlapped would each list the same due objects
+    and append to the one hash chain at once. So a partitioned city's lock lives on the control
+    shard (slot groups: under the control group's prefix, on the same cluster; URL shards: on
+    the control shard's Redis), and a run that waited finds what the first disposed of gone."""
+    if parts is None:
+        return redis, Keys(prefix)
+    if parts.slot_groups:
+        return redis, group_keys(parts)[parts.control_shard]
+    if shard_of(parts, prefix=prefix) == parts.control_shard:
+        return redis, Keys(prefix)
+    return redis_from_url(shard_url(parts, parts.control_shard)), Keys(prefix)
 
 
 def parse_day(text: str | None) -> date | None:

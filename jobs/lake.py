@@ -11,8 +11,14 @@ Objects (the first partition key is the retention class, so S3 lifecycle rules f
 - ``index/type=<event type>/rc=<series>``: empty markers, so retrieval finds the classes that
   hold a type with one small LIST.
 
-Keys are a pure function of (series, type, event date, window), so a crashed archive run that
-is repeated overwrites its own objects instead of adding duplicates. Any Parquet reader
+In a partitioned city (``partitions:``) every shard archives its own hot tier into the one
+bucket of the city, and its objects are named ``part-<window start>-<shard>.parquet`` inside
+the same partitions: two shards archiving one type and window write two objects, and a LIST
+of a type's date finds every shard's. An unpartitioned city's names carry no shard (lakes
+written before stay as they are); `parse_key` reads both.
+
+Keys are a pure function of (series, type, event date, window, shard), so a crashed archive run
+that is repeated overwrites its own objects instead of adding duplicates. Any Parquet reader
 (``pyarrow.dataset``, DuckDB, Athena, Spark) reads the lake directly.
 """
 
@@ -91,7 +97,7 @@ AGGREGATE_SCHEMA = pa.schema(
 )
 _KEY = re.compile(
     r"^(?P<kind>events|aggregates)/rc=(?P<rc>[^/]+)/type=(?P<type>[^/]+)/dt=(?P<dt>\d{4}-\d{2}-\d{2})/"
-    r"part-(?P<window>[0-9TZ]+)\.parquet$"
+    r"part-(?P<window>[0-9TZ]+)(?:-(?P<shard>[a-z][a-z0-9-]*))?\.parquet$"
 )
 
 
@@ -149,10 +155,15 @@ def index_key(event_type: str, rc: str) -> str:
     return f"{INDEX_PREFIX}type={event_type}/rc={rc}"
 
 
-def object_key(kind: str, rc: str, event_type: str, day: date, window_start_ms: int) -> str:
-    return (
-        f"{partition_prefix(kind, rc, event_type, day)}part-{window_name(window_start_ms)}.parquet"
-    )
+def object_key(
+    kind: str, rc: str, event_type: str, day: date, window_start_ms: int, shard: str | None = None
+) -> str:
+    """The object of one window's rows of one date; `shard` is the archiving shard of a
+    partitioned city (None: unpartitioned, no shard in the name)."""
+    part = window_name(window_start_ms)
+    if shard is not None:
+        part = f"{part}-{shard}"
+    return f"{partition_prefix(kind, rc, event_type, day)}part-{part}.parquet"
 
 
 @dataclass(frozen=True)
@@ -162,6 +173,7 @@ class KeyParts:
     event_type: str
     day: date
     window: str
+    shard: str | None = None  # the shard that archived it (partitioned cities only)
 
 
 def parse_key(key: str) -> KeyParts | None:
@@ -169,9 +181,8 @@ def parse_key(key: str) -> KeyParts | None:
     match = _KEY.match(key)
     if not match:
         return None
-    return KeyParts(
-        match["kind"], match["rc"], match["type"], date.fromisoformat(match["dt"]), match["window"]
-    )
+    day = date.fromisoformat(match["dt"])
+    return KeyParts(match["kind"], match["rc"], match["type"], day, match["window"], match["shard"])
 
 
 def encode_events(batch: HotBatch) -> pa.Table:

@@ -66,7 +66,16 @@ def local_shard(
 
     A partitioned city refuses to guess: a worker that took itself for the wrong shard would
     append deliveries to inboxes nobody reads."""
-    parts = config.partitions
+    return shard_of(config.partitions, environ, prefix)
+
+
+def shard_of(
+    parts: PartitionsConfig | None,
+    environ: Mapping[str, str] | None = None,
+    prefix: str | None = None,
+) -> str | None:
+    """`local_shard` from the ``partitions:`` section alone (the archive job reads no more of
+    the city config than its schedule and this)."""
     if parts is None:
         return None
     name = (environ if environ is not None else os.environ).get(SHARD_ENV, "")

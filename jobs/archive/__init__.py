@@ -16,7 +16,7 @@ from jobs.archive.archiver import (
     VerificationError,
     WindowResult,
 )
-from jobs.archive.job import archive_job, job_redis, load_schedule
+from jobs.archive.job import archive_job, archive_shard, job_redis, load_partitions, load_schedule
 from jobs.archive.lifecycle import NONCURRENT_DAYS, apply_lifecycle, lifecycle_configuration
 
 __all__ = [
@@ -30,7 +30,9 @@ __all__ = [
     "aggregate_counts",
     "apply_lifecycle",
     "archive_job",
+    "archive_shard",
     "job_redis",
     "lifecycle_configuration",
+    "load_partitions",
     "load_schedule",
 ]

@@ -6,8 +6,8 @@ For each hot type and each archive window that lies wholly past the series' hot 
 2. read the window (XRANGE by routing time) and act on ``end_of_hot``: ``drop`` keeps
    nothing, ``aggregate`` writes hourly counts per H3 cell, ``archive``/``record`` write the
    full events, one Parquet object per event date, at a key fixed by (series, type, date,
-   window), with the storage class for its age and, for ``record``, Object Lock until the end
-   of retention (GOVERNANCE when the series holds personal data, COMPLIANCE otherwise;
+   window, shard), with the storage class for its age and, for ``record``, Object Lock until
+   the end of retention (GOVERNANCE when the series holds personal data, COMPLIANCE otherwise;
    permanent records get a legal hold instead of a date);
 3. verify each object (SHA-256 and Parquet row count, read back from S3);
 4. write a "done" marker (keys, rows, id range), then XDEL exactly the archived entry ids.
@@ -94,8 +94,10 @@ class Archiver:
         bucket: str,
         schedule: RetentionSchedule,
         now: Callable[[], datetime] | None = None,
+        shard: str | None = None,
     ):
         self.redis = redis
+        self.shard = shard  # a partitioned city's shard: in the object names (`lake.object_key`)
         self.keys = keys
         self.s3 = s3
         self.bucket = bucket
@@ -219,7 +221,7 @@ class Archiver:
     ) -> list[str]:
         keys = []
         for day, part in lake.split_by_day(table):
-            key = lake.object_key(lake.EVENTS, series.id, event_type, day, start_ms)
+            key = lake.object_key(lake.EVENTS, series.id, event_type, day, start_ms, self.shard)
             body = lake.parquet_bytes(part)
             existing = self._existing_checksum(key)
             if existing is not None and existing != lake.sha256_b64(body):
@@ -254,7 +256,7 @@ class Archiver:
         days = pc.cast(table.column("hour"), pa.date32())
         for day in sorted(pc.unique(days).to_pylist()):
             part = table.filter(pc.equal(days, pa.scalar(day, pa.date32())))
-            key = lake.object_key(lake.AGGREGATES, series.id, event_type, day, start_ms)
+            key = lake.object_key(lake.AGGREGATES, series.id, event_type, day, start_ms, self.shard)
             self.put_verified(key, lake.parquet_bytes(part), part.num_rows, series, day, now)
             keys.append(key)
         return keys

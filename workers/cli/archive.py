@@ -17,7 +17,13 @@ import pyarrow.parquet as pq
 
 from city.retention import Hold, RetentionSchedule
 from jobs import lake
-from jobs.archive import Archiver, apply_lifecycle, lifecycle_configuration, load_schedule
+from jobs.archive import (
+    Archiver,
+    apply_lifecycle,
+    archive_shard,
+    lifecycle_configuration,
+    load_schedule,
+)
 from jobs.disposition import Disposer, HoldStore, parse_day
 from jobs.retrieval import (
     History,
@@ -115,7 +121,11 @@ def _print(obj: Any) -> None:
 
 def cmd_run(args: argparse.Namespace, runtime: Runtime) -> int:
     settings, s3 = _s3()
-    report = Archiver(runtime.redis(), runtime.keys, s3, settings.bucket, _schedule(runtime)).run()
+    shard = archive_shard(runtime.prefix, runtime.config_path)  # partitioned: in object names
+    archiver = Archiver(
+        runtime.redis(), runtime.keys, s3, settings.bucket, _schedule(runtime), shard=shard
+    )
+    report = archiver.run()
     _print(report.summary())
     return 0
 
