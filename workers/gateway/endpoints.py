@@ -47,8 +47,10 @@ async def _caller(request: Request) -> TokenRecord:
 async def _publisher(request: Request) -> TokenRecord:
     """The caller, if its department is one of this city's (ingest reads only theirs)."""
     record = await _caller(request)
-    if record.dept not in _state(request).config.department_ids:
+    state = _state(request)
+    if record.dept not in state.config.department_ids:
         raise Problem(403, "forbidden", f"department {record.dept!r} is not in this city")
+    state.homes.publishing(record.dept)  # 421 before anything is written, when out of reach
     return record
 
 
@@ -207,6 +209,7 @@ async def _inbox_caller(request: Request) -> tuple[Gateway, str, str, TokenRecor
     require_dept(record, dept, f"inbox {dept!r}")
     if dept not in state.config.department_ids:
         raise Problem(404, "not_found", f"no department {dept!r} in this city")
+    state.homes.inbox(dept)
     return state, dept, check_consumer(request.query_params.get("consumer")), record
 
 
