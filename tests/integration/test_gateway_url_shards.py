@@ -1,7 +1,8 @@
 """`cityrelay gateway` of one URL shard of a partitioned city, on the real Redis: a request (by
 curl) for a department at home on another shard (another Redis) is refused with 421 naming
 that shard, before anything is written, instead of landing in a stream no ingest reads; its
-own shard's departments publish as before."""
+own shard's departments publish as before; the other shard's department's inbox, likewise
+421."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import json
 import subprocess
 from datetime import UTC, datetime
 
+import httpx
 import pytest
 
 from queues.tokens import TokenStore
@@ -55,11 +57,16 @@ def test_a_department_at_home_on_another_shard_is_refused_with_its_home(
         incident = '{"kind": "collision", "severity": 2}'
         status, body = _curl(gateway.url, sdot, "sdot", "e-sdot", "traffic.incident", incident)
         assert status == "421", body
-        assert body["reason"] == "misdirected" and body["home"] == "shard 'b'"
+        assert body["reason"] == "misdirected" and body["home"] == "b"
         assert "shard 'b'" in str(body["detail"])
         dispatch = '{"incident_number": "F-1", "nature": "aid response"}'
         status, body = _curl(gateway.url, fire, "fire", "e-fire", "safety.dispatch", dispatch)
         assert status == "202", body
+        inbox = httpx.get(
+            gateway.url + "/v1/inbox/sdot", headers={"Authorization": f"Bearer {sdot}"}
+        )
+        assert inbox.status_code == 421, inbox.text
+        assert inbox.json()["home"] == "b"
     finally:
         assert gateway.alive(), gateway.output()
         gateway.stop()

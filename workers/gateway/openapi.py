@@ -19,8 +19,8 @@ _AUTH_ERRORS = {
     "401": _problem("missing, unknown, revoked or expired token"),
     "403": _problem("the token's department is not the one named"),
 }
-# A partitioned city: the department is served by another group's or shard's gateway.
-_HOMED = {"421": _problem("the department is at home elsewhere (`home` names it)")}
+# A city of URL shards: the department is served by another shard's gateway.
+_HOMED = {"421": _problem("the department is at home on another shard (`home` names it)")}
 _HOMED_ERRORS = {**_AUTH_ERRORS, **_HOMED}
 _DEPT = {"name": "dept", "in": "path", "required": True, "schema": {"type": "string"}}
 _CONSUMER = {

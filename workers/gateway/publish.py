@@ -106,7 +106,7 @@ class Publisher:
             found = self._producers[(dept, min_replicas)] = Producer(
                 self.redis,
                 dept,
-                self.homes.publishing(dept),
+                self.homes.keys_for(dept),
                 min_replicas=min_replicas,
                 replica_timeout_ms=self.replica_timeout_ms,
             )

@@ -98,7 +98,7 @@ def build_state(runtime: Runtime, settings: GatewaySettings) -> Gateway:
         counters=GatewayCounters(keys),
         idempotency=IdempotencyStore(aredis, keys, settings.idempotency_ttl_s),
         publisher=Publisher(sync, keys, catalog, settings.replica_timeout_ms, homes),
-        reader=InboxReader(aredis, keys),
+        reader=InboxReader(aredis, keys, homes),
         locator=Locator(sync, keys, config, base_dir),
         publish_limiter=anyio.CapacityLimiter(settings.publish_threads),
         emergency_limiter=anyio.CapacityLimiter(settings.emergency_threads),
