@@ -10,20 +10,35 @@ categories RQ and our code use, never admin or dangerous commands (except the fe
 INFO for the server version, CLIENT SETNAME/INFO to register a worker).
 
 Passwords are never stored in Redis in clear: the rules carry their SHA-256 (``#hex``).
+
+On Redis Cluster (a `Scope` with ``cluster=True``) RQ's keys and channels are
+``{name}:rq:*`` (workers/runtime.py), every user may ask for the slot map (CLUSTER SLOTS /
+SHARDS, COMMAND: what a cluster client sends before anything else), and a city of several slot
+groups gets users per group (`city_scopes`): a group's workers and departments touch that
+group's keys, plus what crosses groups (control data under the control group's prefix, the
+other groups' outboxes for this group, which this group's relay pulls). A cluster does not
+share ACL users between its nodes: `apply` sets them on every node.
 """
 
 from __future__ import annotations
 
 import hashlib
 import secrets
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from redis import Redis
+from redis.cluster import RedisCluster
 
+from city.config import CityConfig
+from queues.cluster_status import nodes_of
 from queues.keys import Keys
+from queues.partition import group_keys
 
 _CONNECTION = ["+ping", "+client|setname"]
+# What a cluster client (redis-py's RedisCluster) sends before any command of ours: the slot
+# map, and COMMAND (and COMMAND GETKEYS) to find the keys of each command it routes.
+CLUSTER_CLIENT = ["+cluster|slots", "+cluster|shards", "+command"]
 
 DEPT_INBOX_COMMANDS = [
     "+xreadgroup",
@@ -66,10 +81,87 @@ WORKER_COMMANDS = [
 ]
 
 
-def worker_key_patterns(keys: Keys) -> dict[str, list[str]]:
-    """Key and channel patterns per worker role (RQ keys are ``rq:*``, channels ``rq:*``)."""
+@dataclass(frozen=True)
+class Scope:
+    """Whose users to derive: the keys of one city on one Redis (or one URL shard), or of one
+    slot group of a Redis Cluster, with what its processes touch beyond them."""
+
+    keys: Keys
+    cluster: bool = False  # RQ's keys ``{name}:rq:*``, the cluster client's commands
+    shard: str = ""  # the slot group's shard name (the other groups' outboxes for it carry it)
+    control: Keys | None = None  # control data's keys when another group holds them
+    peers: tuple[Keys, ...] = ()  # the other slot groups: this group's relay pulls from them
+
+    @property
+    def rq_key_prefix(self) -> str:
+        return self.keys.cluster_rq_key_prefix if self.cluster else "rq"
+
+
+def _scope(scope: Scope | Keys) -> Scope:
+    return scope if isinstance(scope, Scope) else Scope(scope)
+
+
+def city_scopes(
+    config: CityConfig, keys: Keys, cluster: bool = False
+) -> list[tuple[Scope, list[str]]]:
+    """Each scope of the city with the departments whose users it holds: one (`keys`, every
+    department) unless the city is made of slot groups, then one per group with the
+    departments at home there (so each department's user names its home group's keys)."""
+    parts = config.partitions
+    groups = group_keys(parts)
+    if parts is None or not groups:
+        return [(Scope(keys, cluster), config.department_ids)]
+    control = groups[parts.control_shard]
+    return [
+        (
+            Scope(
+                group,
+                cluster=True,
+                shard=name,
+                control=None if control == group else control,
+                peers=tuple(k for n, k in groups.items() if n != name),
+            ),
+            parts.departments_on(name, config.department_ids),
+        )
+        for name, group in groups.items()
+    ]
+
+
+def _control_patterns(control: Keys) -> list[str]:
+    """The router's control data under the control group's prefix: read grants, versions,
+    PIAs and consent; write quarantine and privacy alerts (jobs/context.py `control_keys`)."""
+    return [
+        f"%R~{control.grants}",
+        f"%R~{control.grants_version}",
+        f"%R~{control.prefix}:juris:*",
+        f"%R~{control.pia}",
+        f"%R~{control.pia_version}",
+        f"%R~{control.consent_index}",
+        f"~{control.quarantine}",
+        f"~{control.alerts}",
+    ]
+
+
+def _peer_patterns(peer: Keys, shard: str) -> list[str]:
+    """The relay of group `shard` reads another group's outboxes for it, and acknowledges,
+    dead-letters and counts there (queues/partition.py `Relay`, source side)."""
+    return [
+        f"~{peer.outbox(shard)}",
+        f"~{peer.outbox(shard, 'emergency')}",
+        f"~{peer.deadletter}",
+        f"~{peer.stats}",
+    ]
+
+
+def worker_key_patterns(scope: Scope | Keys) -> dict[str, list[str]]:
+    """Key and channel patterns per worker role (RQ keys and channels ``rq:*``; on a cluster
+    ``{name}:rq:*``)."""
+    scope = _scope(scope)
+    keys = scope.keys
     p = keys.prefix
-    rq = ["~rq:*", "&rq:*"]
+    rq = [f"~{scope.rq_key_prefix}:*", f"&{scope.rq_key_prefix}:*"]
+    control = _control_patterns(scope.control) if scope.control is not None else []
+    peers = [pat for peer in scope.peers for pat in _peer_patterns(peer, scope.shard)]
     return {
         "ingest": [
             f"~{p}:ingest:*",
@@ -111,6 +203,7 @@ def worker_key_patterns(keys: Keys) -> dict[str, list[str]]:
             f"~{p}:alarm:*",  # rate-limited alerts (inbox backlogs)
             f"~{p}:emergency:*",  # emergency tracking (jobs/emergency/)
             f"~{keys.emergencies}",
+            *control,
             *rq,
         ],
         "archive": [
@@ -145,6 +238,7 @@ def worker_key_patterns(keys: Keys) -> dict[str, list[str]]:
             # emergencies for departments at home there are tracked on the destination
             f"~{p}:emergency:*",
             f"~{keys.emergencies}",
+            *peers,
             *rq,
         ],
         # `cityrelay grant ...` run by a data steward: grants and the audit chain only.
@@ -172,7 +266,9 @@ class AclUser:
         return " ".join(["user", self.name, "reset", "on", secret, *self.rules])
 
 
-def department_user(keys: Keys, dept: str) -> AclUser:
+def department_user(scope: Scope | Keys, dept: str) -> AclUser:
+    scope = _scope(scope)
+    keys = scope.keys
     inbox = keys.inbox(dept)
     ingest = [keys.ingest(dept), keys.ingest(dept, "emergency")]
     selector = "(" + " ".join(["+xadd", *(f"~{k}" for k in ingest)]) + ")"
@@ -189,6 +285,7 @@ def department_user(keys: Keys, dept: str) -> AclUser:
             "resetchannels",
             "-@all",
             *_CONNECTION,
+            *(CLUSTER_CLIENT if scope.cluster else []),
             "+time",
             *DEPT_INBOX_COMMANDS,
             f"~{inbox}",
@@ -200,48 +297,81 @@ def department_user(keys: Keys, dept: str) -> AclUser:
     )
 
 
-def worker_users(keys: Keys) -> list[AclUser]:
+def worker_users(scope: Scope | Keys) -> list[AclUser]:
+    scope = _scope(scope)
+    commands = [*WORKER_COMMANDS, *(CLUSTER_CLIENT if scope.cluster else [])]
     return [
-        AclUser(keys.acl_worker_user(role), ["resetkeys", "resetchannels", *WORKER_COMMANDS, *pats])
-        for role, pats in worker_key_patterns(keys).items()
+        AclUser(scope.keys.acl_worker_user(role), ["resetkeys", "resetchannels", *commands, *pats])
+        for role, pats in worker_key_patterns(scope).items()
     ]
 
 
-def derive_users(keys: Keys, departments: Iterable[str]) -> list[AclUser]:
-    """Every ACL user the city needs: one per department, one per worker role."""
-    return [*(department_user(keys, d) for d in departments), *worker_users(keys)]
+def derive_users(scope: Scope | Keys, departments: Iterable[str]) -> list[AclUser]:
+    """Every ACL user a scope needs: one per department, one per worker role."""
+    return [*(department_user(scope, d) for d in departments), *worker_users(scope)]
+
+
+def city_users(scopes: Sequence[tuple[Scope, Sequence[str]]]) -> list[AclUser]:
+    """The users of every scope (`city_scopes`)."""
+    return [user for scope, depts in scopes for user in derive_users(scope, depts)]
 
 
 def new_password() -> str:
     return secrets.token_urlsafe(24)
 
 
+_NODE_SETTINGS = ("username", "password", "socket_timeout", "socket_connect_timeout")
+
+
+def nodes(redis: Redis) -> list[Redis]:
+    """The clients to set users on: every node of a cluster (primaries and replicas: a cluster
+    does not share ACL users, and a promoted replica must know them; redis-py's cluster client
+    knows only the primaries), logged in as `redis` is; else `redis` itself."""
+    if not isinstance(redis, RedisCluster):
+        return [redis]
+    seed = redis.get_redis_connection(redis.get_default_node())
+    given = seed.connection_pool.connection_kwargs
+    settings = {k: given[k] for k in _NODE_SETTINGS if k in given}
+    found = []
+    for node in nodes_of(redis.cluster_nodes()):
+        host, _, port = node.address.rpartition(":")
+        found.append(Redis(**{**settings, "host": host, "port": int(port)}))
+    return found
+
+
 def apply(
     redis: Redis,
-    keys: Keys,
-    departments: Iterable[str],
-    passwords: Mapping[str, str],
+    keys: Scope | Keys | Sequence[tuple[Scope, Sequence[str]]],
+    departments: Iterable[str] = (),
+    passwords: Mapping[str, str] | None = None,
     prune: bool = False,
 ) -> tuple[dict[str, str], list[str]]:
     """Create or reset every derived user; returns (passwords incl. new ones, pruned users).
 
-    Users missing from `passwords` get a fresh random password (returned, never stored in
-    clear). With `prune`, this city's department users no longer in the config are deleted.
+    `keys` is one scope (with `departments`) or the scopes of a city (`city_scopes`). Users
+    missing from `passwords` get a fresh random password (returned, never stored in clear).
+    With `prune`, the scopes' department users no longer in the config are deleted. On a
+    cluster every node gets the same users.
     """
-    users = derive_users(keys, departments)
-    out = dict(passwords)
-    pipe = redis.pipeline(transaction=False)
+    scopes = keys if isinstance(keys, Sequence) else [(_scope(keys), list(departments))]
+    users = city_users(scopes)
+    out = dict(passwords or {})
     for user in users:
-        password = out.setdefault(user.name, new_password())
-        pipe.execute_command("ACL", "SETUSER", user.name, *user.setuser_args(password))
-    pipe.execute()
-    pruned: list[str] = []
-    if prune:
-        wanted = {u.name for u in users}
-        prefix = keys.acl_dept_user("")
-        for raw in redis.execute_command("ACL", "USERS"):
-            name = raw.decode() if isinstance(raw, bytes) else raw
-            if name.startswith(prefix) and name not in wanted:
-                redis.execute_command("ACL", "DELUSER", name)
-                pruned.append(name)
-    return out, pruned
+        out.setdefault(user.name, new_password())
+    wanted = {u.name for u in users}
+    prefixes = tuple(scope.keys.acl_dept_user("") for scope, _ in scopes)
+    pruned: set[str] = set()
+    for node in nodes(redis):
+        pipe = node.pipeline(transaction=False)
+        for user in users:
+            pipe.execute_command("ACL", "SETUSER", user.name, *user.setuser_args(out[user.name]))
+        pipe.execute()
+        if prune:
+            for raw in node.execute_command("ACL", "USERS"):
+                name = raw.decode() if isinstance(raw, bytes) else raw
+                if name.startswith(prefixes) and name not in wanted:
+                    node.execute_command("ACL", "DELUSER", name)
+                    pruned.add(name)
+        if node is not redis:
+            node.close()
+    return out, sorted(pruned)

@@ -104,6 +104,12 @@ class Keys:
         return self.prefix.startswith("{")
 
     @property
+    def cluster_rq_key_prefix(self) -> str:
+        """RQ's key prefix (``RQ_KEY_PREFIX``) on Redis Cluster: ``{name}:rq``, so RQ's keys
+        hash to this prefix's slot (workers/runtime.py sets it; queues/acl.py grants it)."""
+        return f"{{{self.name}}}:rq"
+
+    @property
     def rq_prefix(self) -> str:
         """RQ queue names are ``{p}.{queue}`` so each city has its own queues in `rq info`."""
         return self.name

@@ -137,6 +137,33 @@ def home_departments(
     return config.partitions.departments_on(shard, config.department_ids)
 
 
+def home_writers(
+    config: CityConfig,
+    keys: Keys,
+    redis: Redis,
+    connect: Callable[[str], Redis],
+    environ: Mapping[str, str] | None = None,
+) -> dict[str, tuple[Redis, Keys]]:
+    """Per department, the Redis and keys a producer process of the city (the MQTT bridge)
+    writes its events under, so that its home's ingest reads them: `redis` and `keys` in an
+    unpartitioned city; for slot groups the same cluster client under the home group's prefix;
+    for URL shards the home shard's Redis (`connect(url)`, one client per shard, `redis` for
+    this process's own). Raises `PartitionError` as `local_shard` does for a process that does
+    not say which shard it serves (its dead letters and counters go there)."""
+    parts = config.partitions
+    ids = config.department_ids
+    local = local_shard(config, environ, keys.prefix)
+    if parts is None or local is None:
+        return {dept: (redis, keys) for dept in ids}
+    groups = group_keys(parts)
+    if groups:
+        return {dept: (redis, groups[parts.home(dept)]) for dept in ids}
+    clients: dict[str, Redis] = {local: redis}
+    for shard in {parts.home(dept) for dept in ids} - {local}:
+        clients[shard] = connect(shard_url(parts, shard, environ))
+    return {dept: (clients[parts.home(dept)], keys) for dept in ids}
+
+
 @dataclass(frozen=True)
 class Placement:
     """Where the routing shard writes an output bound for a department: the department's key

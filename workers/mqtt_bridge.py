@@ -4,7 +4,9 @@ The bridge subscribes (QoS 1) to the topic patterns of the city's ``mqtt:`` sect
 mapped to a department and an event type. A message is turned into a CloudEvent (the topic's
 field mapping, city/mapping.py, or the payload itself when it is a CloudEvent), validated by
 the same `EventCatalog.accept` as ingest and XADDed to its department's stream (`Producer`,
-one pipeline per department per batch of up to ``batch_max`` messages or ``batch_max_ms``).
+one pipeline per department per batch of up to ``batch_max`` messages or ``batch_max_ms``) at
+the department's home in a partitioned city (`home_writers`: the home slot group's prefix on
+the same cluster, or the home URL shard's Redis; dead letters and counters stay here).
 Only then is it acknowledged: paho-mqtt 2.x with ``manual_ack=True`` sends the PUBACK when we
 call ``client.ack(mid, qos)``. A payload that cannot be mapped or is refused is dead-lettered
 (queues/streams/deadletter.py: reason, topic and the payload bytes) and then acknowledged.
@@ -30,6 +32,7 @@ import queue
 import threading
 import time
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,13 +45,20 @@ from city.catalog import EventCatalog, InvalidEvent
 from city.config import CityConfig
 from city.connectors import MqttConfig, MqttTopic, broker_address
 from city.mapping import MappingError, derived_id, json_lookup, map_record
+from queues.connect import WORKER_SETTINGS, redis_from_url
 from queues.keys import Keys
 from queues.limits import Backpressure
 from queues.metrics import MQTT_IN
+from queues.partition import home_writers
 from queues.streams import Producer, dead_letter
 
 log = logging.getLogger("cityrelay.mqtt")
 ROUTE_CACHE = 100_000  # topics whose route is remembered
+
+
+def _connect(url: str) -> Redis:
+    """Another URL shard's Redis, riding out restarts and failovers as the bridge's own."""
+    return redis_from_url(url, **WORKER_SETTINGS)
 
 
 @dataclass(frozen=True)
@@ -79,13 +89,17 @@ class MqttBridge:
         *,
         url: str | None = None,
         client_id: str | None = None,
+        connect: Callable[[str], Redis] | None = None,
     ):
         if config.mqtt is None:
             raise ValueError("the city config has no mqtt: section")
         self.settings: MqttConfig = config.mqtt
         self.redis, self.keys = redis, keys
         self.catalog = EventCatalog(config)
-        self.producers = {d: Producer(redis, d, keys) for d in config.department_ids}
+        # Each department's events go to its home's ingest stream (a slot group's prefix, a
+        # URL shard's Redis): under this process's own they would land where no ingest reads.
+        homes = home_writers(config, keys, redis, connect or _connect)
+        self.producers = {d: Producer(r, d, k) for d, (r, k) in homes.items()}
         self.url = url or self.settings.url or os.environ.get(self.settings.url_env or "", "")
         self.client_id = client_id or self.settings.client_id
         self.inbox: queue.Queue[Received] = queue.Queue()

@@ -55,7 +55,7 @@ class Runtime:
     @property
     def rq_key_prefix(self) -> str | None:
         """RQ's key prefix for a cluster URL (RQ's keys in this group's slot); None elsewhere."""
-        return f"{{{self.keys.name}}}:rq" if is_cluster_url(self.redis_url) else None
+        return self.keys.cluster_rq_key_prefix if is_cluster_url(self.redis_url) else None
 
     def use_rq_key_prefix(self) -> None:
         """Set ``RQ_KEY_PREFIX`` for a cluster URL; must run before rq is imported."""

@@ -47,11 +47,16 @@ def start_procfile(processes: Processes, name: str) -> None:
 
 
 def publish_steady_load(
-    redis: RedisCluster, router: Router, keys_of: Callable[[str], Keys], seed: int = 16
+    redis: RedisCluster,
+    router: Router,
+    keys_of: Callable[[str], Keys],
+    seed: int = 16,
+    client_of: Callable[[str], RedisCluster] | None = None,
 ) -> tuple[dict[str, set[str]], int]:
     """ROUNDS paced rounds of random Seattle events, every 20th published twice (a producer
-    retry), each by its department under `keys_of(dept)`. Returns the recipients the router
-    names per event id, and the number of publishes."""
+    retry), each by its department under `keys_of(dept)` (on `client_of(dept)`, say logged in
+    as the department, else on `redis`). Returns the recipients the router names per event id,
+    and the number of publishes."""
     rng = random.Random(seed)
     expected: dict[str, set[str]] = {}
     published = 0
@@ -66,7 +71,8 @@ def publish_steady_load(
                 batches[dept].append(event)
                 published += 1
         for dept, events in batches.items():
-            Producer(redis, dept, keys_of(dept)).publish_many(events)  # type: ignore[arg-type]
+            client = redis if client_of is None else client_of(dept)
+            Producer(client, dept, keys_of(dept)).publish_many(events)  # type: ignore[arg-type]
         time.sleep(ROUND_GAP_S)  # pacing the load, not waiting for a result
     return expected, published
 

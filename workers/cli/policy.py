@@ -23,6 +23,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from city.config import CityConfig
 from city.events import Event
 from city.sharing import (
     Authorizer,
@@ -35,6 +36,7 @@ from city.sharing import (
 )
 from queues import acl
 from queues.audit import AuditLog
+from queues.cluster import is_cluster_url
 from queues.grants import GrantStore
 from workers.runtime import Runtime
 
@@ -311,10 +313,15 @@ def _read_secrets(path: Path | None) -> dict[str, str]:
     return data
 
 
+def _acl_scopes(city: CityConfig, runtime: Runtime) -> list[tuple[acl.Scope, list[str]]]:
+    """The city's users on this Redis: one set, or one per slot group (all from one run)."""
+    return acl.city_scopes(city, runtime.keys, is_cluster_url(runtime.redis_url))
+
+
 def cmd_acl_show(args: argparse.Namespace, runtime: Runtime) -> int:
     city, _ = runtime.city()
     secrets = _read_secrets(args.secrets)
-    for user in acl.derive_users(runtime.keys, city.department_ids):
+    for user in acl.city_users(_acl_scopes(city, runtime)):
         print(user.show(secrets.get(user.name)))
     return 0
 
@@ -323,13 +330,14 @@ def cmd_acl_apply(args: argparse.Namespace, runtime: Runtime) -> int:
     city, _ = runtime.city()
     redis = runtime.redis()
     secrets = _read_secrets(args.secrets)
-    passwords, pruned = acl.apply(redis, runtime.keys, city.department_ids, secrets, args.prune)
+    scopes = _acl_scopes(city, runtime)
+    passwords, pruned = acl.apply(redis, scopes, passwords=secrets, prune=args.prune)
     if passwords != secrets:
         fd = os.open(args.secrets, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w", encoding="utf-8") as out:
             json.dump(passwords, out, indent=2, sort_keys=True)
         print(f"new passwords written to {args.secrets}")
-    users = acl.derive_users(runtime.keys, city.department_ids)
+    users = acl.city_users(scopes)
     AuditLog(redis, runtime.keys).append(
         "acl.apply", {"users": [u.name for u in users], "pruned": pruned}, "operator"
     )

@@ -47,8 +47,10 @@ async def _caller(request: Request) -> TokenRecord:
 async def _publisher(request: Request) -> TokenRecord:
     """The caller, if its department is one of this city's (ingest reads only theirs)."""
     record = await _caller(request)
-    if record.dept not in _state(request).config.department_ids:
+    state = _state(request)
+    if record.dept not in state.config.department_ids:
         raise Problem(403, "forbidden", f"department {record.dept!r} is not in this city")
+    state.homes.keys_for(record.dept)  # 421 before anything is written, when out of reach
     return record
 
 
@@ -207,6 +209,7 @@ async def _inbox_caller(request: Request) -> tuple[Gateway, str, str, TokenRecor
     require_dept(record, dept, f"inbox {dept!r}")
     if dept not in state.config.department_ids:
         raise Problem(404, "not_found", f"no department {dept!r} in this city")
+    state.homes.keys_for(dept, "reads its inbox")  # 421 when out of reach
     return state, dept, check_consumer(request.query_params.get("consumer")), record
 
 
@@ -228,7 +231,7 @@ async def post_ack(request: Request) -> Response:
     acked, results = await anyio.to_thread.run_sync(
         acknowledge_sync,
         state.redis,
-        state.keys,
+        state.homes.keys_for(dept),  # acks and emergency tracking: the inbox's group
         dept,
         ids,
         event_ids,

@@ -35,6 +35,7 @@ from redis.exceptions import ResponseError
 from queues.acks import AckResult, acknowledge, record_inbox_acks
 from queues.inbox import Message, parse_message
 from queues.keys import Keys
+from workers.gateway.homes import Homes
 from workers.gateway.problem import Problem
 
 ENTRY_ID = re.compile(r"^\d{1,20}-\d{1,20}$")
@@ -69,16 +70,20 @@ def check_consumer(value: str | None) -> str:
 class InboxReader:
     """Async reads of department inboxes through their consumer groups."""
 
-    def __init__(self, redis: Any, keys: Keys):
+    def __init__(self, redis: Any, keys: Keys, homes: Homes | None = None):
         self.redis = redis  # redis.asyncio client, bytes replies
         self.keys = keys
+        self.homes = homes or Homes(keys)  # a slot group's department: its group's inbox
         self._groups: set[str] = set()
+
+    def inbox(self, dept: str) -> str:
+        return self.homes.keys_for(dept, "reads its inbox").inbox(dept)
 
     async def ensure_group(self, dept: str) -> None:
         if dept in self._groups:
             return
         try:
-            await self.redis.xgroup_create(self.keys.inbox(dept), dept, id="0", mkstream=True)
+            await self.redis.xgroup_create(self.inbox(dept), dept, id="0", mkstream=True)
         except ResponseError as exc:
             if "BUSYGROUP" not in str(exc):
                 raise
@@ -88,7 +93,7 @@ class InboxReader:
         self, dept: str, consumer: str, start: str, count: int, block_ms: int | None
     ) -> list[tuple[str, dict[bytes, bytes] | None]]:
         reply = await self.redis.xreadgroup(
-            dept, consumer, {self.keys.inbox(dept): start}, count=count, block=block_ms or None
+            dept, consumer, {self.inbox(dept): start}, count=count, block=block_ms or None
         )
         return [
             (eid.decode() if isinstance(eid, bytes) else eid, fields)

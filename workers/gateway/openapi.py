@@ -19,6 +19,9 @@ _AUTH_ERRORS = {
     "401": _problem("missing, unknown, revoked or expired token"),
     "403": _problem("the token's department is not the one named"),
 }
+# A city of URL shards: the department is served by another shard's gateway.
+_HOMED = {"421": _problem("the department is at home on another shard (`home` names it)")}
+_HOMED_ERRORS = {**_AUTH_ERRORS, **_HOMED}
 _DEPT = {"name": "dept", "in": "path", "required": True, "schema": {"type": "string"}}
 _CONSUMER = {
     "name": "consumer",
@@ -139,7 +142,7 @@ def document(version: str = "0.1.0") -> dict[str, Any]:
                             },
                         },
                         "400": _problem("malformed request"),
-                        **_AUTH_ERRORS,
+                        **_HOMED_ERRORS,
                         "409": _problem("same Idempotency-Key in flight"),
                         "413": _problem("body or batch too large"),
                         "415": _problem("unsupported content type"),
@@ -155,7 +158,7 @@ def document(version: str = "0.1.0") -> dict[str, Any]:
                     "requestBody": {"content": {"application/cap+xml": {}, "application/xml": {}}},
                     "responses": {
                         "202": {"description": "published; the event ids it makes"},
-                        **_AUTH_ERRORS,
+                        **_HOMED_ERRORS,
                         "413": _problem("too large"),
                         "422": _problem("not a valid CAP alert (dead-lettered)"),
                         "429": _problem("backpressure"),
@@ -171,7 +174,7 @@ def document(version: str = "0.1.0") -> dict[str, Any]:
                         {"name": "count", "in": "query", "schema": {"type": "integer"}},
                         {"name": "wait_ms", "in": "query", "schema": {"type": "integer"}},
                     ],
-                    "responses": {"200": {"description": "messages"}, **_AUTH_ERRORS},
+                    "responses": {"200": {"description": "messages"}, **_HOMED_ERRORS},
                 }
             },
             "/v1/inbox/{dept}/ack": {
@@ -179,7 +182,7 @@ def document(version: str = "0.1.0") -> dict[str, Any]:
                     "summary": "Acknowledge entry ids (and emergencies by event id)",
                     "parameters": [_DEPT],
                     "requestBody": {"content": {"application/json": {}}},
-                    "responses": {"200": {"description": "acknowledged"}, **_AUTH_ERRORS},
+                    "responses": {"200": {"description": "acknowledged"}, **_HOMED_ERRORS},
                 }
             },
             "/v1/inbox/{dept}/stream": {
@@ -188,7 +191,7 @@ def document(version: str = "0.1.0") -> dict[str, Any]:
                     "parameters": [_DEPT, _CONSUMER],
                     "responses": {
                         "200": {"description": "text/event-stream"},
-                        **_AUTH_ERRORS,
+                        **_HOMED_ERRORS,
                         "503": _problem("too many streams"),
                     },
                 }

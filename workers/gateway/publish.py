@@ -39,6 +39,7 @@ from queues.keys import Keys
 from queues.limits import Backpressure, is_oom
 from queues.streams import EVENT_FIELD, Producer, dead_letter
 from workers.gateway.cloudevents import Candidate
+from workers.gateway.homes import Homes
 from workers.gateway.problem import Problem
 
 STAGE = "gateway"
@@ -81,22 +82,31 @@ def claimed_departments(candidates: Sequence[Candidate], dept: str) -> None:
 class Publisher:
     """Validation, dead letters and publishing for one gateway process (thread-safe)."""
 
-    def __init__(self, redis: Redis, keys: Keys, catalog: EventCatalog, replica_timeout_ms: int):
+    def __init__(
+        self,
+        redis: Redis,
+        keys: Keys,
+        catalog: EventCatalog,
+        replica_timeout_ms: int,
+        homes: Homes | None = None,
+    ):
         self.redis = redis
         self.keys = keys
         self.catalog = catalog
         self.replica_timeout_ms = replica_timeout_ms
+        self.homes = homes or Homes(keys)
         self._producers: dict[tuple[str, int], Producer] = {}
-        self._pressure_at = float("-inf")
-        self._pressure_state: dict[str, Any] | None = None
+        # The backpressure flag of each home (slot group) written to: (read at, state).
+        self._pressure_seen: dict[str, tuple[float, dict[str, Any] | None]] = {}
 
     def producer(self, dept: str, min_replicas: int = 0) -> Producer:
+        """The department's producer, under its home's keys (421 when out of reach)."""
         found = self._producers.get((dept, min_replicas))
         if found is None:
             found = self._producers[(dept, min_replicas)] = Producer(
                 self.redis,
                 dept,
-                self.keys,
+                self.homes.keys_for(dept),
                 min_replicas=min_replicas,
                 replica_timeout_ms=self.replica_timeout_ms,
             )
@@ -174,7 +184,7 @@ class Publisher:
         outcome.emergencies = sum(1 for s, _, _ in encoded if _is_emergency(s))
         routine = [eid for s, eid, _ in encoded if not _is_emergency(s)]
         if routine:
-            state = await self._pressure(aredis)
+            state = await self._pressure(aredis, producer.keys)
             if state is not None:
                 detail = f"{state.get('used_mb')} MB used, high watermark {state.get('high_mb')} MB"
                 encoded = [item for item in encoded if _is_emergency(item[0])]
@@ -212,14 +222,16 @@ class Publisher:
         dead_letter(pipe, self.keys, reason=reason, message=detail, stage=STAGE, dept=dept,
                     stream="http", body=raw)  # fmt: skip
 
-    async def _pressure(self, aredis: Any) -> dict[str, Any] | None:
-        """The backpressure flag (queues/limits.py), read at most every `PRESSURE_INTERVAL_S`."""
+    async def _pressure(self, aredis: Any, keys: Keys) -> dict[str, Any] | None:
+        """The backpressure flag (queues/limits.py) of the home written to (`keys`), read at
+        most every `PRESSURE_INTERVAL_S`."""
         now = time.monotonic()
-        if now - self._pressure_at >= PRESSURE_INTERVAL_S:
-            raw = await aredis.get(self.keys.backpressure)
-            self._pressure_state = orjson.loads(raw) if raw else None
-            self._pressure_at = now
-        return self._pressure_state
+        read_at, state = self._pressure_seen.get(keys.prefix, (float("-inf"), None))
+        if now - read_at >= PRESSURE_INTERVAL_S:
+            raw = await aredis.get(keys.backpressure)
+            state = orjson.loads(raw) if raw else None
+            self._pressure_seen[keys.prefix] = (now, state)
+        return state
 
     def cap(self, dept: str, xml: bytes, min_replicas: int) -> tuple[list[str], str, int]:
         """Publish a CAP alert on the raw path; returns (event ids, stream entry id, how many

@@ -13,10 +13,12 @@ from redis import Redis
 
 from city.catalog import EventCatalog
 from city.config import CityConfig
+from queues.cluster import is_cluster_url, parse_cluster_url
 from queues.connect import COMMAND_SETTINGS, SENTINEL_SCHEME, parse_sentinel_url, redis_from_url
 from queues.keys import Keys
 from workers.gateway.auth import Authenticator
 from workers.gateway.counters import GatewayCounters
+from workers.gateway.homes import Homes
 from workers.gateway.idempotency import IdempotencyStore
 from workers.gateway.inbox import STREAM_BLOCK_MS, InboxReader
 from workers.gateway.locate import Locator
@@ -39,6 +41,7 @@ class Gateway:
     counters: GatewayCounters
     idempotency: IdempotencyStore
     publisher: Publisher
+    homes: Homes  # where each department is served (partitioned cities)
     reader: InboxReader
     locator: Locator
     publish_limiter: anyio.CapacityLimiter
@@ -53,6 +56,14 @@ def async_redis(url: str, max_connections: int) -> Any:
         "socket_connect_timeout": 2.0,
         "max_connections": max_connections,
     }
+    if is_cluster_url(url):  # the slot groups of one Redis Cluster (queues/cluster.py)
+        from redis.asyncio.cluster import ClusterNode, RedisCluster
+
+        seeds = parse_cluster_url(url)
+        nodes = [ClusterNode(host, port) for host, port in seeds.nodes]
+        return RedisCluster(
+            startup_nodes=nodes, username=seeds.username, password=seeds.password, **settings
+        )
     if not url.startswith(f"{SENTINEL_SCHEME}://"):
         return aioredis.Redis.from_url(url, **settings)
     from redis.asyncio.sentinel import Sentinel
@@ -74,7 +85,9 @@ def build_state(runtime: Runtime, settings: GatewaySettings) -> Gateway:
     sync = redis_from_url(runtime.redis_url, **COMMAND_SETTINGS, max_connections=threads + 16)
     aredis = async_redis(runtime.redis_url, settings.max_streams + 64)
     catalog = EventCatalog(config)
+    homes = Homes.for_city(config, keys)
     return Gateway(
+        homes=homes,
         settings=settings,
         keys=keys,
         config=config,
@@ -84,8 +97,8 @@ def build_state(runtime: Runtime, settings: GatewaySettings) -> Gateway:
         auth=Authenticator(aredis, keys, settings.token_cache_s),
         counters=GatewayCounters(keys),
         idempotency=IdempotencyStore(aredis, keys, settings.idempotency_ttl_s),
-        publisher=Publisher(sync, keys, catalog, settings.replica_timeout_ms),
-        reader=InboxReader(aredis, keys),
+        publisher=Publisher(sync, keys, catalog, settings.replica_timeout_ms, homes),
+        reader=InboxReader(aredis, keys, homes),
         locator=Locator(sync, keys, config, base_dir),
         publish_limiter=anyio.CapacityLimiter(settings.publish_threads),
         emergency_limiter=anyio.CapacityLimiter(settings.emergency_threads),
