@@ -447,8 +447,17 @@ def outbox_backlog(redis: Redis, keys: Keys, dest_shard: str) -> dict[str, int]:
     for lane in OUTBOX_LANES:
         pipe.xlen(keys.outbox(dest_shard, lane))
         pipe.xpending(keys.outbox(dest_shard, lane), RELAY_GROUP)
-    replies = pipe.execute(raise_on_error=False)  # NOGROUP / no such key: nothing there yet
+    replies = pipe.execute(raise_on_error=False)
+    for reply in replies:  # NOGROUP / no such key: nothing there yet; anything else is an error
+        if isinstance(reply, Exception) and not _nothing_there_yet(reply):
+            raise reply
     return {
         "length": sum(int(n) for n in replies[0::2] if not isinstance(n, Exception)),
         "pending": sum(int(p["pending"]) for p in replies[1::2] if not isinstance(p, Exception)),
     }
+
+
+def _nothing_there_yet(error: Exception) -> bool:
+    """XPENDING's refusal for an outbox no relay has read yet (no stream, or no group)."""
+    text = str(error)
+    return text.startswith("NOGROUP") or "no such key" in text.lower()

@@ -10,6 +10,7 @@ import pytest
 import yaml
 from redis import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
 
 from city.config import CityConfig, ConfigError, parse_city
 from city.events import Event, source_for
@@ -18,7 +19,14 @@ from jobs.context import RouteContext
 from jobs.route import deliver_items
 from queues.inbox import Inbox
 from queues.keys import Keys
-from queues.partition import SHARD_ENV, PartitionError, Placement, Relay, home_departments
+from queues.partition import (
+    SHARD_ENV,
+    PartitionError,
+    Placement,
+    Relay,
+    home_departments,
+    outbox_backlog,
+)
 from queues.priority import make_queue
 from queues.streams import Producer
 from tests.conftest import SEATTLE
@@ -589,3 +597,18 @@ def test_a_relay_thread_dead_of_an_error_stops_the_command_with_exit_1(
     )
     assert calls == ["a"]
     assert "a relay thread stopped on an error" in capsys.readouterr().err
+
+
+def test_outbox_backlog_counts_what_waits_and_reports_an_outbox_it_cannot_read() -> None:
+    """`cityrelay status` and the relay's backlog: 0 for an outbox nothing wrote yet, the entries
+    waiting otherwise, and an error (not 0) for an outbox key it cannot read."""
+    redis = fakeredis.FakeRedis()
+    keys = Keys("backlog")
+    assert outbox_backlog(redis, keys, "b") == {"length": 0, "pending": 0}
+    redis.xadd(keys.outbox("b", "routine"), {"e": "{}"})
+    redis.xadd(keys.outbox("b", "emergency"), {"e": "{}"})
+    assert outbox_backlog(redis, keys, "b") == {"length": 2, "pending": 0}
+    redis.delete(keys.outbox("b", "routine"))
+    redis.set(keys.outbox("b", "routine"), "not a stream")
+    with pytest.raises(ResponseError, match="WRONGTYPE"):
+        outbox_backlog(redis, keys, "b")
