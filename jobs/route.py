@@ -31,7 +31,7 @@ from city.sharing import view
 from jobs.context import RouteContext, get_context
 from jobs.emergency import track_emergencies
 from jobs.privacy_stage import Prepared
-from jobs.shapes import Shape
+from jobs.shapes import Send, Shape
 from jobs.views import split_on_data, view_json
 from queues.inbox import AuditFrame, EventDelivery, Output
 from queues.metrics import record_counts, record_latencies
@@ -186,6 +186,9 @@ def deliver_items(
         context.inbox_alarms.raise_alarms(redis, backlogs)
     if chain_audit:
         context.audit(redis).drain_inbox()  # chain the recorded decisions (one worker at a time)
+    if counters["delivered"]:  # present (0) whenever events were delivered, as callers read
+        for name in ("derived", "denied"):
+            counters.setdefault(name, 0)
     return dict(counters)
 
 
@@ -246,11 +249,7 @@ def _outputs(
                     if parts is None
                     else view_json(event, parts, send.decision)
                 )
-            outputs.append(
-                Output.flat(
-                    send.key, [*send.head, "e", body, "via", send.via, "ing", ing, "pri", priority]
-                )
-            )
+            outputs.append(_inbox_output(send, body, ing, priority))
         delivery.audit_rows = ",".join(["[" + event_id + tail for tail in shape.row_tails])
         counts, tally, received, recipients = (
             shape.counts,
@@ -267,12 +266,7 @@ def _outputs(
             if shown is None:  # withheld (no consent, per the privacy rule)
                 withheld.add((send.dept, send.purpose))
                 continue
-            body = orjson.dumps(shown).decode()
-            outputs.append(
-                Output.flat(
-                    send.key, [*send.head, "e", body, "via", send.via, "ing", ing, "pri", priority]
-                )
-            )
+            outputs.append(_inbox_output(send, orjson.dumps(shown).decode(), ing, priority))
         rows = [
             [
                 *decision.audit_row(event["id"], dept, sub_id),
@@ -292,10 +286,17 @@ def _outputs(
     if derived:
         outputs.extend(derived)
         made = sum(1 for out in derived if out.key != keys.deadletter)
-        counts = counts + ["derived"] * made
-        tally = tally + ["derived"] * made
+        counts = (*counts, *("derived",) * made)
+        tally = (*tally, *("derived",) * made)
     delivery.counts, delivery.tally, delivery.received = counts, tally, received
     full = orjson.dumps(event).decode() if parts is None else "".join(parts) + "}"
     # The hot tier, in the format queues/hot.py reads and the archive moves to S3.
     outputs.append(Output.flat(keys.hot(event["type"]), ["e", full, "to", recipients, "ing", ing]))
     return delivery
+
+
+def _inbox_output(send: Send, body: str, ing: str, priority: str) -> Output:
+    """The append of one recipient's view to its inbox (or this shard's outbox towards it)."""
+    return Output.flat(
+        send.key, [*send.head, "e", body, "via", send.via, "ing", ing, "pri", priority]
+    )

@@ -38,18 +38,18 @@ class Send:
 class Shape:
     """One outcome's recipients, audit rows and counters, for one priority.
 
-    The lists for the case nothing is withheld (`counts`, `tally`, `received`) are shared by
-    the events, not copied; `withholding` builds them when the privacy rule withheld some.
+    The tuples for the case nothing is withheld (`counts`, `tally`, `received`) are shared by
+    the events, not copied (tuples, so no event can change another's); `withholding` builds
+    them when the privacy rule withheld some.
     """
 
     sends: list[Send]
     priority: str
-    lane: str
     versions: str  # the jurisdiction versions used ("" when the event had no place)
     row_tails: list[str]  # each decision's audit row as JSON after its event id
-    counts: list[str]  # stats fields the delivery script adds to (without derived events)
-    tally: list[str]  # the job's own counters (without derived events)
-    received: list[str]  # recipients tracked for acknowledgement on this shard
+    counts: tuple[str, ...]  # stats fields the delivery script adds to (without derived events)
+    tally: tuple[str, ...]  # the job's own counters (without derived events)
+    received: tuple[str, ...]  # recipients tracked for acknowledgement on this shard
     recipients: str  # the hot tier's ``to``
 
     @classmethod
@@ -87,15 +87,15 @@ class Shape:
         shape = cls(
             sends=sends,
             priority=priority,
-            lane=lane,
             versions=versions,
             row_tails=[
-                orjson.dumps([*decision.audit_row("", dept, sub_id), None]).decode()[3:]
+                # The row after its event id: "[" + the id's JSON + this is the whole row.
+                "," + orjson.dumps([*decision.audit_row("", dept, sub_id)[1:], None]).decode()[1:]
                 for dept, sub_id, decision in outcome.decisions
             ],
-            counts=[],
-            tally=[],
-            received=[],
+            counts=(),
+            tally=(),
+            received=(),
             recipients="",
         )
         shape.counts, shape.tally, shape.received, shape.recipients = shape.withholding(
@@ -105,7 +105,7 @@ class Shape:
 
     def withholding(
         self, outcome: Routed, withheld: frozenset[tuple[str, str]] | set[tuple[str, str]]
-    ) -> tuple[list[str], list[str], list[str], str]:
+    ) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...], str]:
         """(counts, tally, received, recipients) when the privacy rule withheld `withheld`."""
         counts = ["delivered"]
         tally = ["delivered"]
@@ -126,7 +126,7 @@ class Shape:
             s.dept for s in self.sends if (s.dept, s.purpose) not in withheld and not s.remote
         ]
         recipients = ",".join(s.dept for s in self.sends if (s.dept, s.purpose) not in withheld)
-        return counts, tally, received, recipients
+        return tuple(counts), tuple(tally), tuple(received), recipients
 
 
 def _flat(fields: Sequence[tuple[str, str | bytes]]) -> list[str]:

@@ -118,9 +118,9 @@ class EventDelivery:
     seen_key: str
     outputs: list[Output] = field(default_factory=list)
     audit_rows: str = ""  # JSON rows (without the brackets) recorded if delivered now
-    counts: list[str] = field(default_factory=list)  # stats fields +1 if delivered now
-    tally: list[str] = field(default_factory=list)  # the route job's counters +1 if delivered now
-    received: list[str] = field(default_factory=list)  # tracked for emergency acknowledgement
+    counts: Sequence[str] = ()  # stats fields +1 if delivered now
+    tally: Sequence[str] = ()  # the route job's counters +1 if delivered now
+    received: Sequence[str] = ()  # tracked for emergency acknowledgement
 
 
 @dataclass(frozen=True)
