@@ -2,31 +2,41 @@
 
 For each deployment - a plain redis-server of our own on a free port, then a cluster of 3
 primaries and 3 replicas (workers.standin_cluster.LocalRedisCluster) - the Procfile's
-processes serve one city (on the cluster, one slot group: the prefix ``{name}``), in two phases
-with fresh processes each, reusing the other benches:
+processes serve the Seattle city, in two phases with fresh processes and fresh keys each, both
+bench/chaos.py's `run_chaos` without kills (its workload, its counting):
 
-1. throughput: bench/pipeline.py's closed-loop phase (`run`): routine events/s end to end
-   (first producer XADD to last inbox XADD);
-2. correctness and latency: bench/chaos.py's `run_chaos` with no kills, at 60% of that rate,
-   one event in 20 an emergency, producer retries and invalid inputs: emergency p50/p99
-   (ingest XADD -> inbox XADD) and `lost` / `duplicated` / `wrong` counted per event id and
-   inbox.
+1. throughput: closed loop (as fast as the pipeline absorbs, backlog bounded) for `--seconds`,
+   routine events only: events/s end to end (Redis time of the first producer XADD to the
+   newest inbox entry);
+2. correctness and latency: at 60% of that rate, one event in 100 an emergency, producer
+   retries and invalid inputs: emergency p50/p99 (ingest XADD -> inbox XADD).
 
-Each deployment runs in a child process: RQ reads its key prefix once, at import, and on the
-cluster it must be the group's (``RQ_KEY_PREFIX={name}:rq``).
+Both phases count `lost` / `duplicated` / `wrong` per event id and inbox (an entry in a
+department's inbox under a group that is not its home counts as wrong).
 
-The cross-slot share is the share of deliveries whose inbox is in another slot than the ingest
-stream the event came in on (those would go through an outbox and the relay). With one slot
-group every key of the city is in one slot: the share is 0, and the cluster serves the city
-from one primary, so it gives no more write capacity than one node (the others hold only
-replicas and other slots). More needs a city split into several slot groups, which is not on
-this branch.
+On the cluster the city is split into `--groups` slot groups (default 3, one per primary:
+``partitions:`` with a hash-tag prefix per group, bench/slot_groups.py): public safety,
+mobility, and utilities with the rest, each group's prefix hashing to a slot of a different
+primary. Each group runs its own processes (ingest per lane, the emergency, routine and
+escalation workers, the cron scheduler, the relay) under its prefix; each department's events
+go to its home group's ingest stream, and a delivery to a department of another group goes
+through the routing group's outbox and the relay of the department's group. The cross-slot
+share is measured: the deliveries that arrived whose inbox is in another group than the event's
+ingest stream. `--groups 1` is the whole city in one slot (one primary; share 0).
 
-    python bench/cluster.py [--seconds 15] [--events 20000] [--routine-workers 2]
+Every group runs as many processes as the single deployment plus three (escalation, scheduler,
+relay), all on this host: with 2 cores, N groups contend for the same CPUs as the one Redis
+did, so the cluster figure shows the cost of the relay hop and of the processes per group, not
+the capacity N primaries on N hosts would give.
+
+Each phase runs in a child process: RQ reads its key prefix once, at import, and on the
+cluster it must be a group's (``RQ_KEY_PREFIX={name}:rq``, the first group's).
+
+    python bench/cluster.py [--seconds 15] [--groups 3] [--routine-workers 2]
 
 Prints each deployment's figures as a JSON line, then one JSON object as the last line with
 `single_events_per_s`, `cluster_events_per_s`, the emergency p99 of each, `cross_slot_share`
-and the cluster run's `lost`, `duplicated`, `wrong`.
+and the cluster run's `lost`, `duplicated`, `wrong` (both phases).
 """
 
 from __future__ import annotations
@@ -44,97 +54,69 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from redis.crc import key_slot  # noqa: E402
-
 from bench.pipeline import _exit_on_sigterm  # noqa: E402
+from bench.slot_groups import MAX_GROUPS, group_prefixes, partitions_section  # noqa: E402
 from city.config import load_city  # noqa: E402
-from queues.keys import Keys  # noqa: E402
 from workers.standin_cluster import LocalRedisCluster  # noqa: E402
 from workers.standins import LocalRedisServer  # noqa: E402
 
 LATENCY_SHARE = 0.6  # phase 2 offers this share of phase 1's rate: below saturation
+MAX_EVENTS = 1_000_000  # the closed loop's cap (it ends on time first)
 SEATTLE = ROOT / "examples" / "seattle" / "city.yaml"
+KEEP = ("events_per_s", "lost", "duplicated", "wrong", "misplaced", "deliveries",
+        "expected_deliveries", "slot_groups", "cross_group_deliveries", "cross_slot_share",
+        "relayed", "dead_lettered", "invalid_published", "failed_jobs", "rate", "achieved_rate",
+        "emergencies", "emergency_p50_ms", "emergency_p99_ms", "emergency_max_ms",
+        "publish_seconds", "drain_seconds")  # fmt: skip
 
 
-def cross_slot_share(prefix: str) -> tuple[float, int]:
-    """(share of the city's (ingest stream, inbox) pairs in different slots, slots in use).
-    Every pair is counted once: with one slot group the share is 0 whatever the mix."""
-    keys = Keys(prefix)
-    city, _ = load_city(SEATTLE)
-    departments = city.department_ids
-    streams = [keys.ingest(d, lane) for d in departments for lane in ("routine", "emergency")]
-    inboxes = [keys.inbox(d) for d in departments]
-    pairs = [(key_slot(s.encode()), key_slot(i.encode())) for s in streams for i in inboxes]
-    slots = {slot for pair in pairs for slot in pair}
-    return sum(a != b for a, b in pairs) / len(pairs), len(slots)
+def measure(phase: str, redis_url: str, layout: dict[str, Any], rate: float, args: Any) -> dict:
+    """One phase on one deployment (in the child process): "throughput" or "latency"."""
+    from bench.chaos import EMERGENCY_EVERY, run_chaos
 
-
-def measure(
-    phase: str, redis_url: str, prefix: str, info_url: str, rate: float, args: argparse.Namespace
-) -> dict[str, Any]:
-    """One phase on one deployment (in the child process): "throughput" or "chaos"."""
-    if phase == "throughput":
-        from redis import Redis
-
-        from bench.pipeline import run
-
-        result = run(
-            redis_url, args.seconds, args.batch, args.routine_workers, False,
-            prefix=prefix, info=Redis.from_url(info_url),
-        )  # fmt: skip
-        return {
-            "events_per_s": result["events_per_s"],
-            "routed": result["routed"],
-            "elapsed_s": result["elapsed_s"],
-            "cpu_us_per_event": result["cpu_us_per_event"],
-            "redis_cpu_us_per_event": result["cpu_us_per_event_by_process"].get("redis"),
-        }
-    from bench.chaos import run_chaos
-
+    throughput = phase == "throughput"
     result = run_chaos(
         redis_url,
-        events=args.events,
+        events=MAX_EVENTS if throughput else max(1000, int(rate * args.latency_seconds)),
         kills=0,
-        rate=rate,
+        rate=None if throughput else rate,
+        seconds=args.seconds if throughput else None,
+        emergency_every=None if throughput else EMERGENCY_EVERY,
         routine_workers=args.routine_workers,
         emergency_workers=args.emergency_workers,
-        prefix=prefix,
+        prefix=layout.get("prefix"),
+        partitions=layout.get("partitions"),
         progress=lambda message: print(message, file=sys.stderr, flush=True),
     )
-    keep = ("lost", "duplicated", "wrong", "deliveries", "expected_deliveries", "dead_lettered",
-            "invalid_published", "failed_jobs", "rate", "achieved_rate", "emergencies",
-            "emergency_p50_ms", "emergency_p99_ms", "emergency_max_ms", "seconds")  # fmt: skip
-    return {k: result[k] for k in keep}
+    return {k: result[k] for k in KEEP}
 
 
-def child(phase: str, redis_url: str, prefix: str, info_url: str, rate: float, args: Any) -> dict:
+def child(phase: str, redis_url: str, layout: dict[str, Any], rate: float, args: Any) -> dict:
     """`measure` in a child process: RQ reads its key prefix at import, and on a cluster it
-    must be the slot group's."""
+    must be a slot group's (the first group's: the only RQ keys the bench itself reads)."""
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     env.pop("RQ_KEY_PREFIX", None)
-    if prefix.startswith("{"):
-        env["RQ_KEY_PREFIX"] = f"{prefix}:rq"
-    command = [sys.executable, __file__, "--child", phase, redis_url, prefix, info_url, str(rate)]
+    first = layout["partitions"]["shards"]["a"]["prefix"] if "partitions" in layout else None
+    first = first or layout.get("prefix")
+    if first and first.startswith("{"):
+        env["RQ_KEY_PREFIX"] = f"{first}:rq"
+    command = [sys.executable, __file__, "--child", phase, redis_url, json.dumps(layout)]
+    command += [str(rate)]
     command += [f"--{k.replace('_', '-')}={v}" for k, v in vars(args).items() if k != "child"]
     done = subprocess.run(command, env=env, cwd=ROOT, stdout=subprocess.PIPE, text=True, check=True)
     return dict(json.loads(done.stdout.strip().splitlines()[-1]))
 
 
-def deployment(
-    name: str, redis_url: str, tag: bool, info_url: Callable[[str], str], args: Any
-) -> dict[str, Any]:
-    """Throughput, then correctness and latency at `LATENCY_SHARE` of it, each under a fresh
-    prefix (a hash tag `{name}` when `tag`); `info_url(prefix)`: the node serving it."""
-
-    def prefix() -> str:
-        name = f"bc{uuid.uuid4().hex[:8]}"
-        return "{" + name + "}" if tag else name
-
-    first, second = prefix(), prefix()
-    throughput = child("throughput", redis_url, first, info_url(first), 0, args)
+def deployment(name: str, redis_url: str, layout: Callable[[], dict], args: Any) -> dict:
+    """Throughput, then correctness and latency at `LATENCY_SHARE` of it, each on a fresh
+    `layout()` (``{"prefix": ...}`` or ``{"partitions": ...}``)."""
+    throughput = child("throughput", redis_url, layout(), 0, args)
     rate = round(LATENCY_SHARE * throughput["events_per_s"], -1)
-    chaos = child("chaos", redis_url, second, info_url(second), rate, args)
-    result = {"events_per_s": throughput["events_per_s"], "throughput": throughput, **chaos}
+    latency = child("latency", redis_url, layout(), rate, args)
+    result = {**latency, "latency_events_per_s": latency["events_per_s"], "throughput": throughput}
+    result["events_per_s"] = throughput["events_per_s"]  # the deployment's figure: phase 1's
+    for k in ("lost", "duplicated", "wrong"):  # over both phases
+        result[k] = throughput[k] + latency[k]
     print(json.dumps({name: result}), flush=True)
     return result
 
@@ -143,52 +125,70 @@ def main() -> None:
     _exit_on_sigterm()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=15, help="throughput phase length")
-    parser.add_argument("--events", type=int, default=20_000, help="latency/correctness phase")
-    parser.add_argument("--batch", type=int, default=500)
-    parser.add_argument("--routine-workers", type=int, default=2)
-    parser.add_argument("--emergency-workers", type=int, default=1)
-    parser.add_argument("--child", nargs=5, help=argparse.SUPPRESS)  # one phase, in a child
+    parser.add_argument("--latency-seconds", type=float, default=10, help="latency phase length")
+    parser.add_argument(
+        "--groups", type=int, default=3, choices=range(1, MAX_GROUPS + 1),
+        help="slot groups of the city on the cluster (default 3: one per primary)",
+    )  # fmt: skip
+    parser.add_argument("--routine-workers", type=int, default=2, help="per group")
+    parser.add_argument("--emergency-workers", type=int, default=1, help="per group")
+    parser.add_argument("--child", nargs=4, help=argparse.SUPPRESS)  # one phase, in a child
     args = parser.parse_args()
     if args.child:
-        phase, url, prefix, info_url, rate = args.child
-        print(json.dumps(measure(phase, url, prefix, info_url, float(rate), args)))
+        phase, url, layout, rate = args.child
+        print(json.dumps(measure(phase, url, json.loads(layout), float(rate), args)))
         return
     server = LocalRedisServer().start()
     try:
-        single = deployment("single", server.url, False, lambda prefix: server.url, args)
+        single = deployment(
+            "single", server.url, lambda: {"prefix": f"bc{uuid.uuid4().hex[:8]}"}, args
+        )
     finally:
         server.stop()
-    share, slots = cross_slot_share("{bc}")
+    departments = load_city(SEATTLE)[0].department_ids
     cluster = LocalRedisCluster().start()
     try:
 
-        def owner(prefix: str) -> str:  # the primary serving the group: its INFO (Redis CPU)
-            return f"redis://127.0.0.1:{cluster.slot_owner(key_slot(prefix.encode()))}/0"
+        def layout() -> dict[str, Any]:
+            stem = f"bc{uuid.uuid4().hex[:6]}"
+            if args.groups == 1:
+                return {"prefix": "{" + stem + "}"}
+            prefixes = group_prefixes(cluster, args.groups, stem)
+            return {"partitions": partitions_section(prefixes, departments)}
 
-        on_cluster = deployment("cluster", cluster.url, True, owner, args)
+        on_cluster = deployment("cluster", cluster.url, layout, args)
     finally:
         cluster.stop()
+    per_group = 2 + args.emergency_workers + args.routine_workers + (3 if args.groups > 1 else 0)
     summary = {
         "single_events_per_s": single["events_per_s"],
         "cluster_events_per_s": on_cluster["events_per_s"],
         "cluster_vs_single": round(on_cluster["events_per_s"] / single["events_per_s"], 2),
         "single_emergency_p99_ms": single["emergency_p99_ms"],
         "cluster_emergency_p99_ms": on_cluster["emergency_p99_ms"],
-        "cross_slot_share": share,
-        "slot_groups": slots,
+        "cross_slot_share": on_cluster["cross_slot_share"],
+        "relayed": on_cluster["relayed"],
+        "slot_groups": args.groups,
         "cluster_primaries": 3,
+        "processes": {
+            "single": 2 + args.emergency_workers + args.routine_workers,
+            "cluster": per_group * args.groups,
+        },  # fmt: skip
         "note": (
             "one slot group: every key of the city in one slot, served by one primary; "
             "the cluster gives no more write capacity than one node"
-            if slots == 1
-            else f"{slots} slots in use"
+            if args.groups == 1
+            else f"{args.groups} slot groups on {args.groups} primaries, {per_group} processes "
+            f"each, all on this host's {os.cpu_count()} cores with the 6 redis-servers: the "
+            "groups contend for the CPUs one Redis had; the figure is the cost of the relay "
+            "hop and the processes per group, not the capacity of one primary per host"
         ),
         "lost": on_cluster["lost"],
         "duplicated": on_cluster["duplicated"],
         "wrong": on_cluster["wrong"],
         "single_lost_duplicated_wrong": [single[k] for k in ("lost", "duplicated", "wrong")],
-        "events": args.events,
         "seconds": args.seconds,
+        "latency_seconds": args.latency_seconds,
         "routine_workers": args.routine_workers,
         "emergency_workers": args.emergency_workers,
         "load_average": os.getloadavg()[0],
