@@ -51,8 +51,8 @@ from city.routing import Router  # noqa: E402
 from queues.cleanup import delete_city  # noqa: E402
 from queues.keys import Keys  # noqa: E402
 from queues.metrics import handled, read_stats  # noqa: E402
-from queues.partition import outbox_backlog  # noqa: E402
 from queues.priority import BULK, EMERGENCY, HIGH, ROUTINE, make_queue  # noqa: E402
+from queues.relay import outbox_backlog  # noqa: E402
 from queues.streams import EVENT_FIELD  # noqa: E402
 
 CONFIG = ROOT / "examples" / "seattle" / "city.yaml"

@@ -41,7 +41,8 @@ from city.routing import Router  # noqa: E402
 from jobs.context import RouteContext  # noqa: E402
 from jobs.route import deliver_items  # noqa: E402
 from queues.keys import RELAY_GROUP, Keys  # noqa: E402
-from queues.partition import SHARD_ENV, Relay  # noqa: E402
+from queues.partition import SHARD_ENV  # noqa: E402
+from queues.relay import Relay  # noqa: E402
 from workers.standins import LocalRedisServer  # noqa: E402
 
 WEST = {"lat": 47.6205, "lon": -122.3493}

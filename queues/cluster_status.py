@@ -21,7 +21,8 @@ from redis.crc import key_slot
 
 from city.config import CityConfig
 from queues.keys import Keys
-from queues.partition import group_keys, outbox_backlog
+from queues.partition import group_keys
+from queues.relay import outbox_backlog
 from queues.snapshot import ingest_backlog
 from queues.streams import LANES
 

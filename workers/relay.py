@@ -30,8 +30,8 @@ from city.escalation import severity_of
 from jobs.emergency import EscalationPlan, schedule
 from queues.acks import track
 from queues.keys import Keys
-from queues.partition import Entry, Relay
 from queues.priority import ESCALATION, make_queue
+from queues.relay import Entry, Relay
 
 log = logging.getLogger("cityrelay.relay")
 

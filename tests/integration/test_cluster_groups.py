@@ -19,7 +19,8 @@ from city.config import parse_city
 from queues.connect import cluster_client_from_url
 from queues.inbox import Deliverer, EventDelivery, Inbox
 from queues.keys import Keys
-from queues.partition import Placement, Relay
+from queues.partition import Placement
+from queues.relay import Relay
 from tests.conftest import SEATTLE
 from workers.standin_cluster import LocalRedisCluster
 

@@ -25,7 +25,8 @@ from city.events import Event, source_for
 from queues.connect import cluster_client_from_url
 from queues.keys import Keys
 from queues.metrics import handled, read_stats
-from queues.partition import group_keys, outbox_backlog
+from queues.partition import group_keys
+from queues.relay import outbox_backlog
 from queues.streams import Producer
 from tests.conftest import ROOT, write_city
 from tests.integration.test_cluster_processes import (

@@ -148,7 +148,7 @@ def test_the_derived_acl_users_can_route_into_the_outbox_and_relay_it(
     """With `cityrelay acl apply` on both shards, the router user writes the outbox and the
     relay user moves it, and the relay user can touch nothing else."""
     from queues import acl
-    from queues.partition import Relay
+    from queues.relay import Relay
 
     a, b = shards
     path = partitioned_city(tmp_path, a, b)

@@ -19,15 +19,9 @@ from jobs.context import RouteContext
 from jobs.route import deliver_items
 from queues.inbox import Inbox
 from queues.keys import Keys
-from queues.partition import (
-    SHARD_ENV,
-    PartitionError,
-    Placement,
-    Relay,
-    home_departments,
-    outbox_backlog,
-)
+from queues.partition import SHARD_ENV, PartitionError, Placement, home_departments
 from queues.priority import make_queue
+from queues.relay import Relay, outbox_backlog
 from queues.streams import Producer
 from tests.conftest import SEATTLE
 from tests.pipeline_harness import Harness

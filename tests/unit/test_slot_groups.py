@@ -20,7 +20,8 @@ from jobs.context import RouteContext
 from queues.cluster_status import group_figures, nodes_of, render_cluster
 from queues.inbox import Inbox
 from queues.keys import Keys
-from queues.partition import SHARD_ENV, PartitionError, Relay, home_departments, local_shard
+from queues.partition import SHARD_ENV, PartitionError, home_departments, local_shard
+from queues.relay import Relay
 from queues.streams import Producer
 from tests.conftest import SEATTLE, write_city
 from tests.pipeline_harness import Harness

@@ -12,7 +12,8 @@ from pathlib import Path
 from redis import Redis
 
 from city.config import CityConfig
-from queues.partition import PartitionError, Relay, group_keys, local_shard, shard_url
+from queues.partition import PartitionError, group_keys, local_shard, shard_url
+from queues.relay import Relay
 from workers.relay import EmergencyHandover, run_relay
 from workers.runtime import Runtime
 
