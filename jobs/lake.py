@@ -192,9 +192,13 @@ def encode_events(batch: HotBatch) -> pa.Table:
     per-event Python parsing: this is the archive's hot loop); ``event_json`` keeps each event
     exactly as routed (payload included), so the round trip is exact and no field is lost.
     """
-    bodies = [_one_line(body) for body in batch.events]
+    bodies = batch.events
+    lines = b"\n".join(bodies)
+    if lines.count(b"\n") != len(bodies) - 1:  # some event spans lines: re-serialise those
+        bodies = [_one_line(body) for body in bodies]
+        lines = b"\n".join(bodies)
     envelope = pajson.read_json(
-        io.BytesIO(b"\n".join(bodies)),
+        io.BytesIO(lines),
         read_options=pajson.ReadOptions(block_size=4 << 20),  # blocks parse in parallel
         parse_options=_JSON_PARSE,
     )

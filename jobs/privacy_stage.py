@@ -237,15 +237,17 @@ class Prepared:
         policy = self.policy
         if policy is None:
             return policy_view(event, decision), _PASS
+        etype = event["type"]
+        entitled = policy.entitled(etype, dept, decision)
         state = "n/a"
-        if event["type"] in self.consent_types:
+        if entitled.gated and etype in self.consent_types:  # the view rests on consent
             cid = self.subjects.get(str(event["id"]))
             state = (
                 "no-subject"
                 if cid is None
                 else status_of(self.records.get(cid, {}), decision.purpose, self.now)
             )
-        return policy.view(event, dept, decision, state)
+        return entitled.view(event, policy.keys, state)
 
     def view(
         self, event: Mapping[str, Any], dept: str, decision: Decision

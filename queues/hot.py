@@ -14,14 +14,20 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import Any
 
-from redis import Redis
+from redis import ConnectionPool, Redis
 from redis.client import Pipeline
 
+from queues.gcpause import gc_paused
 from queues.keys import Keys
 
-READ_CHUNK = 25_000
+READ_CHUNK = 25_000  # entries per XRANGE (~9 MB replies)
+BULK_READ_SIZE = 1 << 20  # socket reads of the bulk reader
+_LAYOUT = (b"e", b"to", b"ing")  # the field names of an entry, in `hot_append`'s order
+_names = itemgetter(0, 2, 4)
+_first, _second, _fourth, _sixth = itemgetter(0), itemgetter(1), itemgetter(3), itemgetter(5)
 DEL_CHUNK = 2_000
 DEFAULT_ALARM_BYTES = 512 * 1024 * 1024
 
@@ -111,34 +117,57 @@ def iter_batches(
 ) -> Iterator[HotBatch]:
     """Entries routed in ``[start_ms, end_ms)``, oldest first, one `HotBatch` per `chunk`.
 
-    XRANGE replies are taken raw (a client on the same pool, without redis-py's per-entry
-    dict building): the fields are in the order `hot_append` wrote them.
+    XRANGE replies are taken raw (`_bulk_reader`): the fields are in the order `hot_append`
+    wrote them. The collector is paused while a reply is parsed (`gc_paused`).
     """
     key = keys.hot(event_type)
     low: str = str(start_ms)
     high = f"{end_ms - 1}-18446744073709551615"
-    raw = type(redis)(connection_pool=redis.connection_pool)
+    raw = _bulk_reader(redis)
+    try:
+        while True:
+            with gc_paused():
+                batch, count, last = _read_chunk(raw, key, low, high, chunk)
+            if count:
+                yield batch
+            if count < chunk:
+                return
+            low = "(" + _text(last)
+    finally:
+        raw.connection_pool.disconnect()
+
+
+def _bulk_reader(redis: Redis) -> Redis:
+    """A client for XRANGE replies of many megabytes: its own connection (same server and
+    options) reading the socket 1 MiB at a time instead of 64 KiB (half the reply's parse
+    CPU, measured), with the replies taken raw (no per-entry dict building)."""
+    pool = redis.connection_pool
+    kwargs = {**pool.connection_kwargs, "socket_read_size": BULK_READ_SIZE}
+    raw = Redis(connection_pool=ConnectionPool(connection_class=pool.connection_class, **kwargs))
     raw.set_response_callback("XRANGE", lambda response, **_: response)
-    while True:
-        batch = HotBatch()
-        rows: list[list[Any]] = raw.execute_command("XRANGE", key, low, high, "COUNT", chunk)
-        if all(len(f) == 6 and f[0] == b"e" and f[2] == b"to" and f[4] == b"ing" for _, f in rows):
-            batch.events.extend([f[1] for _, f in rows])
-            batch.recipients.extend([f[3] for _, f in rows])
-            batch.ingest_ids.extend([f[5] for _, f in rows])
-            batch.ids.extend([i for i, _ in rows])
-        else:  # another layout (or a decoding client): go entry by entry, with clear errors
-            for entry_id, fields in rows:
-                entry = _entry(entry_id, dict(zip(fields[::2], fields[1::2], strict=True)))
-                batch.ids.append(entry.entry_id.encode())
-                batch.events.append(entry.event)
-                batch.recipients.append(entry.recipients.encode())
-                batch.ingest_ids.append(entry.ingest_id.encode())
-        if rows:
-            yield batch
-        if len(rows) < chunk:
-            return
-        low = "(" + _text(rows[-1][0])
+    return raw
+
+
+def _read_chunk(raw: Redis, key: str, low: str, high: str, chunk: int) -> tuple[HotBatch, int, Any]:
+    """One XRANGE reply as columns, its entry count and its last id."""
+    batch = HotBatch()
+    rows: list[list[Any]] = raw.execute_command("XRANGE", key, low, high, "COUNT", chunk)
+    values = list(map(_second, rows))
+    # Columns by itemgetter over map: C loops, no Python frame per entry (this is the
+    # archive's read path: every hot entry passes here once).
+    if set(map(len, values)) <= {6} and set(map(_names, values)) <= {_LAYOUT}:
+        batch.events.extend(map(_second, values))
+        batch.recipients.extend(map(_fourth, values))
+        batch.ingest_ids.extend(map(_sixth, values))
+        batch.ids.extend(map(_first, rows))
+    else:  # another layout (or a decoding client): go entry by entry, with clear errors
+        for entry_id, fields in rows:
+            entry = _entry(entry_id, dict(zip(fields[::2], fields[1::2], strict=True)))
+            batch.ids.append(entry.entry_id.encode())
+            batch.events.append(entry.event)
+            batch.recipients.append(entry.recipients.encode())
+            batch.ingest_ids.append(entry.ingest_id.encode())
+    return batch, len(rows), rows[-1][0] if rows else None
 
 
 def read_batch(
@@ -178,6 +207,37 @@ def trim_ids(redis: Redis, keys: Keys, event_type: str, entry_ids: Sequence[str 
             pipe.xdel(key, *entry_ids[j : j + DEL_CHUNK])
         deleted += sum(int(n) for n in pipe.execute())
     return deleted
+
+
+def trim_window(redis: Redis, keys: Keys, event_type: str, entry_ids: Sequence[bytes | str]) -> int:
+    """Delete the entries of one contiguous read (`entry_ids`: every entry XRANGE returned
+    from the first id to the last, in order); returns how many were deleted.
+
+    When nothing older than the first entry is left in the stream, one ``XTRIM MINID`` does
+    it: Redis frees whole stream nodes instead of marking each entry deleted, and no id goes
+    over the wire. That deletes exactly the read entries: XADD only ever appends above the
+    stream's last id (even after deletions), so no entry can have appeared inside the range
+    since it was read. When older entries remain (a window another run holds), exact XDELs.
+    """
+    if not entry_ids:
+        return 0
+    key = keys.hot(event_type)
+    head = redis.xrange(key, "-", "+", count=1)
+    if not head:
+        return 0
+    if _id_parts(head[0][0]) >= _id_parts(entry_ids[0]):
+        ms, seq = _id_parts(entry_ids[-1])
+        above = f"{ms}-{seq + 1}" if seq < _MAX_SEQ else f"{ms + 1}-0"
+        return int(redis.xtrim(key, minid=above, approximate=False))
+    return trim_ids(redis, keys, event_type, entry_ids)
+
+
+_MAX_SEQ = 2**64 - 1
+
+
+def _id_parts(entry_id: Any) -> tuple[int, int]:
+    ms, _, seq = _text(entry_id).partition("-")
+    return int(ms), int(seq or 0)
 
 
 @dataclass(frozen=True)

@@ -24,15 +24,15 @@ from city.privacy.config import (
     ViewRule,
 )
 from city.privacy.keys import KeyRing, consent_id
-from city.privacy.precedence import consent_applies
 from city.privacy.transforms import Op, parse_transform
-from city.privacy.views import _NONE, _OWN, CompiledView, Note
+from city.privacy.views import _OWN, CompiledView, EntitledView, Note
 from city.sharing import Decision
-from city.sharing import view as policy_view
 
 
 class PrivacyPolicy:
     """The compiled ``privacy:`` section: views per (type, recipient, purpose), cached."""
+
+    ENTITLED_MAX = 10_000
 
     def __init__(self, config: PrivacyConfig, keys: KeyRing | None = None):
         self.config = config
@@ -42,6 +42,8 @@ class PrivacyPolicy:
         specs.update(config.class_defaults)
         self.defaults = {cls: parse_transform(spec) for cls, spec in specs.items()}
         self._views: dict[tuple[str, str, str], CompiledView | None] = {}
+        self._entitled: dict[tuple[Any, ...], EntitledView] = {}
+        self._by_decision: dict[tuple[str, str, int], tuple[Decision, EntitledView]] = {}
         self._rules = {
             t: [
                 (
@@ -140,6 +142,43 @@ class PrivacyPolicy:
             return None
         return consent_id(self.keys.consent, tp.subject_kind or tp.subject, value)
 
+    def entitled(self, etype: str, dept: str, decision: Decision) -> EntitledView:
+        """The view of `etype` for `dept` under the entitlement `decision` carries (its
+        fields, redactions, purpose, break-glass), built once per entitlement.
+
+        The Authorizer hands out one Decision object per plan, so the first lookup is by that
+        object (held in the entry, so its id is not reused while the entry lives)."""
+        hit = self._by_decision.get((etype, dept, id(decision)))
+        if hit is not None:
+            return hit[1]
+        found = self._entitle(etype, dept, decision)
+        if len(self._by_decision) >= self.ENTITLED_MAX:
+            self._by_decision.clear()
+        self._by_decision[(etype, dept, id(decision))] = (decision, found)
+        return found
+
+    def _entitle(self, etype: str, dept: str, decision: Decision) -> EntitledView:
+        key = (
+            etype,
+            dept,
+            decision.purpose,
+            decision.fields,
+            decision.redact,
+            decision.break_glass,
+            decision.grant,
+            decision.reason == "own-data",
+        )
+        found = self._entitled.get(key)
+        if found is None:
+            if len(self._entitled) >= self.ENTITLED_MAX:  # grants come and go: stay bounded
+                self._entitled.clear()
+            if decision.reason == "own-data":  # the producer already holds its data
+                found = EntitledView(None, decision, _OWN)
+            else:
+                found = EntitledView(self.compiled(etype, dept, decision.purpose), decision)
+            self._entitled[key] = found
+        return found
+
     def view(
         self,
         event: Mapping[str, Any],
@@ -153,22 +192,4 @@ class PrivacyPolicy:
         ``absent``, ``withdrawn``, ``expired``, ``no-subject``), only read when the view's
         lawful basis is consent. Returns (None, note) when the rule withholds the event.
         """
-        selected = policy_view(event, decision)
-        if decision.reason == "own-data":  # the producer already holds its data
-            return selected, _OWN
-        compiled = self.compiled(event["type"], dept, decision.purpose)
-        if compiled is None:
-            return selected, _NONE
-        state = "n/a"
-        strip = False
-        if consent_applies(compiled.basis, decision.break_glass):
-            state = consent
-            if consent != "given":
-                if compiled.without_consent == "withhold":
-                    return None, Note(compiled.id, compiled.basis, state, "withhold")
-                strip = True
-        out, used = compiled.apply(selected, self.keys, strip)
-        out["privacy"] = compiled.id
-        if not used and not strip and state == "n/a":
-            return out, compiled.note
-        return out, Note(compiled.id, compiled.basis, state, "strip" if strip else "view", used)
+        return self.entitled(event["type"], dept, decision).view(event, self.keys, consent)

@@ -82,14 +82,50 @@ def _point(location: Any) -> tuple[float, float] | None:
 
 
 def generalise_location(event: Mapping[str, Any], resolution: int) -> str | None:
-    """The event's H3 cell at `resolution` (from its finer `h3cell` when it has one)."""
+    """The event's H3 cell at `resolution` (from its finer `h3cell` when it has one).
+
+    Memoised: the parent of a given cell, and the text of a computed cell (few cells, many
+    events); a point is still located exactly, per event."""
     cell = event.get("h3cell")
-    if isinstance(cell, str) and h3.is_valid_cell(cell):
-        res = h3.get_resolution(cell)
-        if res >= resolution:
-            return h3.cell_to_parent(cell, resolution) if res > resolution else cell
-    point = _point(event.get("location"))
-    return None if point is None else h3.latlng_to_cell(point[0], point[1], resolution)
+    if isinstance(cell, str):
+        parent = _PARENTS.get((cell, resolution), _UNSET)
+        if parent is _UNSET:
+            parent = _parent(cell, resolution)
+            if len(_PARENTS) > CACHE_MAX:
+                _PARENTS.clear()
+            _PARENTS[(cell, resolution)] = parent
+        if parent is not None:
+            return parent
+    location = event.get("location")
+    if type(location) is dict and "lat" in location:  # the usual form, without a call
+        number = _latlng_to_int(float(location["lat"]), float(location["lon"]), resolution)
+    else:
+        point = _point(location)
+        if point is None:
+            return None
+        number = _latlng_to_int(point[0], point[1], resolution)
+    text = _CELL_TEXT.get(number)
+    if text is None:
+        if len(_CELL_TEXT) > CACHE_MAX:
+            _CELL_TEXT.clear()
+        text = _CELL_TEXT[number] = h3.int_to_str(number)
+    return text
+
+
+def _parent(cell: str, resolution: int) -> str | None:
+    """`cell` at `resolution`, or None when it is not a valid cell at least that fine."""
+    if not h3.is_valid_cell(cell):
+        return None
+    res = h3.get_resolution(cell)
+    if res < resolution:
+        return None
+    return h3.cell_to_parent(cell, resolution) if res > resolution else cell
+
+
+_UNSET: Any = object()
+_PARENTS: dict[tuple[str, int], str | None] = {}
+_CELL_TEXT: dict[int, str] = {}
+_latlng_to_int = h3.api.basic_int.latlng_to_cell  # the int form: no hex text made per call
 
 
 _BUCKETS: dict[tuple[str, int], str] = {}

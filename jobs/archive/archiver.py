@@ -174,7 +174,7 @@ class Archiver:
             marker = json.loads(done)
             ids = [i for i in entries.ids if _in_range(i.decode(), marker["first"], marker["last"])]
             result.keys, result.rows, result.skipped = marker["keys"], 0, ""
-            result.trimmed = hot.trim_ids(self.redis, self.keys, event_type, ids)
+            result.trimmed = self._trim(event_type, ids)
             self.redis.delete(done_key)
             return
         if not entries:
@@ -212,7 +212,8 @@ class Archiver:
         return batch, pa.concat_tables(tables) if tables else None
 
     def _trim(self, event_type: str, ids: list[bytes]) -> int:
-        return hot.trim_ids(self.redis, self.keys, event_type, ids)
+        """Trim a window's entries (a contiguous read, oldest first)."""
+        return hot.trim_window(self.redis, self.keys, event_type, ids)
 
     # -- writing -----------------------------------------------------------------------------
 

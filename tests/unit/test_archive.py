@@ -106,13 +106,13 @@ def test_crash_in_the_middle_of_the_trim_is_finished_by_the_rerun(aws, redis, mo
     settings, s3 = s3_setup()
     keys = Keys("t")
     sent = add_hot(redis, keys, "traffic.incident", T0, 300, step=timedelta(minutes=1))
-    real_trim = hot.trim_ids
+    real_trim = hot.trim_window
 
     def half_then_die(redis_, keys_, event_type, ids):
         real_trim(redis_, keys_, event_type, ids[: len(ids) // 2])
         raise ConnectionError("redis went away")
 
-    monkeypatch.setattr(hot, "trim_ids", half_then_die)
+    monkeypatch.setattr(hot, "trim_window", half_then_die)
     with pytest.raises(ConnectionError):
         archiver(redis, s3, settings, T0 + 4 * DAY).run()
     assert redis.xlen(keys.hot("traffic.incident")) == 150
@@ -440,3 +440,31 @@ def test_a_window_lock_that_expired_mid_run_is_reported_not_fatal(aws, redis, mo
     monkeypatch.setattr(Archiver, "_trim", trim_after_lock_expiry)
     (window,) = archiver(redis, s3, settings, T0 + 3 * DAY).run().windows
     assert window.trimmed == 4 and window.note == "window lock expired before release"
+
+
+def test_a_window_trim_removes_exactly_the_entries_it_read(redis):
+    keys = Keys("w")
+    for n in range(1, 11):
+        hot.hot_append(redis, keys, b"{}", "fire", "1-0", "a.b", f"{n * 1000}-0")
+
+    def left() -> list[int]:
+        return [e.routed_ms for e in hot.read_window(redis, keys, "a.b", 0, 2**62)]
+
+    # A window with older entries still hot (another run's window): those stay.
+    middle = hot.read_batch(redis, keys, "a.b", 3000, 7000).ids
+    assert hot.trim_window(redis, keys, "a.b", middle) == 4
+    assert left() == [1000, 2000, 7000, 8000, 9000, 10000]
+    # The oldest window; then one read before an entry was appended: exactly what was read.
+    assert hot.trim_window(redis, keys, "a.b", hot.read_batch(redis, keys, "a.b", 0, 3000).ids) == 2
+    read = hot.read_batch(redis, keys, "a.b", 7000, 9000).ids
+    hot.hot_append(redis, keys, b"{}", "fire", "1-0", "a.b", "11000-0")
+    assert hot.trim_window(redis, keys, "a.b", read) == 2
+    assert left() == [9000, 10000, 11000]
+    assert hot.trim_window(redis, keys, "a.b", read) == 0  # a repeated trim deletes nothing
+    assert hot.trim_window(redis, keys, "a.b", []) == 0
+    # The largest sequence number of a millisecond: the next id is the next millisecond's.
+    hot.hot_append(redis, keys, b"{}", "fire", "1-0", "a.b", "12000-18446744073709551615")
+    hot.hot_append(redis, keys, b"{}", "fire", "1-0", "a.b", "12001-0")
+    assert hot.trim_window(redis, keys, "a.b", [b"9000-0", b"10000-0", b"11000-0"]) == 3
+    assert hot.trim_window(redis, keys, "a.b", [b"12000-18446744073709551615"]) == 1
+    assert left() == [12001]

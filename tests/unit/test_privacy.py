@@ -24,6 +24,7 @@ from city.privacy import (
     consent_id,
     erasure_decision,
     generalise_location,
+    normalise_subject,
     parse_duration,
     parse_privacy,
     parse_transform,
@@ -160,6 +161,24 @@ def test_privacy_never_readds_what_the_policy_removed(policy: PrivacyPolicy) -> 
     decision = allow("investigation", fields=frozenset({"kind", "severity"}))
     out, _ = policy.view(incident(), "police", decision)
     assert out is not None and set(out["data"]) == {"kind", "severity"}
+
+
+def test_each_entitlement_gets_its_own_view_whatever_the_decision_object(
+    policy: PrivacyPolicy,
+) -> None:
+    # Views are built once per entitlement: the same purpose with other fields, another
+    # recipient or break-glass is another view; an equal decision object is the same one.
+    narrow = allow("investigation", fields=frozenset({"kind", "plate"}))
+    police = {dept: policy.view(incident(), dept, narrow)[0] for dept in ("police", "water")}
+    wide, _ = policy.view(incident(), "police", allow("investigation"))
+    again, _ = policy.view(incident(), "police", copy.copy(narrow))
+    assert police["police"] is not None and police["water"] is not None and wide is not None
+    assert set(police["police"]["data"]) == {"kind", "plate"}
+    assert set(police["water"]["data"]) == {"kind"}  # water: class defaults drop the plate
+    assert set(wide["data"]) == {"kind", "plate", "description", "road", "severity"}
+    assert again == police["police"]
+    urgent, _ = policy.view(incident(), "police", allow("investigation", break_glass=True))
+    assert urgent is not None and urgent["breakglass"] is True and "breakglass" not in wide
 
 
 def test_class_defaults_and_location_drop() -> None:
@@ -323,6 +342,10 @@ def test_notes_are_audit_rows(policy: PrivacyPolicy) -> None:
 @given(key=st.binary(min_size=16, max_size=200), message=st.binary(max_size=100))
 def test_the_prepared_hmac_is_hmac_sha256(key: bytes, message: bytes) -> None:
     assert Signer(key).digest(message) == hmac.digest(key, message, "sha256")
+    text = message.decode("latin-1")  # any identifier, spaces and hyphens included
+    assert Signer(key).pseudonym(text) == pseudonym(key, text)
+    # Spaces and hyphens never change the identifier (the fast path for plain ones agrees).
+    assert normalise_subject(f"-{text} ") == normalise_subject(text)
 
 
 def test_memos_stay_bounded(monkeypatch) -> None:
@@ -335,6 +358,12 @@ def test_memos_stay_bounded(monkeypatch) -> None:
         cell = h3.latlng_to_cell(lat, -122.3, 5)
         assert transforms.cell_centre(cell)["lat"] == round(h3.cell_to_latlng(cell)[0], 6)
     assert len(transforms._BUCKETS) <= 2 and len(transforms._CENTRES) <= 2
+    for lat in (47.1, 47.2, 47.3):
+        cell = h3.latlng_to_cell(lat, -122.3, 9)
+        point = {"location": {"lat": lat, "lon": -122.3}}
+        assert generalise_location(point, 7) == h3.cell_to_parent(cell, 7)
+        assert generalise_location({**point, "h3cell": cell}, 7) == h3.cell_to_parent(cell, 7)
+    assert len(transforms._CELL_TEXT) <= 2 and len(transforms._PARENTS) <= 2
 
 
 def test_a_null_personal_field_stays_null(policy: PrivacyPolicy) -> None:
