@@ -28,12 +28,16 @@ pipelines send such a command again, pausing 10 ms growing to 200 ms, until the 
 over or `MIGRATION_WAIT_S` has passed. A non-transactional pipeline already resends only its
 refused commands through the single-command path, so that covers it. A watched transaction is
 not resent (its reads may be stale): it ends in WatchError after a pause, and the caller's
-loop (RQ's) starts over. What it costs: the slot group's multi-key work waits for the whole
-migration (tests/integration/test_cluster_reshard.py prints how long it took).
+loop (RQ's) starts over; once a thread's watched transactions have been refused for
+`MIGRATION_WAIT_S` with none run in between (a slot left MIGRATING), the refusal itself is
+raised instead, so that such a loop ends with an error rather than spinning forever. What
+it costs: the slot group's multi-key work waits for the whole migration
+(tests/integration/test_cluster_reshard.py prints how long it took).
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -86,22 +90,42 @@ class RidesOutMigrations:
         return until_migrated(lambda: parent(target_node, *args, **kwargs))
 
 
+_watched_refusals = threading.local()  # .since: when this thread's refusals began
+
+
+def _refused_while_watching(refusal: BaseException) -> None:
+    """Pause before the caller's WatchError loop (RQ's retries at once) starts over; raise
+    `refusal` itself once this thread's watched transactions have been refused for
+    `MIGRATION_WAIT_S` with none run in between (a slot left MIGRATING by an aborted reshard
+    would otherwise make that loop spin forever without an error)."""
+    now = time.monotonic()
+    since = getattr(_watched_refusals, "since", None)
+    if since is None:
+        _watched_refusals.since = since = now
+    if now - since > MIGRATION_WAIT_S:
+        _watched_refusals.since = None  # the caller's next transaction gets its own wait
+        raise refusal
+    time.sleep(FIRST_PAUSE_S)
+
+
 def run_transaction(pipe: Any, execute: Callable[[], list[Any]]) -> list[Any]:
     """`execute()` of a transactional cluster pipeline `pipe`, sent again with the same
     commands while a migration refuses it; a watched one ends in WatchError after a pause."""
     strategy = pipe._execution_strategy
     if strategy._watching:
         try:
-            return execute()
+            replies = execute()
         except (ClusterError, ResponseError) as exc:
             if not refused_during_migration(exc):
                 raise
-            time.sleep(FIRST_PAUSE_S)  # RQ's WatchError loops retry at once: not a busy loop
+            _refused_while_watching(exc)
             raise WatchError("slot migrating while watching keys") from exc
         except WatchError as exc:
             if isinstance(exc.__cause__, (AskError, TryAgainError)):  # redis-py's own
-                time.sleep(FIRST_PAUSE_S)
+                _refused_while_watching(exc.__cause__)
             raise
+        _watched_refusals.since = None
+        return replies
     queued = (
         list(strategy._command_queue),
         set(strategy._pipeline_slots),

@@ -13,6 +13,17 @@ the writes name must be in that slot: one slot group), and follows the cluster w
 primary has lost the slot or is gone: the client's slot map is read again and the round trip
 sent again, within the client's retry budget. Sending the writes again is safe for callers
 whose writes are idempotent or deduplicated (producers: ingest drops copies by event id).
+
+While the slot migrates (``redis-cli --cluster reshard``), the node clients used here get the
+refusals that `RedisCluster` would otherwise handle: ``ASK`` (the key is on the target
+already), ``TRYAGAIN`` (a multi-key write whose keys are split between the nodes), ``MOVED``
+once the slot has been handed over. ``MOVED`` reads the slot map again and goes to the new
+owner. ``ASK`` is not followed (``ASKING`` on the target): the writes and WAIT would then be
+split over two connections, and WAIT could answer for only part of them. Instead, ``ASK`` and
+``TRYAGAIN`` are waited out with `queues.cluster_migration.until_migrated` (10 ms growing to
+200 ms, `MIGRATION_WAIT_S` in all), as every other multi-key call of a slot group is: such a
+publish or spool replay takes as long as the migration of its slot, and a migration longer
+than `MIGRATION_WAIT_S` raises the refusal.
 """
 
 from __future__ import annotations
@@ -25,17 +36,15 @@ from redis import Redis
 from redis.client import Pipeline
 from redis.cluster import RedisCluster
 from redis.exceptions import (
-    AskError,
     ClusterDownError,
+    MovedError,
     RedisError,
-    TryAgainError,
 )
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-# The slot is served elsewhere now, or is being moved: follow it, as the cluster client does.
-_REDIRECTED = (AskError, TryAgainError)  # MovedError is an AskError
-_REDIRECTS_FOLLOWED = 5
+from queues.cluster_migration import until_migrated
+
 # The primary is gone or the cluster is failing over: the client's retry budget applies.
 _GONE = (ClusterDownError, RedisConnectionError, RedisTimeoutError)
 
@@ -54,25 +63,37 @@ def write_then_wait(
         queue_writes(pipe)
         pipe.wait(replicas, timeout_ms)
         return pipe.execute()
-    redirects = failures = 0
-    while True:
-        node = redis.get_node_from_key(key)  # the primary, as the client's slot map says
-        pipe = redis.get_redis_connection(node).pipeline(transaction=False)
+    cluster = redis
+
+    def round_trip() -> list[Any]:
+        node = cluster.get_node_from_key(key)  # the primary, as the client's slot map says
+        pipe = cluster.get_redis_connection(node).pipeline(transaction=False)
         queue_writes(pipe)
         pipe.wait(replicas, timeout_ms)
         try:
             return pipe.execute()
-        except (*_REDIRECTED, *_GONE) as exc:
-            try:  # so that this call's next round trip, or the caller's next call, finds it
-                redis.nodes_manager.initialize()
-            except RedisError as refresh:
-                raise exc from refresh
-            if isinstance(exc, _REDIRECTED):
-                redirects += 1
-                if redirects > _REDIRECTS_FOLLOWED:
-                    raise
-                continue
+        except MovedError:  # handed over: the next round trip goes to the new owner
+            _read_slot_map(cluster)
+            raise
+
+    failures = 0
+    while True:
+        try:
+            return until_migrated(round_trip)  # MOVED, ASK, TRYAGAIN: sent again after a pause
+        except _GONE as exc:
+            _read_slot_map(cluster, exc)
             failures += 1
-            if failures > redis.retry.get_retries():
+            if failures > cluster.retry.get_retries():
                 raise
             time.sleep(min(0.05 * 2**failures, 1.0))
+
+
+def _read_slot_map(cluster: RedisCluster, cause: BaseException | None = None) -> None:
+    """Ask the cluster who serves which slot again, so that this call's next round trip, or
+    the caller's next call, finds the key's primary; a refresh that fails raises `cause`."""
+    try:
+        cluster.nodes_manager.initialize()
+    except RedisError as refresh:
+        if cause is None:
+            raise
+        raise cause from refresh

@@ -360,6 +360,17 @@ class SpoolFlusher:
     def _run(self) -> None:
         while not self._stop.is_set():
             if self.spool.has_pending():
-                self.flush_once()
+                try:
+                    self.flush_once()
+                except Exception as exc:  # noqa: BLE001 - a dead flusher would strand the spool
+                    # Not a known replay failure (a refusal, a bug): the entries stay spooled,
+                    # so log it and try again after the same backoff instead of ending here.
+                    self.failures += 1
+                    self.last_error = exc
+                    log.exception(
+                        "spool %s: replay failed unexpectedly (%s attempt)",
+                        self.spool.path,
+                        self.failures,
+                    )
             self._wake.wait(self.next_delay())
             self._wake.clear()

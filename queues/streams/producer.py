@@ -11,11 +11,12 @@ from typing import Any
 
 import orjson
 from redis import Redis
-from redis.exceptions import ResponseError
+from redis.exceptions import ClusterError, ResponseError
 
 from city.cap import alert_priority
 from city.events import Event, Priority, new_event_id, source_for
 from city.schemas import BUILTIN_TYPES
+from queues.cluster_migration import refused_during_migration
 from queues.keys import Keys
 from queues.limits import Backpressure, PressureGauge, is_oom
 from queues.replicas import write_then_wait
@@ -216,6 +217,10 @@ class Producer:
                 return self._send(encoded)
             except (*REDIS_DOWN, NotReplicatedError):
                 pass  # spooled below; copies that did reach Redis are dropped by ingest's dedupe
+            except (ClusterError, ResponseError) as exc:
+                if not refused_during_migration(exc):
+                    raise
+                # a slot migration that outlasted MIGRATION_WAIT_S: the flusher replays them
         self.spool.append_many([(stream, {"e": body}, eid) for stream, eid, body in encoded])
         if self.flusher is not None:
             self.flusher.wake()

@@ -38,6 +38,24 @@ def wait_until(check: Callable[[], object], what: str, timeout: float = 20.0) ->
     raise AssertionError(f"{what}: not within {timeout:.0f} s")
 
 
+# What a failover may answer an acknowledged publish, the command not run or not replicated:
+# fewer replicas than asked, the primary gone (Sentinel: no primary found yet, or a demoted one
+# still asked), the cluster not serving the slot yet. Anything else - a wrong-node error such as
+# "WAIT cannot be used with replica instances", a script error - is a bug, not a refusal: the
+# producer ends on it (`error`) instead of retrying it as if it were one.
+FAILOVER_REFUSALS = frozenset(
+    {
+        "NotReplicatedError",
+        "ConnectionError",
+        "TimeoutError",
+        "MasterNotFoundError",
+        "ReadOnlyError",
+        "ClusterDownError",
+        "SlotNotCoveredError",
+    }
+)
+
+
 @dataclass
 class LoadProducer:
     """Publishes batches until stopped, retrying each batch (same event ids) until it is
@@ -48,7 +66,7 @@ class LoadProducer:
     router: Router
     acknowledged: dict[str, set[str]] = field(default_factory=dict)
     invalid: set[str] = field(default_factory=set)
-    refused: list[str] = field(default_factory=list)  # typed errors seen while failing over
+    refused: list[str] = field(default_factory=list)  # FAILOVER_REFUSALS seen, by type name
     batches: int = 0
     stop: threading.Event = field(default_factory=threading.Event)
     error: BaseException | None = None
@@ -89,6 +107,8 @@ class LoadProducer:
                         producer.publish_many(events)
                         break
                     except (NotReplicatedError, RedisError) as exc:
+                        if type(exc).__name__ not in FAILOVER_REFUSALS:
+                            raise AssertionError(f"not a failover's refusal: {exc!r}") from exc
                         self.refused.append(type(exc).__name__)
                         time.sleep(0.1)
                 for event in events:
@@ -219,11 +239,14 @@ def load_through(
     wait_until(lambda: probe.id in inbox_contents(redis, load.keys, departments), "start", 90)
     thread = threading.Thread(target=load.run, name="load", daemon=True)
     thread.start()
-    try:
-        wait_until(lambda: load.batches >= 10, "load before the failover")
+    try:  # a producer ended by an error is reported as that error, not as a wait timed out
+        wait_until(lambda: load.error or load.batches >= 10, "load before the failover")
+        assert load.error is None, f"producer failed: {load.error!r}"
         failover()
         at_failover = load.batches
-        wait_until(lambda: load.batches >= at_failover + 10, "load after the failover", 30)
+        wait_until(
+            lambda: load.error or load.batches >= at_failover + 10, "load after the failover", 30
+        )
     finally:
         load.stop.set()
         thread.join(timeout=30)

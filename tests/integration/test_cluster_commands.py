@@ -42,12 +42,16 @@ def test_the_command_channel_moves_off_a_dead_primary_and_hears_commands(
         wait_until(lambda: cluster.owner(channel) != listened_on, "the replica took over")
 
         def subscribed_somewhere() -> bool:  # a PUBLISH reaches subscribers of every node
-            return any(
-                cluster.node(port).pubsub_numsub(channel)[0][1] for port in cluster.running_ports()
-            )
+            for port in cluster.running_ports():
+                with cluster.node(port) as node:  # closed: no connection left per poll
+                    if node.pubsub_numsub(channel)[0][1]:
+                        return True
+            return False
 
         wait_until(subscribed_somewhere, "the listener subscribed on a live node", 20)
         client.publish(channel, "after")  # as `rq` sends a command: one PUBLISH
         wait_until(lambda: [m["data"] for m in heard][-1:] == [b"after"], "heard after it", 10)
-    finally:
-        assert listener.stop(5)
+    finally:  # stopped whatever happened; a failure above is reported as itself
+        stopped = listener.stop(5)
+        client.close()
+    assert stopped, "the command listener did not stop within 5 s"

@@ -6,6 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import fakeredis
+import pytest
+from redis.exceptions import ResponseError, TryAgainError
 
 from city.events import Event, source_for
 from queues.connect import PRODUCER_SETTINGS, redis_from_url
@@ -41,3 +43,31 @@ def test_publish_many_spools_when_redis_is_down_and_replays_in_order(tmp_path: P
     later = emergency(9)
     producer.publish_many([later])
     assert len(spool) == 0 and up.xlen(keys.ingest("ems", "emergency")) == 6
+
+
+def test_a_batch_refused_by_a_migration_past_its_wait_is_spooled_not_lost(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A slot migration that outlasts MIGRATION_WAIT_S ends the send with its refusal (ASK,
+    TRYAGAIN): the events wait in the spool like the ones of an unreachable Redis; any other
+    refusal is still raised to the caller."""
+    keys = Keys("spooltest")
+    redis = fakeredis.FakeRedis()
+    spool = Spool(tmp_path / "ems.db")
+    producer = Producer(redis, "ems", keys, spool=spool)
+    events = [emergency(n) for n in range(3)]
+    refusals: list[Exception] = [
+        ResponseError("WRONGTYPE Operation against a key holding the wrong kind of value"),
+        TryAgainError("Multiple keys request during rehashing of slot"),
+    ]
+
+    def refused(encoded: object) -> list[str]:
+        raise refusals.pop()
+
+    monkeypatch.setattr(producer, "_send", refused)
+    assert producer.publish_many(events) == [e.id for e in events]
+    assert len(spool) == 3
+    assert spool.replay(redis) == 3  # the spool empty again: the next batch tries Redis first
+    with pytest.raises(ResponseError, match="WRONGTYPE"):
+        producer.publish_many([emergency(9)])
+    assert redis.xlen(keys.ingest("ems", "emergency")) == 3

@@ -6,6 +6,10 @@ prefix, and the per-group figures of `cityrelay status`."""
 from __future__ import annotations
 
 import json
+import os
+import signal
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -264,3 +268,43 @@ def test_a_slot_groups_relay_runs_in_its_destination_group(tmp_path: Path, capsy
     assert "runs in its destination group" in capsys.readouterr().err
     assert cli.main(["--prefix", "{seattle}", *base, "relay"]) == 2
     assert "no slot group of the city" in capsys.readouterr().err
+
+
+def test_the_relay_of_a_city_with_one_slot_group_says_so_and_idles_until_sigterm(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One Procfile for every city: with no other group to relay from, `cityrelay relay` must
+    not exit (a Procfile runner would stop the whole city with it) nor wait in silence."""
+    from workers import cli
+
+    path = write_city(tmp_path, partitions={"default": "a", "shards": {"a": {"prefix": "{solo}"}}})
+    monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:1/0")  # nothing to connect to
+    originals = {signum: signal.getsignal(signum) for signum in (signal.SIGTERM, signal.SIGINT)}
+    received: list[int] = []
+
+    def ours(signum: int, frame: object) -> None:  # until the relay installs its own
+        received.append(signum)
+
+    signal.signal(signal.SIGTERM, ours)
+    returned, sent = threading.Event(), []
+
+    def terminate_once_listening() -> None:
+        while signal.getsignal(signal.SIGTERM) is ours and not returned.wait(0.01):
+            pass
+        if not returned.is_set():
+            time.sleep(0.3)  # long enough for a relay that would exit by itself to do so
+            sent.append(time.monotonic())
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    terminator = threading.Thread(target=terminate_once_listening)
+    terminator.start()
+    try:
+        assert cli.main(["--prefix", "{solo}", "--config", str(path), "relay"]) == 0
+        ended = time.monotonic()
+    finally:
+        returned.set()
+        terminator.join()
+        for signum, handler in originals.items():
+            signal.signal(signum, handler)
+    assert sent and ended >= sent[0] and not received  # it ran until SIGTERM, which it handled
+    assert "relay: no other shard than a; nothing to relay" in capsys.readouterr().err

@@ -10,10 +10,12 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import fakeredis
 import pytest
 from redis import Redis
+from redis.exceptions import AskError
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from queues.keys import Keys
@@ -177,6 +179,32 @@ def test_flusher_keeps_a_refused_entry_and_reports_it(spool: Spool, redis: Redis
     flusher = SpoolFlusher(spool, redis)
     assert flusher.flush_once() == 0
     assert isinstance(flusher.last_error, SpoolReplayError) and len(spool) == 1
+
+
+def test_flusher_outlives_an_unexpected_error_and_replays_afterwards(
+    spool: Spool, redis: Redis, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A refusal outside SpoolReplayError and the connection errors (an ASK after a migration
+    outlasted its wait) is logged and backed off; the thread does not end with the spool full."""
+    replay = spool.replay
+    refusals = [AskError("3999 127.0.0.1:7001")] * 2
+
+    def refused_twice(*args: Any) -> int:
+        if refusals:
+            raise refusals.pop()
+        return replay(*args)
+
+    monkeypatch.setattr(spool, "replay", refused_twice)
+    spool.append(STREAM, {"id": "e1"}, event_id="e1")
+    flusher = SpoolFlusher(spool, redis, interval=0.05, backoff_base=0.01, backoff_cap=0.05)
+    with caplog.at_level("ERROR", logger="queues.spool"):
+        flusher.start()
+        try:
+            wait_for(lambda: len(spool) == 0)
+        finally:
+            flusher.stop()
+    assert stream_ids(redis) == ["e1"] and flusher.replayed == 1 and flusher.failures == 0
+    assert sum("replay failed unexpectedly" in r.getMessage() for r in caplog.records) == 2
 
 
 WRITER = """

@@ -53,19 +53,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 def cmd_relay(args: argparse.Namespace, runtime: Runtime) -> int:
     config, base_dir = runtime.city()
     parts = config.partitions
+    stop = threading.Event()  # set by SIGTERM / SIGINT from here on: none is missed
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
     if parts is None:
         if args.routes or args.dest or args.drain:
             print(
                 "the city has no partitions: section: one Redis, nothing to relay", file=sys.stderr
             )
             return 2
-        # One Procfile for every city: an unpartitioned city's relay waits for SIGTERM.
-        print("relay: the city is not partitioned; nothing to relay", file=sys.stderr)
-        idle = threading.Event()
-        signal.signal(signal.SIGTERM, lambda *_: idle.set())
-        signal.signal(signal.SIGINT, lambda *_: idle.set())
-        idle.wait()
-        return 0
+        return _idle("the city is not partitioned", stop)
     if args.routes:
         routes = {
             "default": parts.default,
@@ -84,9 +81,6 @@ def cmd_relay(args: argparse.Namespace, runtime: Runtime) -> int:
         }
         print(json.dumps(routes, indent=2))
         return 0
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
     try:
         if parts.slot_groups:
             relays = _pull_into_group(args, runtime, config, base_dir)
@@ -99,6 +93,8 @@ def cmd_relay(args: argparse.Namespace, runtime: Runtime) -> int:
         for relay in relays:
             print(json.dumps(drain(relay)))
         return 0
+    if not relays:  # one shard or slot group: no other one to relay from or to
+        return _idle(f"no other shard than {', '.join(parts.shards)}", stop)
     threads = []
     for relay in relays:
         print(
@@ -124,6 +120,14 @@ def cmd_relay(args: argparse.Namespace, runtime: Runtime) -> int:
     if failed:
         print("relay: a relay thread stopped on an error; exiting", file=sys.stderr)
         return 1
+    return 0
+
+
+def _idle(why: str, stop: threading.Event) -> int:
+    """Say there is nothing to relay, then wait for `stop` (SIGTERM, SIGINT) and exit 0: one
+    Procfile serves every city, and a Procfile runner stops every process when one exits."""
+    print(f"relay: {why}; nothing to relay", file=sys.stderr)
+    stop.wait()
     return 0
 
 
