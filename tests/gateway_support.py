@@ -59,7 +59,8 @@ class GatewayProcess:
             except httpx.HTTPError:
                 pass
             time.sleep(0.05)
-        raise AssertionError(f"gateway not healthy within {timeout} s")
+        self.stop()  # never leave it running behind a failed test
+        raise AssertionError(f"gateway not healthy within {timeout} s:\n{self.output()}")
 
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
