@@ -13,6 +13,8 @@ busy workers never race each other for the head.
 
 from __future__ import annotations
 
+import random
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -49,6 +51,14 @@ return {1, ARGV[2]}
 
 MAX_RETRIES = 50
 DRAIN_LOCK_MS = 10_000
+# After a lost race, wait a random share of a window that doubles per loss (capped): writers
+# that retried at once kept colliding, and the slowest one (the one busy hashing while the
+# others wrote) could lose 50 times running on a loaded host. At most ~2 s over 50 losses.
+BACKOFF_FIRST_S, BACKOFF_CAP_S = 0.001, 0.05
+
+
+def _back_off(attempt: int) -> None:
+    time.sleep(random.uniform(0, min(BACKOFF_CAP_S, BACKOFF_FIRST_S * 2**attempt)))
 
 
 class AuditConflict(RuntimeError):
@@ -87,7 +97,9 @@ class AuditLog:
         if not items:
             return []
         head = self._head if self._head is not None else self.head()
-        for _ in range(MAX_RETRIES):
+        for attempt in range(MAX_RETRIES):
+            if attempt:
+                _back_off(attempt)
             records, new_head = chain(head, items)
             ok, current = self._script(
                 keys=[self.keys.audit, self.keys.audit_head],
@@ -152,7 +164,9 @@ class AuditLog:
 
     def _append_consuming(self, items: list[Item], inbox_ids: list[Any]) -> None:
         head = self._head if self._head is not None else self.head()
-        for _ in range(MAX_RETRIES):
+        for attempt in range(MAX_RETRIES):
+            if attempt:
+                _back_off(attempt)
             records, new_head = chain(head, items)
             ok, current = self._consume(
                 keys=[self.keys.audit, self.keys.audit_head, self.keys.audit_inbox],
