@@ -96,3 +96,21 @@ def incident(**extra: object) -> dict:
         "location": WEST,
         **extra,
     }
+
+
+def curl_binary_incident(url: str, token: str, event_id: str) -> tuple[str, str]:
+    """POST an sdot traffic incident with curl in CloudEvents binary mode (ce-* headers);
+    returns (response body, HTTP status)."""
+    out = subprocess.run(
+        ["curl", "-sS", "-X", "POST", f"{url}/v1/events",
+         "-H", f"Authorization: Bearer {token}",
+         "-H", "Content-Type: application/json",
+         "-H", "ce-specversion: 1.0", "-H", f"ce-id: {event_id}",
+         "-H", "ce-source: /city/sdot", "-H", "ce-type: traffic.incident",
+         "-H", f"ce-time: {datetime.now(UTC).isoformat()}",
+         "-H", 'ce-location: {"lat": 47.6205, "lon": -122.3493}',
+         "-d", '{"kind": "collision", "severity": 2}', "-w", "\n%{http_code}"],
+        capture_output=True, text=True, check=True, timeout=30,
+    )  # fmt: skip
+    body, status = out.stdout.rsplit("\n", 1)
+    return body, status

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import subprocess
 import time
-import uuid
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -22,21 +21,19 @@ import pytest
 from redis.cluster import RedisCluster
 from redis.exceptions import NoPermissionError
 
-from city.config import load_city
 from city.events import Event, source_for
 from queues.connect import cluster_client_from_url
 from queues.inbox import Inbox
 from queues.keys import Keys
 from queues.metrics import read_stats
-from queues.partition import group_keys
 from queues.streams import Producer
-from tests.conftest import ROOT, write_city
+from tests.conftest import ROOT
 from tests.integration.test_cluster_processes import (
     lost_duplicated_wrong,
     publish_steady_load,
     start_procfile,
 )
-from tests.integration.test_cluster_slot_groups import B_DEPARTMENTS, _settled
+from tests.integration.test_cluster_slot_groups import B_DEPARTMENTS, _settled, two_group_city
 from tests.integration.test_processes import WEST, Processes, _wire
 from workers.standin_cluster import LocalRedisCluster
 
@@ -87,19 +84,7 @@ def _failed_jobs(redis: RedisCluster, keys: Keys) -> int:
 def test_slot_group_processes_run_under_their_acl_users_on_every_node(
     cluster: LocalRedisCluster, seattle_router, tmp_path
 ) -> None:
-    name = "t" + uuid.uuid4().hex[:10]
-    partitions = {
-        "default": "a",
-        "shards": {
-            "a": {"prefix": f"{{{name}-a}}"},
-            "b": {"prefix": f"{{{name}-b}}", "departments": B_DEPARTMENTS},
-        },
-    }
-    path = write_city(tmp_path, partitions=partitions, claim_idle_ms=400)
-    config, _ = load_city(path)
-    parts = config.partitions
-    assert parts is not None
-    groups = group_keys(parts)
+    name, path, config, parts, groups = two_group_city(tmp_path)
     admin = cluster_client_from_url(cluster.url, socket_timeout=10)
 
     # One run (the default user, any group's prefix) sets both groups' users on all 6 nodes.

@@ -8,10 +8,8 @@ department at home on b is read and acknowledged at b, not under a's keys."""
 from __future__ import annotations
 
 import json
-import subprocess
 import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime
 
 import httpx
 import pytest
@@ -24,7 +22,7 @@ from queues.keys import Keys
 from queues.partition import group_keys, home_departments
 from queues.tokens import TokenStore
 from tests.conftest import write_city
-from tests.gateway_support import WEST, GatewayProcess, incident
+from tests.gateway_support import WEST, GatewayProcess, curl_binary_incident, incident
 from workers.standin_cluster import LocalRedisCluster
 
 pytestmark = pytest.mark.integration
@@ -65,18 +63,7 @@ def test_events_go_to_each_departments_home_group_and_foreign_inboxes_are_refuse
     fire, _ = tokens.create("fire")
 
     event_id = uuid.uuid4().hex
-    out = subprocess.run(
-        ["curl", "-sS", "-X", "POST", f"{gateway.url}/v1/events",
-         "-H", f"Authorization: Bearer {sdot}",
-         "-H", "Content-Type: application/json",
-         "-H", "ce-specversion: 1.0", "-H", f"ce-id: {event_id}",
-         "-H", "ce-source: /city/sdot", "-H", "ce-type: traffic.incident",
-         "-H", f"ce-time: {datetime.now(UTC).isoformat()}",
-         "-H", 'ce-location: {"lat": 47.6205, "lon": -122.3493}',
-         "-d", '{"kind": "collision", "severity": 2}', "-w", "\n%{http_code}"],
-        capture_output=True, text=True, check=True, timeout=30,
-    )  # fmt: skip
-    body, status = out.stdout.rsplit("\n", 1)
+    body, status = curl_binary_incident(gateway.url, sdot, event_id)
     assert status == "202", body
     # A small batch carrying an emergency: published on the event loop (redis.asyncio cluster).
     pair = [incident(), incident(priority="emergency")]

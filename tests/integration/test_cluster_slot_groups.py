@@ -16,11 +16,12 @@ import subprocess
 import time
 import uuid
 from collections import Counter
+from pathlib import Path
 
 import pytest
 from redis.cluster import RedisCluster
 
-from city.config import load_city
+from city.config import CityConfig, PartitionsConfig, load_city
 from city.events import Event, source_for
 from queues.connect import cluster_client_from_url
 from queues.keys import Keys
@@ -56,10 +57,11 @@ def _settled(redis: RedisCluster, groups: dict[str, Keys], published: int) -> bo
     return all(b == {"length": 0, "pending": 0} for b in backlogs)
 
 
-@pytest.mark.integration
-def test_two_slot_groups_deliver_across_groups_losing_duplicating_and_misrouting_nothing(
-    cluster: LocalRedisCluster, seattle_router, tmp_path
-) -> None:
+def two_group_city(
+    tmp_path: Path,
+) -> tuple[str, Path, CityConfig, PartitionsConfig, dict[str, Keys]]:
+    """A Seattle config in two slot groups, a (the default) and b (`B_DEPARTMENTS`), under a
+    fresh name: (the name, the config file, the config, its partitions, each group's keys)."""
     name = "t" + uuid.uuid4().hex[:10]
     partitions = {
         "default": "a",
@@ -73,6 +75,14 @@ def test_two_slot_groups_deliver_across_groups_losing_duplicating_and_misrouting
     parts = config.partitions
     assert parts is not None
     groups = group_keys(parts)
+    return name, path, config, parts, groups
+
+
+@pytest.mark.integration
+def test_two_slot_groups_deliver_across_groups_losing_duplicating_and_misrouting_nothing(
+    cluster: LocalRedisCluster, seattle_router, tmp_path
+) -> None:
+    name, path, config, parts, groups = two_group_city(tmp_path)
     redis = cluster_client_from_url(cluster.url, socket_timeout=10)
     assert redis.keyslot(groups["a"].stats) != redis.keyslot(groups["b"].stats)
     processes = {g: Processes(cluster.url, keys.prefix, path) for g, keys in groups.items()}

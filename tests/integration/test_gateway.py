@@ -5,12 +5,10 @@ backpressure, CAP, inboxes (page, ack, SSE) and locate."""
 from __future__ import annotations
 
 import json
-import subprocess
 import threading
 import time
 import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime
 
 import httpx
 import pytest
@@ -23,7 +21,7 @@ from queues.acks import track
 from queues.metrics import read_stats
 from queues.tokens import TokenStore
 from tests.conftest import ROOT
-from tests.gateway_support import WEST, GatewayProcess, incident
+from tests.gateway_support import WEST, GatewayProcess, curl_binary_incident, incident
 
 pytestmark = pytest.mark.integration
 
@@ -92,18 +90,7 @@ def test_sdk_structured_and_binary_requests_are_accepted(gateway, tokens, redis,
 def test_curl_binary_mode(gateway, tokens, redis, keys):
     token, _ = tokens.create("sdot")
     event_id = uuid.uuid4().hex
-    out = subprocess.run(
-        ["curl", "-sS", "-X", "POST", f"{gateway.url}/v1/events",
-         "-H", f"Authorization: Bearer {token}",
-         "-H", "Content-Type: application/json",
-         "-H", "ce-specversion: 1.0", "-H", f"ce-id: {event_id}",
-         "-H", "ce-source: /city/sdot", "-H", "ce-type: traffic.incident",
-         "-H", f"ce-time: {datetime.now(UTC).isoformat()}",
-         "-H", 'ce-location: {"lat": 47.6205, "lon": -122.3493}',
-         "-d", '{"kind": "collision", "severity": 2}', "-w", "\n%{http_code}"],
-        capture_output=True, text=True, check=True, timeout=30,
-    )  # fmt: skip
-    body, status = out.stdout.rsplit("\n", 1)
+    body, status = curl_binary_incident(gateway.url, token, event_id)
     assert status == "202", body
     assert json.loads(body)["accepted"] == [event_id]
     assert ingest_ids(redis, keys) == [event_id]
