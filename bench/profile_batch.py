@@ -7,7 +7,13 @@ under cProfile with `time.process_time` as the clock, so the figures are CPU tim
 a loaded machine. Prints the top entries of each and, as the last line, JSON with the CPU us per
 event of each stage.
 
+With `--worker`, the recorded jobs are run by a routine RQ worker in burst mode
+(`workers.worker.build_worker`, as `cityrelay worker --role routine` runs them) instead of by
+calling the route job: the difference is what RQ's per-job work costs per event, which shrinks
+with the job size (`--batch`, the city's `routing.batch_max_events`).
+
     REDIS_URL=redis://127.0.0.1:6399/0 python bench/profile_batch.py [--events 10000] [--top 25]
+        [--batch 500] [--worker] [--plain]
 """
 
 from __future__ import annotations
@@ -42,6 +48,7 @@ from queues.keys import Keys  # noqa: E402
 from queues.priority import queue_name  # noqa: E402
 from queues.streams import EVENT_FIELD  # noqa: E402
 from workers.ingest import IngestWorker  # noqa: E402
+from workers.worker import build_worker  # noqa: E402
 
 
 def redis_cpu_s(redis: Redis) -> float:
@@ -71,12 +78,16 @@ def main() -> None:
     parser.add_argument("--top", type=int, default=25)
     parser.add_argument("--sort", default="tottime")
     parser.add_argument("--plain", action="store_true", help="CPU time only, no profiler")
+    parser.add_argument("--batch", type=int, default=500, help="events per route job at most")
+    parser.add_argument(
+        "--worker", action="store_true", help="run the jobs in a routine RQ worker (burst)"
+    )
     args = parser.parse_args()
     redis_url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
     redis = Redis.from_url(redis_url)
     prefix = f"prof{uuid.uuid4().hex[:8]}"
     keys = Keys(prefix)
-    path = config_file(500)
+    path = config_file(args.batch)
     try:
         config, _ = load_city(path)
         ingest = IngestWorker(redis, keys, config)
@@ -118,7 +129,13 @@ def main() -> None:
             route_profile.enable = route_profile.disable = lambda: None  # type: ignore[method-assign]
         routed = 0
         t0 = time.process_time()
-        for items in batches:
+        if args.worker:
+            worker = build_worker(redis, keys, "routine", context, name=f"{prefix}-w")
+            route_profile.enable()
+            worker.work(burst=True, logging_level="WARNING", with_scheduler=False)
+            route_profile.disable()
+            routed = sum(len(items) for items in batches)
+        for items in [] if args.worker else batches:
             items = [i for i in items if not str(i["e"]["id"]).startswith("w-")]
             if not items:
                 continue
@@ -142,6 +159,8 @@ def main() -> None:
                         "ingest_us_per_event": round(ingest_cpu * 1e6 / max(accepted, 1), 1),
                         "route_us_per_event": round(route_cpu * 1e6 / max(routed, 1), 1),
                         "events": routed,
+                        "jobs": len(batches),
+                        "stage": "worker" if args.worker else "route job",
                         **redis_us,
                         "load_average": os.getloadavg()[0],
                     }
