@@ -90,6 +90,10 @@ class EventTypeConfig(_Strict):
 class RoutingConfig(_Strict):
     batch_max_events: int = Field(default=500, ge=1, le=10_000)
     batch_max_ms: int = Field(default=20, ge=1, le=10_000)
+    # While the route workers are behind, a routine batch keeps gathering up to this long
+    # (workers/batching.py): bigger jobs, less bookkeeping per event. At most half of
+    # claim_idle_ms (held entries are pending); at or below batch_max_ms: never.
+    batch_max_wait_ms: int = Field(default=250, ge=1, le=60_000)
     dedupe_window_s: int = Field(default=3600, ge=1)
     max_deliveries: int = Field(default=5, ge=1, le=100)
     claim_idle_ms: int = Field(default=30_000, ge=100)

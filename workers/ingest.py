@@ -53,6 +53,7 @@ from queues.streams import LANES, Entry, IngestStreams, consumer_name, dead_lett
 from queues.trace import enabled as tracing
 from queues.trace import now_ms
 from queues.trace import record as trace
+from workers.batching import BatchHolder, Decoded, WorkersBehind
 from workers.logs import Summary
 
 log = logging.getLogger("cityrelay.ingest")
@@ -96,6 +97,16 @@ class IngestWorker:
         self.guard = MemoryGuard(redis, keys, config.limits)
         self.trace = tracing()  # per-hop timestamps of emergencies (queues/trace.py)
         self.markers = SeenMarkers(redis, self.routing.dedupe_window_s)
+        # Bigger jobs while the route workers are behind; never on the emergency lane.
+        self.holder: BatchHolder | None = None
+        hold_ms = min(self.routing.batch_max_wait_ms, self.routing.claim_idle_ms // 2)
+        if "emergency" not in lanes and hold_ms > self.routing.batch_max_ms:
+            self.holder = BatchHolder(
+                WorkersBehind(redis, self.queues),
+                self.routing.batch_max_events,
+                self.routing.batch_max_ms,
+                hold_ms,
+            )
 
     # -- one step -----------------------------------------------------------------------------
     def step(self, block_ms: int | None = None) -> Counter[str]:
@@ -107,13 +118,15 @@ class IngestWorker:
         """Read one micro-batch and hand it on: it closes when `batch_max_events` entries wait
         or `batch_max_ms` after the first one arrived, whichever comes first. An emergency
         closes it at once. Under light load this trades a few milliseconds of routine latency
-        for jobs big enough that RQ's per-job bookkeeping stays small against the work."""
+        for jobs big enough that RQ's per-job bookkeeping stays small against the work; while
+        the route workers are behind it keeps gathering (workers/batching.py)."""
         entries = self.streams.read(self.consumer, self.read_count, block_ms)
         if not entries:
             return Counter()
+        opened = time.monotonic()
         limit = self.routing.batch_max_events
-        deadline = time.monotonic() + self.routing.batch_max_ms / 1000
-        while len(entries) < limit and not any(e.stream.endswith(":emergency") for e in entries):
+        deadline = opened + self.routing.batch_max_ms / 1000
+        while len(entries) < limit and not _has_emergency(entries):
             left_ms = int((deadline - time.monotonic()) * 1000)
             if left_ms <= 0:
                 break
@@ -122,7 +135,31 @@ class IngestWorker:
             if not more and time.monotonic() - asked < left_ms / 2000:
                 time.sleep(min(left_ms, 5) / 1000)  # a server that does not block (stand-ins)
             entries.extend(more)
-        return self.process(entries)
+        if self.holder is None or _has_emergency(entries):
+            return self.process(entries)
+        decoded = self._decode(entries)
+        self.holder.hold(
+            lambda count: self.streams.read(self.consumer, count, None),
+            self._decode,
+            self._queue_of,
+            entries,
+            decoded,
+            opened,
+        )
+        return self.process(entries, decoded)
+
+    def _queue_of(self, wire: dict[str, Any]) -> str:
+        return QUEUE_FOR_PRIORITY[self.catalog.priority_of(wire["type"], wire.get("priority"))]
+
+    def _decode(self, entries: Sequence[Entry]) -> Decoded:
+        """Each entry with its validated wire events (a CAP alert: several), or why not."""
+        decoded: Decoded = []
+        for entry in entries:
+            try:
+                decoded.append((entry, decode_entry(entry, self.catalog)))
+            except InvalidEvent as exc:
+                decoded.append((entry, exc))
+        return decoded
 
     def recover(self) -> Counter[str]:
         """Reclaim entries of dead consumers; dead-letter the ones that keep failing."""
@@ -154,15 +191,15 @@ class IngestWorker:
         counters["trimmed"] += self.streams.trim_acknowledged()
         return counters
 
-    def process(self, entries: Sequence[Entry]) -> Counter[str]:
+    def process(self, entries: Sequence[Entry], decoded: Decoded | None = None) -> Counter[str]:
+        """Validate, dedupe, enqueue and acknowledge `entries` (`decoded`: already validated)."""
         read_ms = now_ms() if self.trace else 0.0
         counters: Counter[str] = Counter()
         pipe = self.redis.pipeline(transaction=True)
         accepted: list[tuple[Entry, dict[str, Any]]] = []
-        for entry in entries:
-            try:
-                wires = decode_entry(entry, self.catalog)  # JSON event, or CAP alert -> events
-            except InvalidEvent as exc:
+        for entry, wires in self._decode(entries) if decoded is None else decoded:
+            if isinstance(wires, InvalidEvent):  # JSON event, or CAP alert -> events
+                exc = wires
                 body, message = dead_letter_body(entry, str(exc))
                 dead_letter(
                     pipe,
@@ -352,6 +389,10 @@ def _job_id(prefix: str, queue: str, batch: Sequence[tuple[Entry, dict[str, Any]
         f"{prefix}-{queue}-{first.dept}-{_lane(first)}{first.id}-{len(batch)}-"
         f"{_lane(last)}{last.id}"
     )
+
+
+def _has_emergency(entries: Sequence[Entry]) -> bool:
+    return any(e.stream.endswith(":emergency") for e in entries)
 
 
 def _lane(entry: Entry) -> str:
